@@ -1,0 +1,6 @@
+"""Interaction logs -> user examples -> TRL preference datasets."""
+
+from .log import InteractionLog, UserExample
+
+
+__all__ = ["InteractionLog", "UserExample"]

@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from tiny_models import build_model, build_tokenizer, save_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return build_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama saved to disk, loadable by path (what TRL does for `ref_model=None`)."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
