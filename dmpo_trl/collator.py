@@ -1,0 +1,86 @@
+"""Batching rows with one chosen and K rejected responses (K may differ between rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.data.data_collator import DataCollatorMixin
+from trl.trainer.utils import pad
+
+
+@dataclass
+class DataCollatorForMultiPreference(DataCollatorMixin):
+    """
+    Pads tokenized rows `{"prompt_ids", "chosen_ids", "rejected_ids": [K lists]}` into one batch of sequences.
+
+    The sequences are laid out as TRL's [`~trl.trainer.dpo_trainer.DataCollatorForPreference`] does for K = 1: the B
+    chosen sequences first, then every row's rejected sequences in row order (sum of K rows in all, no padding rows),
+    so a pairwise batch is identical to TRL's. `num_rejected` (B,) tells which rejected sequence belongs to which row.
+    Each sequence is truncated to `max_length` before padding (`keep_start` keeps the prompt's start).
+
+    Optional `ref_chosen_logps` (float per row) and `ref_rejected_logps` (a list per row, at least K long) are passed
+    through, the latter flattened in the same order as the rejected sequences.
+
+    Example:
+    ```python
+    >>> collator = DataCollatorForMultiPreference(pad_token_id=0)
+    >>> batch = collator([{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [[4], [5, 6]]}])
+    >>> batch["input_ids"]
+    tensor([[1, 2, 3, 0],
+            [1, 2, 4, 0],
+            [1, 2, 5, 6]])
+    >>> batch["num_rejected"]
+    tensor([2])
+    ```
+    """
+
+    pad_token_id: int
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        completions = [example["chosen_ids"] for example in examples]
+        prompts = [example["prompt_ids"] for example in examples]
+        for example in examples:
+            completions.extend(example["rejected_ids"])
+            prompts.extend([example["prompt_ids"]] * len(example["rejected_ids"]))
+
+        sequences = [prompt + completion for prompt, completion in zip(prompts, completions)]
+        completion_masks = [
+            [0] * len(prompt) + [1] * len(completion) for prompt, completion in zip(prompts, completions)
+        ]
+        if self.max_length is not None:
+            if self.truncation_mode == "keep_start":
+                window = slice(None, self.max_length)
+            elif self.truncation_mode == "keep_end":
+                window = slice(-self.max_length, None)
+            else:
+                raise ValueError(f"Unsupported truncation mode {self.truncation_mode!r}: use 'keep_start'.")
+            sequences = [ids[window] for ids in sequences]
+            completion_masks = [mask[window] for mask in completion_masks]
+
+        def padded(rows: list[list[int]], value: int) -> torch.Tensor:
+            tensors = [torch.tensor(row, dtype=torch.long) for row in rows]
+            return pad(tensors, padding_value=value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
+
+        batch = {
+            "input_ids": padded(sequences, self.pad_token_id),
+            "attention_mask": padded([[1] * len(ids) for ids in sequences], 0),
+            "completion_mask": padded(completion_masks, 0),
+            "num_rejected": torch.tensor([len(example["rejected_ids"]) for example in examples], dtype=torch.long),
+        }
+        if "ref_chosen_logps" in examples[0]:
+            batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])
+        if "ref_rejected_logps" in examples[0]:
+            batch["ref_rejected_logps"] = torch.tensor(
+                [
+                    logp
+                    for example in examples
+                    for logp in example["ref_rejected_logps"][: len(example["rejected_ids"])]
+                ]
+            )
+        return batch

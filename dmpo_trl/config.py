@@ -1,0 +1,59 @@
+"""`DMPOConfig`: TRL's `DPOConfig` plus the few fields that K rejected responses need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import DPOConfig
+
+
+#: Loss types that understand K >= 1 rejected responses per row. Any other TRL loss type works on pairwise data.
+MULTI_NEGATIVE_LOSSES = ("dmpo", "sdpo", "sigmoid", "sft")
+
+
+@dataclass
+class DMPOConfig(DPOConfig):
+    r"""
+    Configuration for [`DMPOTrainer`]: every [`~trl.DPOConfig`] field, plus the ones below.
+
+    Parameters:
+        loss_type (`list[str]`, *optional*, defaults to `["dmpo"]`):
+            Loss(es) to use, combined with `loss_weights` as in TRL. With r = log pi(y|x) - log pi_ref(y|x) summed over
+            the completion tokens:
+
+            - `"dmpo"`: -log sigmoid(beta * (r(chosen) - mean_k r(rejected_k))), the mean over a row's real negatives.
+            - `"sdpo"`: Softmax-DPO, -log sigmoid(-logsumexp_k(beta * (r(rejected_k) - r(chosen)))).
+            - `"sigmoid"`: TRL's DPO loss; with K > 1, the mean over k of the K pairwise losses.
+            - `"sft"`: negative log-likelihood of the chosen response (the DMPO paper adds it with weight 1.0).
+
+            With K = 1 the first three are exactly TRL's DPO loss. Other TRL loss types (e.g. `"hinge"`, `"ipo"`) run
+            TRL's own implementation and need pairwise data (K = 1).
+        max_negatives (`int` or `None`, *optional*, defaults to `None`):
+            Keep at most this many rejected responses per row, subsampled without replacement (seeded by `seed` and
+            the row index). `None` keeps them all.
+
+    Example:
+    ```python
+    >>> from dmpo_trl import DMPOConfig
+    >>> args = DMPOConfig(output_dir="out", loss_type=["dmpo", "sft"], loss_weights=[1.0, 1.0], max_negatives=4)
+    >>> args.loss_type
+    ['dmpo', 'sft']
+    ```
+    """
+
+    loss_type: list[str] = field(
+        default_factory=lambda: ["dmpo"],
+        metadata={
+            "help": "Loss type(s): 'dmpo' (default), 'sdpo', 'sigmoid', 'sft', or any TRL DPO loss for pairwise data. "
+            "Combine several with `loss_weights`."
+        },
+    )
+    max_negatives: int | None = field(
+        default=None,
+        metadata={"help": "Keep at most this many rejected responses per row (seeded subsample). None keeps all."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_negatives is not None and self.max_negatives < 1:
+            raise ValueError(f"`max_negatives` must be >= 1 or None, got {self.max_negatives}.")

@@ -1,0 +1,55 @@
+"""Multi-negative preference losses as pure tensor functions.
+
+Each takes the chosen log-ratios `(B,)`, the rejected log-ratios `(B, K)` and a boolean mask `(B, K)` of the real
+negatives (rows may have fewer than K), and returns the per-row loss `(B,)`. A log-ratio is
+r(y) = log pi(y|x) - log pi_ref(y|x), summed over the completion tokens. With K = 1 all three equal DPO's
+-log sigmoid(beta * (r_w - r_l)).
+
+Example:
+```python
+>>> import torch
+>>> chosen = torch.tensor([1.0])
+>>> rejected, mask = torch.tensor([[0.0, 2.0]]), torch.tensor([[True, True]])
+>>> dmpo_loss(chosen, rejected, mask, beta=1.0)  # -log sigmoid(1 - 1)
+tensor([0.6931])
+```
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the last dimension of the entries where `mask` is True (each row needs at least one)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1)
+
+
+def dmpo_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """DMPO (Bai et al. 2024): -log sigmoid(beta * (r_w - mean_k r_k)), the mean over each row's real negatives."""
+    return -F.logsigmoid(beta * (chosen_logratios - masked_mean(rejected_logratios, mask)))
+
+
+def sdpo_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Softmax-DPO (Chen et al. 2024): -log sigmoid(-logsumexp_k(beta * (r_k - r_w))), stable for any margin."""
+    logits = beta * (rejected_logratios - chosen_logratios.unsqueeze(-1))
+    logits = logits.masked_fill(~mask, float("-inf"))
+    # -log sigmoid(-x) = softplus(x), which stays finite where the sigmoid form under- or overflows.
+    return F.softplus(torch.logsumexp(logits, dim=-1))
+
+
+def pairwise_sigmoid_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """TRL's DPO loss averaged over the K pairs (chosen, rejected_k): what exploding a row into K pairs trains."""
+    pair_losses = -F.logsigmoid(beta * (chosen_logratios.unsqueeze(-1) - rejected_logratios))
+    return masked_mean(pair_losses, mask)
+
+
+PREFERENCE_LOSSES = {"dmpo": dmpo_loss, "sdpo": sdpo_loss, "sigmoid": pairwise_sigmoid_loss}
