@@ -9,6 +9,8 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
+from .sharing import pack_row, pad_rows
+
 
 @dataclass
 class DataCollatorForMultiPreference(DataCollatorMixin):
@@ -19,6 +21,10 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     chosen sequences first, then every row's rejected sequences in row order (sum of K rows in all, no padding rows),
     so a pairwise batch is identical to TRL's. `num_rejected` (B,) tells which rejected sequence belongs to which row.
     Each sequence is truncated to `max_length` before padding (`keep_start` keeps the prompt's start).
+
+    With `share_prompt=True` each row becomes one packed sequence instead (see `dmpo_trl.sharing`): the prompt once,
+    then a block per response, with `position_ids`, `block_ids` (for the block attention mask), `labels` (the token
+    each position predicts) and `owner` (which sequence, in the layout above, a scored position belongs to).
 
     Optional `ref_chosen_logps` (float per row) and `ref_rejected_logps` (a list per row, at least K long) are passed
     through, the latter flattened in the same order as the rejected sequences.
@@ -40,9 +46,39 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     max_length: int | None = None
     truncation_mode: str = "keep_start"
     pad_to_multiple_of: int | None = None
+    share_prompt: bool = False
     return_tensors: str = "pt"
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self._shared(examples) if self.share_prompt else self._unshared(examples)
+        batch["num_rejected"] = torch.tensor([len(example["rejected_ids"]) for example in examples], dtype=torch.long)
+        if "ref_chosen_logps" in examples[0]:
+            batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])
+        if "ref_rejected_logps" in examples[0]:
+            batch["ref_rejected_logps"] = torch.tensor(
+                [
+                    logp
+                    for example in examples
+                    for logp in example["ref_rejected_logps"][: len(example["rejected_ids"])]
+                ]
+            )
+        return batch
+
+    def _shared(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.truncation_mode != "keep_start":
+            raise ValueError("Prefix sharing truncates with truncation_mode='keep_start' only.")
+        rows, first_sequence = [], len(examples)  # sequence index of each row's first rejected response
+        for index, example in enumerate(examples):
+            row = pack_row(example["prompt_ids"], [example["chosen_ids"], *example["rejected_ids"]], self.max_length)
+            # owner k=0 is the chosen (sequence `index`), k>0 the rejected ones after all chosen sequences
+            row["owner"] = [-1 if k < 0 else index if k == 0 else first_sequence + k - 1 for k in row["owner"]]
+            first_sequence += len(example["rejected_ids"])
+            rows.append(row)
+        batch = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of)
+        batch["attention_mask"] = (batch["block_ids"] >= 0).long()
+        return batch
+
+    def _unshared(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         completions = [example["chosen_ids"] for example in examples]
         prompts = [example["prompt_ids"] for example in examples]
         for example in examples:
@@ -67,20 +103,8 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
             tensors = [torch.tensor(row, dtype=torch.long) for row in rows]
             return pad(tensors, padding_value=value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
 
-        batch = {
+        return {
             "input_ids": padded(sequences, self.pad_token_id),
             "attention_mask": padded([[1] * len(ids) for ids in sequences], 0),
             "completion_mask": padded(completion_masks, 0),
-            "num_rejected": torch.tensor([len(example["rejected_ids"]) for example in examples], dtype=torch.long),
         }
-        if "ref_chosen_logps" in examples[0]:
-            batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])
-        if "ref_rejected_logps" in examples[0]:
-            batch["ref_rejected_logps"] = torch.tensor(
-                [
-                    logp
-                    for example in examples
-                    for logp in example["ref_rejected_logps"][: len(example["rejected_ids"])]
-                ]
-            )
-        return batch

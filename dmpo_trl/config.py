@@ -31,6 +31,11 @@ class DMPOConfig(DPOConfig):
         max_negatives (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many rejected responses per row, subsampled without replacement (seeded by `seed` and
             the row index). `None` keeps them all.
+        prefix_sharing (`bool`, *optional*, defaults to `True`):
+            Run each prompt once for all of its K+1 responses (one packed sequence with a block attention mask) in the
+            policy and reference forwards. Log-probs and gradients equal the unshared path's; the cost falls from
+            (K+1)(P+C) to about P+(K+1)(C+1) tokens. Models whose attention cannot take a custom mask fall back to the
+            unshared path with a warning. TRL's pairwise-only loss types always run unshared.
 
     Example:
     ```python
@@ -51,6 +56,11 @@ class DMPOConfig(DPOConfig):
     max_negatives: int | None = field(
         default=None,
         metadata={"help": "Keep at most this many rejected responses per row (seeded subsample). None keeps all."},
+    )
+
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={"help": "Run each prompt once for all of its responses (packed sequence, block attention mask)."},
     )
 
     def __post_init__(self):

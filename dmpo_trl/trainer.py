@@ -21,6 +21,7 @@ from .collator import DataCollatorForMultiPreference
 from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig
 from .losses import PREFERENCE_LOSSES
 from .rows import check_row, subsample
+from .sharing import attention_mask_for, unsupported_reason
 
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class DMPOTrainer(DPOTrainer):
                 max_length=args.max_length,
                 truncation_mode=args.truncation_mode,
                 pad_to_multiple_of=args.pad_to_multiple_of,
+                share_prompt=getattr(args, "prefix_sharing", True) and not self._pairwise_only,
             )
         super().__init__(
             model=model,
@@ -134,6 +136,23 @@ class DMPOTrainer(DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+
+        self._resolve_prefix_sharing()
+
+    def _resolve_prefix_sharing(self) -> None:
+        """Turn prefix sharing off, with a warning that says why, when a model cannot take the packed layout."""
+        if not getattr(self.data_collator, "share_prompt", False):
+            return
+        for role, candidate in (("model", self.model), ("ref_model", self.ref_model)):
+            reason = unsupported_reason(candidate) if candidate is not None else None
+            if reason:
+                logger.warning(f"Prefix sharing is off: the {role}'s {reason}. Falling back to the unshared forward.")
+                self.data_collator.share_prompt = False
+                return
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        self._resolve_prefix_sharing()  # runs inside DPOTrainer.__init__, before our own check after it
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     # ------------------------------------------------------------------ dataset
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -224,7 +243,27 @@ class DMPOTrainer(DPOTrainer):
 
     # ------------------------------------------------------------------ log-probs
     def _sequence_logps(self, model, inputs: dict[str, torch.Tensor]):
-        """Summed completion log-probs of every sequence in the batch (B chosen, then sum(K) rejected)."""
+        """Summed completion log-probs of every sequence in the batch (B chosen, then sum(K) rejected).
+
+        Returns `(seq_logps, per_token_logps, owner, outputs)`: `owner` has the shape of the per-token outputs and
+        holds the sequence index of each scored token (-1 elsewhere), in either layout: one row per sequence
+        (unshared) or one packed row per prompt (`dmpo_trl.sharing`).
+        """
+        if "block_ids" in inputs:
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=attention_mask_for(self.accelerator.unwrap_model(model), inputs["block_ids"]),
+                position_ids=inputs["position_ids"],
+                shift_labels=inputs["labels"],
+                use_cache=False,
+                fused_lm_head=True,
+            )
+            per_token_logps, owner = outputs.log_probs, inputs["owner"]
+            num_sequences = inputs["num_rejected"].numel() + int(inputs["num_rejected"].sum())
+            scored = owner >= 0
+            seq_logps = per_token_logps.new_zeros(num_sequences).index_add(0, owner[scored], per_token_logps[scored])
+            return seq_logps, per_token_logps, owner, outputs
+
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(
@@ -237,7 +276,9 @@ class DMPOTrainer(DPOTrainer):
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
         seq_len = completion_mask.size(1) - 1
         per_token_logps = outputs.log_probs[:, -seq_len:]
-        return per_token_logps.sum(dim=1), per_token_logps, outputs
+        rows = torch.arange(completion_mask.size(0), device=completion_mask.device).unsqueeze(1)
+        owner = rows.expand(-1, seq_len).masked_fill(completion_mask[:, 1:] == 0, -1)
+        return per_token_logps.sum(dim=1), per_token_logps, owner, outputs
 
     def _reference_context(self):
         """Disable gradients (and the adapter, when the reference is the PEFT base model)."""
@@ -268,7 +309,7 @@ class DMPOTrainer(DPOTrainer):
             return super()._compute_loss(model, pairwise_inputs, return_outputs)
 
         mode = "train" if self.model.training else "eval"
-        seq_logps, per_token_logps, outputs = self._sequence_logps(model, inputs)
+        seq_logps, per_token_logps, owner, outputs = self._sequence_logps(model, inputs)
         if self.precompute_ref_logps:
             ref_seq_logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(seq_logps)
         else:
@@ -280,16 +321,16 @@ class DMPOTrainer(DPOTrainer):
         rejected_logratios = (rejected_logps - split_by_row(ref_seq_logps, num_rejected)[1]).masked_fill(~mask, 0.0)
 
         batch_size = num_rejected.numel()
-        shift_completion_mask = inputs["completion_mask"][:, 1:].bool()
+        chosen_tokens, rejected_tokens = (owner >= 0) & (owner < batch_size), owner >= batch_size
         loss = 0.0
         for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
             if loss_type == "sft":
-                per_row_loss = -per_token_logps[:batch_size][shift_completion_mask[:batch_size]].mean()
+                per_row_loss = -per_token_logps[chosen_tokens].mean()
             else:
                 per_row_loss = PREFERENCE_LOSSES[loss_type](chosen_logratios, rejected_logratios, mask, self.beta)
             loss = loss + per_row_loss.mean() * loss_weight
 
-        self._log_metrics(mode, inputs, outputs, shift_completion_mask, batch_size)
+        self._log_metrics(mode, inputs, outputs, chosen_tokens, rejected_tokens)
         self._log_rewards(mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask)
         if return_outputs:
             with torch.no_grad():
@@ -306,28 +347,24 @@ class DMPOTrainer(DPOTrainer):
         denominator = self.accelerator.gather_for_metrics(denominator.detach().float()).sum()
         return (numerator / denominator).item() if denominator > 0 else 0.0
 
-    def _log_metrics(self, mode, inputs, outputs, shift_completion_mask, batch_size):
+    def _log_metrics(self, mode, inputs, outputs, chosen_tokens, rejected_tokens):
         """TRL's token-level metrics: entropy, num_tokens, logits/*, mean_token_accuracy."""
-        seq_len = shift_completion_mask.size(1)
+        seq_len = chosen_tokens.size(1)
         metrics = self._metrics[mode]
+        scored = chosen_tokens | rejected_tokens
         entropy = outputs.entropy[:, -seq_len:].detach()
-        metrics["entropy"].append(
-            self._gather_ratio((entropy * shift_completion_mask).sum(), shift_completion_mask.sum())
-        )
+        metrics["entropy"].append(self._gather_ratio(entropy[scored].sum(), scored.sum()))
         if mode == "train":
             num_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
             self._total_train_tokens += num_tokens // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
         mean_logits = outputs.mean_logits[:, -seq_len:].detach()
-        chosen_mask, rejected_mask = shift_completion_mask[:batch_size], shift_completion_mask[batch_size:]
-        metrics["logits/chosen"].append(
-            self._gather_ratio(mean_logits[:batch_size][chosen_mask].sum(), chosen_mask.sum())
-        )
+        metrics["logits/chosen"].append(self._gather_ratio(mean_logits[chosen_tokens].sum(), chosen_tokens.sum()))
         metrics["logits/rejected"].append(
-            self._gather_ratio(mean_logits[batch_size:][rejected_mask].sum(), rejected_mask.sum())
+            self._gather_ratio(mean_logits[rejected_tokens].sum(), rejected_tokens.sum())
         )
-        is_top1 = outputs.is_top1[:, -seq_len:][:batch_size]
-        metrics["mean_token_accuracy"].append(self._gather_ratio((is_top1 & chosen_mask).sum(), chosen_mask.sum()))
+        is_top1 = outputs.is_top1[:, -seq_len:]
+        metrics["mean_token_accuracy"].append(self._gather_ratio(is_top1[chosen_tokens].sum(), chosen_tokens.sum()))
 
     def _log_rewards(self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask):
         """Per-row reward metrics in TRL's names, extended for K (only per-row tensors go through `gather`)."""

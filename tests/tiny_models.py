@@ -38,15 +38,15 @@ def build_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     )
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0):
+def build_model(tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0, hidden_size: int = 32):
     """A 2-layer causal LM with random weights whose vocabulary matches `tokenizer`."""
     import torch
 
     torch.manual_seed(seed)
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -62,11 +62,14 @@ def build_model(tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: i
     raise ValueError(f"unknown arch {arch!r}")
 
 
-def save_tiny(directory: str | Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Save a tiny model and its tokenizer to `directory` so it loads by path (e.g. as a reference model)."""
+def save_tiny(directory: str | Path, arch: str = "llama", seed: int = 0, hidden_size: int = 64) -> Path:
+    """Save a tiny model and its tokenizer to `directory` so it loads by path (e.g. as a reference model).
+
+    The default width, 64, is the smallest that bitsandbytes' 4-bit blocks (64 values) quantize.
+    """
     directory = Path(directory)
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, arch=arch, seed=seed)
+    model = build_model(tokenizer, arch=arch, seed=seed, hidden_size=hidden_size)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
