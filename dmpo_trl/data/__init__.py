@@ -1,6 +1,70 @@
-"""Interaction logs -> user examples -> TRL preference datasets."""
+"""Interaction logs -> user examples -> TRL preference datasets.
 
+```python
+from dmpo_trl.data import load_movielens, few_shot_split, build_preference_dataset
+
+log = load_movielens("movielens-100k")                      # 943 users, 1682 items
+split = few_shot_split(log, num_train_users=100, seed=0)     # user-disjoint; target = each user's last item
+train = build_preference_dataset(log, split.train, num_negatives=4, prompt_style="candidates")
+```
+"""
+
+from .builder import build_preference_dataset, build_sft_dataset
+from .download import ChecksumError, DownloadError, default_cache_dir
+from .loaders import (
+    DATASETS,
+    load_dataset_by_name,
+    load_grouplens,
+    load_interactions,
+    load_movielens,
+    load_recbole_atomic,
+    recbole_example_dir,
+    register_dataset,
+)
 from .log import InteractionLog, UserExample
+from .negatives import STRATEGIES, NegativeSampler, candidate_sets, example_rng, sample_negatives
+from .prompts import (
+    ANSWER_PREFIX,
+    CANDIDATES_TEMPLATE,
+    HISTORY_TEMPLATE,
+    TEMPLATES,
+    render_prompt,
+    render_titles,
+    resolve_template,
+)
+from .splits import FewShotSplit, example_at, few_shot_split, leave_last_out
 
 
-__all__ = ["InteractionLog", "UserExample"]
+__all__ = [
+    "ANSWER_PREFIX",
+    "CANDIDATES_TEMPLATE",
+    "DATASETS",
+    "HISTORY_TEMPLATE",
+    "STRATEGIES",
+    "TEMPLATES",
+    "ChecksumError",
+    "DownloadError",
+    "FewShotSplit",
+    "InteractionLog",
+    "NegativeSampler",
+    "UserExample",
+    "build_preference_dataset",
+    "build_sft_dataset",
+    "candidate_sets",
+    "default_cache_dir",
+    "example_at",
+    "example_rng",
+    "few_shot_split",
+    "leave_last_out",
+    "load_dataset_by_name",
+    "load_grouplens",
+    "load_interactions",
+    "load_movielens",
+    "load_recbole_atomic",
+    "recbole_example_dir",
+    "register_dataset",
+    "render_prompt",
+    "render_titles",
+    "resolve_template",
+    "sample_negatives",
+]

@@ -1,0 +1,142 @@
+"""User examples -> TRL datasets: preference rows with K rejected completions (DMPO), and SFT rows.
+
+Plain text: `prompt` is the rendered template + "\\nAnswer:", completions are " <title>" (leading space).
+Conversational: `prompt` is `[{"role": "user", "content": <rendered template>}]`, completions are
+`[{"role": "assistant", "content": <title>}]`. `rejected` is always a list of K completions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+from datasets import Dataset
+
+from .log import InteractionLog, UserExample
+from .negatives import NegativeSampler, candidate_sets, example_rng
+from .prompts import ANSWER_PREFIX, render_prompt, resolve_template, uses_candidates
+
+
+def _prompts(
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    prompt_style: str,
+    num_candidates: int,
+    negative_strategy: str,
+    seed: int,
+    list_style: str,
+    popularity: Counter | None,
+) -> Iterator[tuple[UserExample, str, list[str]]]:
+    """(example, rendered prompt, candidate ids other than the target; [] for history-only templates)."""
+    template = resolve_template(prompt_style)
+    if uses_candidates(template):
+        sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    else:
+        sets = [([], -1)] * len(examples)
+    for example, (candidates, _) in zip(examples, sets):
+        prompt = render_prompt(
+            template, [log.titles[i] for i in example.history], [log.titles[i] for i in candidates], list_style
+        )
+        yield example, prompt, [c for c in candidates if c != example.target]
+
+
+def _wrap(prompt: str, completions: list[str], conversational: bool, answer_prefix: str):
+    if conversational:
+        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": c}] for c in completions]
+    return prompt + answer_prefix, [f" {c}" for c in completions]
+
+
+def build_preference_dataset(
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    num_negatives: int = 4,
+    prompt_style: str = "candidates",
+    num_candidates: int = 20,
+    negative_strategy: str = "uniform",
+    conversational: bool = False,
+    seed: int = 0,
+    *,
+    list_style: str = "numbered",
+    answer_prefix: str = ANSWER_PREFIX,
+    popularity: Counter | None = None,
+) -> Dataset:
+    """TRL preference rows: `prompt`, `chosen` (the target's title), `rejected` (K = `num_negatives` titles).
+
+    `prompt_style` is "candidates" (the S-DPO/LLaRA prompt listing `num_candidates` shuffled titles), "history"
+    (next-item prompt without candidates) or your own template string. With candidates, the K negatives are drawn
+    from the prompt's candidates, so every rejected title is one the model was offered; the candidate lists are
+    the same as `candidate_sets(log, examples, num_candidates, seed, negative_strategy)`, which the evaluator
+    uses. Without candidates, negatives come from `negative_strategy` over the whole catalog. Extra columns
+    `user` and `target` hold the ids. Deterministic for a given `seed`.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u": ["a", "b", "c"]}, {i: f"Movie {i.upper()}" for i in "abcdefgh"})
+    >>> row = build_preference_dataset(log, [UserExample("u", ("a", "b"), "c")], num_negatives=2,
+    ...                                num_candidates=5)[0]
+    >>> row["prompt"].endswith("Answer:"), row["chosen"], len(row["rejected"])
+    (True, ' Movie C', 2)
+    ```
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    with_candidates = uses_candidates(resolve_template(prompt_style))
+    if with_candidates and num_negatives > num_candidates - 1:
+        raise ValueError(f"num_negatives={num_negatives} must be at most num_candidates - 1 = {num_candidates - 1}")
+    sampler = None if with_candidates else NegativeSampler(log, negative_strategy, popularity)
+    rows: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "user": [], "target": []}
+    parts = _prompts(log, examples, prompt_style, num_candidates, negative_strategy, seed, list_style, popularity)
+    for example, prompt, others in parts:
+        if with_candidates:
+            negatives = random.Random(f"dmpo-trl-rejected|{seed}|{example.user}|{example.target}").sample(
+                others, num_negatives
+            )
+        else:
+            negatives = sampler.sample(example, num_negatives, example_rng(example, seed))
+        text, completions = _wrap(
+            prompt, [log.titles[i] for i in [example.target, *negatives]], conversational, answer_prefix
+        )
+        rows["prompt"].append(text)
+        rows["chosen"].append(completions[0])
+        rows["rejected"].append(completions[1:])
+        rows["user"].append(example.user)
+        rows["target"].append(example.target)
+    return Dataset.from_dict(rows)
+
+
+def build_sft_dataset(
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    prompt_style: str = "candidates",
+    num_candidates: int = 20,
+    negative_strategy: str = "uniform",
+    conversational: bool = False,
+    seed: int = 0,
+    *,
+    list_style: str = "numbered",
+    answer_prefix: str = ANSWER_PREFIX,
+    popularity: Counter | None = None,
+) -> Dataset:
+    """TRL prompt-completion rows (`prompt`, `completion` = the target's title, plus `user`, `target`).
+
+    Same prompts as `build_preference_dataset` with the same arguments and seed.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u": ["a", "b", "c"]}, {i: f"Movie {i.upper()}" for i in "abcdefgh"})
+    >>> row = build_sft_dataset(log, [UserExample("u", ("a", "b"), "c")], prompt_style="history",
+    ...                         conversational=True)[0]
+    >>> row["prompt"][0]["role"], row["completion"]
+    ('user', [{'role': 'assistant', 'content': 'Movie C'}])
+    ```
+    """
+    rows: dict[str, list] = {"prompt": [], "completion": [], "user": [], "target": []}
+    parts = _prompts(log, examples, prompt_style, num_candidates, negative_strategy, seed, list_style, popularity)
+    for example, prompt, _ in parts:
+        text, (completion,) = _wrap(prompt, [log.titles[example.target]], conversational, answer_prefix)
+        rows["prompt"].append(text)
+        rows["completion"].append(completion)
+        rows["user"].append(example.user)
+        rows["target"].append(example.target)
+    return Dataset.from_dict(rows)
