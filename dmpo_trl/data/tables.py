@@ -65,7 +65,7 @@ def read_table(
     sep: str | None = None,
     *,
     header: bool = True,
-    encoding: str = "utf-8",
+    encoding: str = "utf-8-sig",
     quoting: int = csv.QUOTE_MINIMAL,
 ) -> Table:
     """Read a delimited or parquet file as strings, keeping each record's line number.
