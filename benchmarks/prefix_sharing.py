@@ -1,0 +1,282 @@
+"""Prefix sharing vs the unshared forward vs TRL's DPOTrainer on exploded pairs: step time, peak memory, tokens.
+
+SmolLM2-135M-Instruct (the embedded default) + LoRA r=8 on all linear layers, MovieLens-100K rows from the data
+builder with the 20-candidate prompt, one row (K+1 responses) per optimizer step, the same rows for every method:
+
+- `shared`: DMPOTrainer (prefix sharing on, the default)
+- `naive`: DMPOTrainer with `prefix_sharing=False`
+- `trl_pairs`: TRL's DPOTrainer on the row exploded into K (chosen, rejected_k) pairs, all K in one step
+
+Each (method, K) runs in a fresh process so that peak memory is its own: the figure is the resident-set high-water
+mark during training minus the resident set once the model and trainer are built (Linux /proc). Step time is the
+median over `--steps` optimizer steps after `--warmup`. Evaluation throughput compares ranking 20 candidates per user
+with the prompt run once (`shared`) against the prompt repeated per candidate (`naive`).
+
+    python benchmarks/prefix_sharing.py                     # K = 1 2 4 8 16, all methods, + evaluation
+    python benchmarks/prefix_sharing.py --k 8 --json        # one JSON line per configuration
+    python benchmarks/prefix_sharing.py --check             # exactness on SmolLM2: shared vs unshared log-probs/grads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+METHODS = ("shared", "naive", "trl_pairs")
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident set
+
+
+def movielens_rows(num_rows: int, k: int, seed: int = 0):
+    from dmpo_trl.data import build_preference_dataset, few_shot_split, load_movielens
+
+    log = load_movielens("movielens-100k")
+    split = few_shot_split(log, num_train_users=num_rows, num_valid_users=0, num_test_users=0, seed=seed)
+    return build_preference_dataset(log, split.train, num_negatives=k, prompt_style="candidates", seed=seed)
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+class StepTimer:
+    def __init__(self):
+        self.durations = []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Timer(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer.start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                timer.durations.append(time.perf_counter() - timer.start)
+
+        return _Timer()
+
+
+def train_worker(method: str, k: int, steps: int, warmup: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from dmpo_trl import DMPOConfig, DMPOTrainer
+    from dmpo_trl.models import resolve_model_path
+
+    torch.set_num_threads(os.cpu_count())
+    path = resolve_model_path(None)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = movielens_rows(steps + warmup, k)
+    common = dict(
+        output_dir=f"/tmp/bench-{method}-{k}",
+        per_device_train_batch_size=1,
+        max_steps=steps + warmup,
+        learning_rate=1e-5,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        max_length=1024,
+    )
+    timer = StepTimer()
+    if method == "trl_pairs":
+        pairs = [
+            {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": rejected}
+            for row in rows
+            for rejected in row["rejected"]
+        ]
+        trainer = DPOTrainer(
+            path,
+            args=DPOConfig(**{**common, "per_device_train_batch_size": k}),
+            train_dataset=Dataset.from_list(pairs),
+            processing_class=tokenizer,
+            peft_config=lora_config(),
+            callbacks=[timer.callback()],
+        )
+    else:
+        trainer = DMPOTrainer(
+            path,
+            args=DMPOConfig(**common, prefix_sharing=method == "shared"),
+            train_dataset=rows,
+            processing_class=tokenizer,
+            peft_config=lora_config(),
+            callbacks=[timer.callback()],
+        )
+    loader = trainer.get_train_dataloader()
+    tokens = statistics.mean(int(batch["attention_mask"].sum()) for _, batch in zip(range(steps + warmup), loader))
+    baseline = rss_mb()
+    reset_peak_rss()
+    trainer.train()
+    peak = rss_mb("VmHWM") - baseline
+    return {
+        "method": method,
+        "k": k,
+        "step_s": round(statistics.median(timer.durations[warmup:]), 3),
+        "peak_mb": round(peak, 1),
+        "tokens": round(tokens),
+    }
+
+
+def eval_worker(num_users: int, num_candidates: int = 20) -> list[dict]:
+    import torch
+
+    from dmpo_trl.data import few_shot_split, load_movielens
+    from dmpo_trl.evaluation import build_ranking_prompts
+    from dmpo_trl.models import load_model_and_tokenizer
+    from dmpo_trl.scoring import score_completions, tokenize_for_scoring
+    from dmpo_trl.sharing import score_completions_shared
+
+    torch.set_num_threads(os.cpu_count())
+    model, tokenizer = load_model_and_tokenizer()
+    log = load_movielens("movielens-100k")
+    split = few_shot_split(log, num_train_users=0, num_valid_users=0, num_test_users=num_users, seed=0)
+    items = build_ranking_prompts(log, split.test, num_candidates=num_candidates, seed=0)
+    tokenized = [tokenize_for_scoring(tokenizer, item.prompt, item.completions) for item in items]
+    results, scores = [], {}
+    for method in ("shared", "naive"):
+        start = time.perf_counter()
+        scores[method] = [
+            score_completions_shared(model, p, c)
+            if method == "shared"
+            else score_completions(model, tokenizer, p, c)[0]
+            for p, c in tokenized
+        ]
+        elapsed = time.perf_counter() - start
+        results.append(
+            {
+                "method": f"eval_{method}",
+                "k": num_candidates,
+                "candidates_per_s": round(num_users * num_candidates / elapsed, 2),
+                "seconds": round(elapsed, 2),
+            }
+        )
+    difference = max((a - b).abs().max().item() for a, b in zip(scores["shared"], scores["naive"]))
+    results.append({"method": "eval_max_abs_diff", "k": num_candidates, "value": difference})
+    return results
+
+
+def check_worker(k: int = 4) -> dict:
+    """Shared vs unshared log-probs and LoRA gradients on SmolLM2 in fp32, two rows of K negatives."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
+    from dmpo_trl.models import resolve_model_path
+
+    path = resolve_model_path(None)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = movielens_rows(2, k)
+    trainer = DMPOTrainer(
+        path,
+        args=DMPOConfig("/tmp/bench-check", bf16=False, report_to=[], max_length=1024),
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
+    examples = [trainer.train_dataset[i] for i in range(2)]
+    model = trainer.model
+    model.train()
+    out = {}
+    for share in (True, False):
+        batch = DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=share)(examples)
+        model.zero_grad()
+        logps = trainer._sequence_logps(model, batch)[0]
+        (logps * torch.linspace(-1, 2, logps.numel())).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        out[share] = (logps.detach(), grads)
+    logp_diff = (out[True][0] - out[False][0]).abs().max().item()
+    grad_diff = max((out[True][1][n] - out[False][1][n]).abs().max().item() for n in out[True][1])
+    return {"method": "check", "k": k, "max_logp_diff": logp_diff, "max_grad_diff": grad_diff}
+
+
+def run_in_subprocess(*worker_args: str) -> list[dict]:
+    command = [sys.executable, __file__, "--worker", *worker_args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stderr[-3000:], file=sys.stderr)
+        return [{"method": worker_args[0], "k": worker_args[1], "error": result.stderr.strip().splitlines()[-1]}]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def print_table(records: list[dict]) -> None:
+    train = [r for r in records if r["method"] in METHODS and "step_s" in r]
+    if train:
+        print(f"\n{'K':>3} {'method':>10} {'step s':>8} {'peak MB':>8} {'tokens':>7} {'vs shared':>10}")
+        for k in sorted({r["k"] for r in train}):
+            rows = {r["method"]: r for r in train if r["k"] == k}
+            base = rows.get("shared", {}).get("step_s")
+            for method in METHODS:
+                if method in rows:
+                    r = rows[method]
+                    ratio = f"{r['step_s'] / base:.2f}x" if base else "-"
+                    print(f"{k:>3} {method:>10} {r['step_s']:>8.2f} {r['peak_mb']:>8.0f} {r['tokens']:>7} {ratio:>10}")
+    for r in records:
+        if r["method"].startswith("eval") or r["method"] == "check" or "error" in r:
+            print(r)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--eval-users", type=int, default=5, help="users for the evaluation throughput (0: skip)")
+    parser.add_argument("--check", action="store_true", help="only the exactness check on SmolLM2")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per configuration")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "eval":
+            records = eval_worker(int(rest[0]))
+        elif kind == "check":
+            records = [check_worker()]
+        else:
+            records = [train_worker(kind, int(rest[0]), int(rest[1]), int(rest[2]))]
+        for record in records:
+            print(json.dumps(record))
+        return
+
+    records = []
+    jobs = [("check",)] if args.check else []
+    if not args.check:
+        jobs += [(m, str(k), str(args.steps), str(args.warmup)) for k in args.k for m in args.methods]
+        if args.eval_users:
+            jobs.append(("eval", str(args.eval_users)))
+    for job in jobs:
+        for record in run_in_subprocess(*job):
+            records.append(record)
+            print(json.dumps(record) if args.json else f"done: {record}", flush=True)
+    print_table(records)
+
+
+if __name__ == "__main__":
+    main()
