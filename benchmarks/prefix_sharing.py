@@ -32,6 +32,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 METHODS = ("shared", "naive", "trl_pairs")
+MARKER = "RESULT "
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -221,7 +222,7 @@ def run_in_subprocess(*worker_args: str) -> list[dict]:
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
         return [{"method": worker_args[0], "k": worker_args[1], "error": result.stderr.strip().splitlines()[-1]}]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line[len(MARKER) :]) for line in result.stdout.splitlines() if line.startswith(MARKER)]
 
 
 def print_table(records: list[dict]) -> None:
@@ -262,7 +263,7 @@ def main() -> None:
         else:
             records = [train_worker(kind, int(rest[0]), int(rest[1]), int(rest[2]))]
         for record in records:
-            print(json.dumps(record))
+            print(MARKER + json.dumps(record))  # the Trainer prints its own dicts to stdout too
         return
 
     records = []
