@@ -107,7 +107,7 @@ def mrr(ranks: Sequence[int]) -> float:
     return float(reciprocal_ranks(ranks).mean()) if len(ranks) else float("nan")
 
 
-def rank_of_target(scores: Sequence[float], target_index: int, ties: str = "random", seed: int = 0) -> int:
+def rank_of_target(scores: Sequence[float], target_index: int, ties: str = "random", seed: int | str = 0) -> int:
     """0-based rank of `scores[target_index]` among `scores` (higher score = better).
 
     `ties` says where the target goes among candidates with exactly its score: "pessimistic" (after all of them),

@@ -1,0 +1,610 @@
+"""Ranking evaluation of a causal LM recommender (and of simple baselines) on fixed candidate lists.
+
+Every user gets `num_candidates` items: the target plus negatives from `dmpo_trl.data.candidate_sets` with the given
+seed, so every model and baseline is scored on identical lists, which are also the lists the training prompts
+show. The prompt and the candidate completions are rendered exactly as in `build_preference_dataset` rows.
+
+Modes:
+- "likelihood": score each candidate title by its log-likelihood after the prompt (`dmpo_trl.scoring`), rank them;
+  reports hit_ratio@1, hit_ratio@5, ndcg@5, mrr.
+- "generation": greedy-decode an answer and find which candidate titles it names; reports hit_ratio@1 (exactly one
+  candidate named and it is the target, as S-DPO counts it) and valid_ratio (exactly one candidate named).
+- "auc": the DMPO paper's pairwise protocol: for each negative, a prompt offering only the target and that negative
+  (in a seeded order); auc is the fraction of negatives the target outscores (ties count one half), averaged over
+  users.
+
+Baselines, on the same candidates: "random" (seeded random scores) and "popular" (interaction counts; see
+`baseline_popularity` for which interactions count).
+
+Example:
+```python
+>>> from dmpo_trl.data import few_shot_split, load_movielens
+>>> from dmpo_trl.evaluation import evaluate_baseline, evaluate_ranking
+>>> log = load_movielens("movielens-100k")  # doctest: +SKIP
+>>> test = few_shot_split(log, num_test_users=500, seed=0).test  # doctest: +SKIP
+>>> evaluate_baseline("popular", test, log, num_candidates=20, seed=0)["metrics"]["hit_ratio@1"]  # doctest: +SKIP
+0.13
+>>> result = evaluate_ranking(model, tokenizer, test, log, output="results.json")  # doctest: +SKIP
+```
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.data_utils import _tokenize
+
+from . import __version__
+from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
+from .data.prompts import uses_candidates
+from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
+from .scoring import Completion, Prompt, eval_mode, score_candidates, score_completions, tokenize_for_scoring
+
+
+__all__ = [
+    "BASELINES",
+    "MODES",
+    "RankingPrompt",
+    "baseline_popularity",
+    "build_ranking_prompts",
+    "evaluate_baseline",
+    "evaluate_ranking",
+    "format_table",
+    "named_candidates",
+    "ranking_metrics",
+    "save_result",
+    "score_candidates",
+    "score_completions",
+    "tokenize_for_scoring",
+]
+
+MODES = ("likelihood", "generation", "auc")
+BASELINES = ("random", "popular")
+
+
+@dataclass
+class RankingPrompt:
+    """One user's evaluation item: the rendered prompt, one completion per candidate, and where the target is."""
+
+    example: UserExample
+    candidates: list[str]  # item ids, in the order the prompt lists them
+    target_index: int
+    prompt: Prompt
+    completions: list[Completion]  # same order as `candidates`
+
+    @property
+    def negatives(self) -> list[int]:
+        return [k for k in range(len(self.candidates)) if k != self.target_index]
+
+
+def _wrap(prompt: str, titles: Sequence[str], conversational: bool, answer_prefix: str):
+    """The prompt and completions in the form of a `build_preference_dataset` row."""
+    if conversational:
+        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": t}] for t in titles]
+    return prompt + answer_prefix, [f" {t}" for t in titles]
+
+
+def build_ranking_prompts(
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    num_candidates: int = 20,
+    seed: int = 0,
+    prompt_style: str = "candidates",
+    conversational: bool = False,
+    negative_strategy: str = "uniform",
+    *,
+    list_style: str = "numbered",
+    answer_prefix: str = ANSWER_PREFIX,
+    popularity: Counter | None = None,
+) -> list[RankingPrompt]:
+    """The evaluation prompts: for each example, `candidate_sets(...)` candidates and the prompt listing them.
+
+    Prompts and completions are rendered as `build_preference_dataset` renders them with the same arguments (plain
+    text: template + "\\nAnswer:" and " <title>"; conversational: a user message and assistant messages).
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u": ["a", "b", "c"]}, {i: f"Movie {i.upper()}" for i in "abcdefgh"})
+    >>> [item] = build_ranking_prompts(log, [UserExample("u", ("a", "b"), "c")], num_candidates=4)
+    >>> len(item.completions), item.completions[item.target_index], item.prompt.endswith("Answer:")
+    (4, ' Movie C', True)
+    ```
+    """
+    template = resolve_template(prompt_style)
+    sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    with_candidates = uses_candidates(template)
+    items = []
+    for example, (candidates, target_index) in zip(examples, sets):
+        titles = [log.titles[i] for i in candidates]
+        history = [log.titles[i] for i in example.history]
+        text = render_prompt(template, history, titles if with_candidates else (), list_style)
+        prompt, completions = _wrap(text, titles, conversational, answer_prefix)
+        items.append(RankingPrompt(example, candidates, target_index, prompt, completions))
+    return items
+
+
+def _pairwise_prompts(
+    log: InteractionLog, item: RankingPrompt, seed: int, prompt_style: str, conversational: bool, **render
+) -> list[tuple[Prompt, list[Completion], int]]:
+    """For each negative: (prompt offering target and negative, their completions, index of the target)."""
+    template = resolve_template(prompt_style)
+    history = [log.titles[i] for i in item.example.history]
+    target = item.candidates[item.target_index]
+    rng = random.Random(f"dmpo-trl-pairwise|{seed}|{item.example.user}|{item.example.target}")
+    out = []
+    for k in item.negatives:
+        pair = [target, item.candidates[k]]
+        rng.shuffle(pair)
+        titles = [log.titles[i] for i in pair]
+        text = render_prompt(template, history, titles, render.get("list_style", "numbered"))
+        prompt, completions = _wrap(text, titles, conversational, render.get("answer_prefix", ANSWER_PREFIX))
+        out.append((prompt, completions, pair.index(target)))
+    return out
+
+
+def baseline_popularity(log: InteractionLog, examples: Sequence[UserExample]) -> Counter:
+    """Item interaction counts for the "popular" baseline, with nothing from the evaluated targets.
+
+    Counts every interaction in `log` except, for each evaluated example, its target and everything after it in
+    that user's sequence (`example.extra["position"]` when set, else the target's last occurrence). So test targets
+    never count, while the test users' histories, which the model sees in its prompt, do.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u1": ["a", "b"], "u2": ["a", "c"]}, {i: i for i in "abc"})
+    >>> sorted(baseline_popularity(log, [UserExample("u1", ("a",), "b")]).items())
+    [('a', 2), ('c', 1)]
+    ```
+    """
+    cut = {}
+    for example in examples:
+        sequence = log.sequences[example.user]
+        position = example.extra.get("position")
+        if position is None:
+            position = len(sequence) - 1 - sequence[::-1].index(example.target)
+        cut[example.user] = min(cut.get(example.user, len(sequence)), position)
+    return Counter(item for user, seq in log.sequences.items() for item in seq[: cut.get(user, len(seq))])
+
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_ARTICLE = re.compile(r"^(?P<name>.+), (?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE)
+
+
+def _normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+
+
+def _title_forms(title: str) -> list[str]:
+    """Normalized ways an answer may name a title: as written, without the year, with a trailing article moved
+    to the front ("Godfather, The (1972)" -> "The Godfather")."""
+    bare = _YEAR.sub("", title)
+    forms = [title, bare]
+    match = _ARTICLE.match(bare)
+    if match:
+        forms.append(f"{match['article']} {match['name']}")
+    return [f for f in dict.fromkeys(_normalize(f) for f in forms) if f]
+
+
+def named_candidates(output: str, titles: Sequence[str]) -> list[int]:
+    """Indices of the candidate titles that a generated answer names, in order of first mention.
+
+    Matching ignores case, punctuation and the year, on word boundaries; a title also accepts its leading-article
+    form ("The Godfather" for "Godfather, The (1972)"). A title found only inside a longer named title ("Heat"
+    inside "Heat Wave") does not count.
+
+    Example:
+    ```python
+    >>> titles = ["Heat (1995)", "Godfather, The (1972)", "Heat Wave (1990)"]
+    >>> named_candidates("I think: The Godfather.", titles)
+    [1]
+    >>> named_candidates("Heat Wave (1990)", titles)
+    [2]
+    >>> named_candidates("heat, or the godfather", titles)
+    [0, 1]
+    ```
+    """
+    text = f" {_normalize(output)} "
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for index, title in enumerate(titles):
+        for form in _title_forms(title):
+            needle = f" {form} "
+            start = text.find(needle)
+            while start != -1:
+                spans.setdefault(index, []).append((start + 1, start + len(needle) - 1))
+                start = text.find(needle, start + 1)
+    all_spans = [(s, e, i) for i, found in spans.items() for s, e in found]
+
+    def inside_other(index: int, span: tuple[int, int]) -> bool:
+        s, e = span
+        return any(i != index and s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, i in all_spans)
+
+    named = {
+        i: min(s for s, e in found if not inside_other(i, (s, e)))
+        for i, found in spans.items()
+        if any(not inside_other(i, span) for span in found)
+    }
+    return sorted(named, key=named.__getitem__)
+
+
+def ranking_metrics(ranks: Sequence[int], seed: int = 0) -> dict[str, Any]:
+    """hit_ratio@1/@5/@10, ndcg@5/@10, mrr and 95% bootstrap intervals for hit_ratio@1 and ndcg@5.
+
+    Example:
+    ```python
+    >>> ranking_metrics([0, 2, 7])["ndcg@5"]
+    0.5
+    ```
+    """
+    return {
+        "hit_ratio@1": hit_ratio(ranks, 1),
+        "hit_ratio@5": hit_ratio(ranks, 5),
+        "hit_ratio@10": hit_ratio(ranks, 10),
+        "ndcg@5": ndcg(ranks, 5),
+        "ndcg@10": ndcg(ranks, 10),
+        "mrr": mrr(ranks),
+        "hit_ratio@1_ci95": list(bootstrap_interval(hits_at_k(ranks, 1), seed=seed)),
+        "ndcg@5_ci95": list(bootstrap_interval(ndcg_at_k(ranks, 5), seed=seed)),
+        "num_users": len(ranks),
+    }
+
+
+def _tie_seed(seed: int, example: UserExample) -> str:
+    return f"dmpo-trl-ties|{seed}|{example.user}|{example.target}"
+
+
+def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[float]], seed: int) -> dict:
+    per_user, ranks = [], []
+    for item, scores in zip(items, all_scores):
+        rank = rank_of_target(scores, item.target_index, ties="random", seed=_tie_seed(seed, item.example))
+        ranks.append(rank)
+        per_user.append(
+            {
+                "user": item.example.user,
+                "target": item.example.target,
+                "candidates": item.candidates,
+                "target_index": item.target_index,
+                "rank": rank,
+                "scores": [float(s) for s in scores],
+            }
+        )
+    return {"metrics": ranking_metrics(ranks, seed=seed), "per_user": per_user}
+
+
+def _settings(log: InteractionLog, examples: Sequence[UserExample], **settings) -> dict[str, Any]:
+    return {"dataset": log.name, "num_users": len(examples), **settings, "dmpo_trl_version": __version__}
+
+
+def _finish(result: dict, settings: dict, started: float, output: str | Path | None) -> dict:
+    result = {
+        "metrics": result["metrics"],
+        "settings": settings,
+        **{k: v for k, v in result.items() if k != "metrics"},
+    }
+    result["wall_time_s"] = round(time.perf_counter() - started, 3)
+    if output is not None:
+        save_result(result, output)
+    return result
+
+
+def save_result(result: dict, path: str | Path) -> Path:
+    """Write a result dict as indented JSON (creating parent folders); returns the path.
+
+    Example:
+    ```python
+    >>> import tempfile, pathlib
+    >>> save_result({"metrics": {"mrr": 0.5}, "settings": {}}, pathlib.Path(tempfile.mkdtemp()) / "r.json").name
+    'r.json'
+    ```
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def evaluate_baseline(
+    baseline: str,
+    examples: Sequence[UserExample],
+    log: InteractionLog,
+    num_candidates: int = 20,
+    seed: int = 0,
+    negative_strategy: str = "uniform",
+    popularity: Counter | None = None,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Rank the same candidates as `evaluate_ranking` with a baseline: "random" or "popular".
+
+    "random" draws one uniform score per candidate, seeded by (seed, user, target). "popular" scores a candidate
+    by its count in `popularity` (default: `baseline_popularity(log, examples)`, which leaves out the evaluated
+    targets). Ties are broken at random (seeded), so equal counts do not favour the target.
+
+    Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({f"u{k}": ["a", "b", "c"] for k in range(3)}, {i: i for i in "abcdefgh"})
+    >>> result = evaluate_baseline("popular", [UserExample("u0", ("a", "b"), "c")], log, num_candidates=4)
+    >>> result["metrics"]["hit_ratio@1"]  # "c" was chosen by the two other users
+    1.0
+    ```
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"Unknown baseline {baseline!r}; choose from {BASELINES}")
+    started = time.perf_counter()
+    sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    items = [RankingPrompt(e, c, t, "", []) for e, (c, t) in zip(examples, sets)]
+    if baseline == "random":
+        all_scores = []
+        for item in items:
+            rng = random.Random(f"dmpo-trl-random|{seed}|{item.example.user}|{item.example.target}")
+            all_scores.append([rng.random() for _ in item.candidates])
+    else:
+        counts = baseline_popularity(log, examples) if popularity is None else popularity
+        all_scores = [[float(counts.get(i, 0)) for i in item.candidates] for item in items]
+    settings = _settings(
+        log,
+        examples,
+        model=f"baseline:{baseline}",
+        mode="likelihood",
+        num_candidates=num_candidates,
+        seed=seed,
+        negative_strategy=negative_strategy,
+        popularity=(
+            "log minus evaluated targets and later items" if baseline == "popular" and popularity is None else None
+        ),
+    )
+    return _finish(_rank_result(items, all_scores, seed), settings, started, output)
+
+
+@torch.no_grad()
+def _generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int,
+) -> list[str]:
+    """Greedy answers for a batch of prompts (left-padded)."""
+    encoded = [
+        _tokenize(tokenizer, p, add_generation_prompt=True)["input_ids"]
+        if isinstance(p, list)
+        else _tokenize(tokenizer, p)["input_ids"]
+        for p in prompts
+    ]
+    length = max(len(ids) for ids in encoded)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(encoded):
+        input_ids[row, length - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, length - len(ids) :] = 1
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+        )
+    return tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
+
+
+def evaluate_ranking(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[UserExample],
+    log: InteractionLog,
+    num_candidates: int = 20,
+    seed: int = 0,
+    prompt_style: str = "candidates",
+    conversational: bool | None = None,
+    mode: str = "likelihood",
+    normalize: bool = False,
+    batch_size: int = 20,
+    progress: bool = True,
+    *,
+    negative_strategy: str = "uniform",
+    end_of_turn: bool = True,
+    max_new_tokens: int = 32,
+    list_style: str = "numbered",
+    answer_prefix: str = ANSWER_PREFIX,
+    popularity: Counter | None = None,
+    model_name: str | None = None,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a causal LM as a ranker of `num_candidates` items per example (see the module docstring for modes).
+
+    Args:
+        examples: the users to evaluate (e.g. `few_shot_split(...).test`), each with its history and target.
+        log: the interaction log the examples come from (titles, sequences for negative sampling).
+        num_candidates, seed, negative_strategy, popularity: passed to `candidate_sets`; the same values give the
+            same candidate lists for every model, baseline and run.
+        prompt_style, list_style, answer_prefix: the prompt, as in `build_preference_dataset`.
+        conversational: message-list prompts through the chat template; `None` = whether the tokenizer has one.
+            Use the form the model was trained with.
+        normalize: rank by mean log-probability per token instead of the sum.
+        end_of_turn: score the EOS / end-of-turn tokens after the title, as training does (see
+            `tokenize_for_scoring`).
+        batch_size: sequences per forward pass (likelihood, auc) or prompts per `generate` call (generation).
+        max_new_tokens: answer length in generation mode.
+        output: also write the result as JSON there.
+
+    Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`. Likelihood mode:
+    hit_ratio@1/@5/@10, ndcg@5/@10, mrr, with `*_ci95` bootstrap intervals for hit_ratio@1 and ndcg@5; per user
+    the candidates, the target's index and rank, and the scores. Generation mode: hit_ratio@1, valid_ratio (and
+    per user the answer and the candidates it names). AUC mode: auc (and per user the target-vs-negative wins).
+
+    Example:
+    ```python
+    >>> result = evaluate_ranking(model, tokenizer, split.test, log, num_candidates=20, seed=0)  # doctest: +SKIP
+    >>> result["metrics"]["ndcg@5"]  # doctest: +SKIP
+    0.1402
+    ```
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}")
+    started = time.perf_counter()
+    if conversational is None:
+        conversational = getattr(tokenizer, "chat_template", None) is not None
+    render = {"list_style": list_style, "answer_prefix": answer_prefix}
+    items = build_ranking_prompts(
+        log,
+        examples,
+        num_candidates,
+        seed,
+        prompt_style,
+        conversational,
+        negative_strategy,
+        popularity=popularity,
+        **render,
+    )
+    settings = _settings(
+        log,
+        examples,
+        model=model_name or getattr(model.config, "_name_or_path", None) or type(model).__name__,
+        mode=mode,
+        num_candidates=num_candidates,
+        seed=seed,
+        prompt_style=prompt_style,
+        conversational=conversational,
+        normalize=normalize,
+        end_of_turn=end_of_turn,
+        negative_strategy=negative_strategy,
+        list_style=list_style,
+        batch_size=batch_size,
+        **({"max_new_tokens": max_new_tokens} if mode == "generation" else {}),
+    )
+    bar = tqdm(total=len(items), desc=f"Evaluating ({mode})", disable=not progress)
+    if mode == "likelihood":
+        all_scores = []
+        for item in items:
+            scores = score_candidates(
+                model, tokenizer, item.prompt, item.completions, normalize, end_of_turn, batch_size
+            )
+            all_scores.append(scores.tolist())
+            bar.update()
+        result = _rank_result(items, all_scores, seed)
+    elif mode == "generation":
+        result = _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_tokens, seed, bar)
+    else:
+        result = _evaluate_auc(
+            model,
+            tokenizer,
+            items,
+            log,
+            seed,
+            prompt_style,
+            conversational,
+            normalize,
+            end_of_turn,
+            batch_size,
+            render,
+            bar,
+        )
+    bar.close()
+    return _finish(result, settings, started, output)
+
+
+def _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_tokens, seed, bar) -> dict:
+    per_user, hits, valid = [], [], []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        answers = _generate(model, tokenizer, [item.prompt for item in chunk], max_new_tokens)
+        for item, answer in zip(chunk, answers):
+            named = named_candidates(answer, [log.titles[i] for i in item.candidates])
+            valid.append(float(len(named) == 1))
+            hits.append(float(named == [item.target_index]))
+            per_user.append(
+                {
+                    "user": item.example.user,
+                    "target": item.example.target,
+                    "candidates": item.candidates,
+                    "target_index": item.target_index,
+                    "answer": answer,
+                    "named": named,
+                }
+            )
+        bar.update(len(chunk))
+    metrics = {
+        "hit_ratio@1": sum(hits) / len(hits) if hits else float("nan"),
+        "valid_ratio": sum(valid) / len(valid) if valid else float("nan"),
+        "hit_ratio@1_ci95": list(bootstrap_interval(hits, seed=seed)),
+        "num_users": len(items),
+    }
+    return {"metrics": metrics, "per_user": per_user}
+
+
+def _evaluate_auc(
+    model, tokenizer, items, log, seed, prompt_style, conversational, normalize, end_of_turn, batch_size, render, bar
+) -> dict:
+    per_user, aucs = [], []
+    score: Callable = lambda p, c: score_candidates(  # noqa: E731
+        model, tokenizer, p, c, normalize, end_of_turn, batch_size
+    ).tolist()
+    with_candidates = uses_candidates(resolve_template(prompt_style))
+    for item in items:
+        if with_candidates:
+            wins = []
+            for prompt, completions, target_index in _pairwise_prompts(
+                log, item, seed, prompt_style, conversational, **render
+            ):
+                scores = score(prompt, completions)
+                wins.append(pairwise_auc(scores[target_index], [scores[1 - target_index]]))
+        else:  # the prompt does not show candidates: one scoring of all candidates gives every pair
+            scores = score(item.prompt, item.completions)
+            wins = [pairwise_auc(scores[item.target_index], [scores[k]]) for k in item.negatives]
+        auc = sum(wins) / len(wins)
+        aucs.append(auc)
+        per_user.append(
+            {
+                "user": item.example.user,
+                "target": item.example.target,
+                "candidates": item.candidates,
+                "target_index": item.target_index,
+                "auc": auc,
+                "wins": wins,
+            }
+        )
+        bar.update()
+    metrics = {
+        "auc": sum(aucs) / len(aucs) if aucs else float("nan"),
+        "auc_ci95": list(bootstrap_interval(aucs, seed=seed)),
+        "num_users": len(items),
+    }
+    return {"metrics": metrics, "per_user": per_user}
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one row per named result, one column per scalar metric.
+
+    Example:
+    ```python
+    >>> print(format_table({"random": {"metrics": {"hit_ratio@1": 0.05, "mrr": 0.18}}}))
+    model   hit_ratio@1  mrr
+    random  0.0500       0.1800
+    ```
+    """
+    columns: list[str] = []
+    for result in results.values():
+        for key, value in result["metrics"].items():
+            if isinstance(value, float) and key not in columns:
+                columns.append(key)
+    names = list(results)
+    width = max([len("model"), *(len(n) for n in names)])
+    cells = [[f"{results[n]['metrics'].get(c, float('nan')):.4f}" for c in columns] for n in names]
+    widths = [max(len(c), *(len(row[k]) for row in cells)) for k, c in enumerate(columns)]
+    lines = ["  ".join(["model".ljust(width), *(c.ljust(w) for c, w in zip(columns, widths))]).rstrip()]
+    for name, row in zip(names, cells):
+        lines.append("  ".join([name.ljust(width), *(v.ljust(w) for v, w in zip(row, widths))]).rstrip())
+    return "\n".join(lines)

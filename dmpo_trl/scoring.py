@@ -1,0 +1,209 @@
+"""Log-likelihood of candidate completions after a prompt, tokenized exactly as `DMPOTrainer` tokenizes training rows.
+
+Two layers:
+- `tokenize_for_scoring` turns a prompt and its completions (plain text or conversational, as in a preference row)
+  into `prompt_ids` and one id list per completion, the way the trainer does: plain-text completions get the EOS
+  token appended; conversational ones are rendered by the chat template (which closes the assistant turn); the
+  completion starts where the tokenized prompt and every tokenized prompt+completion diverge.
+- `score_completions` runs the model and returns, per completion, the summed log-probability of its tokens and their
+  count. It is the only place that runs the model, so its internals can change (e.g. to prefix sharing) without
+  touching callers.
+
+Example:
+```python
+>>> from dmpo_trl.scoring import score_candidates
+>>> prompt, titles = "Pick one: Heat, Fargo.\\nAnswer:", [" Heat (1995)", " Fargo (1996)"]
+>>> scores = score_candidates(model, tokenizer, prompt, titles)  # doctest: +SKIP
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.data_utils import _tokenize, common_prefix_length
+
+
+Prompt = str | list[dict[str, Any]]
+Completion = str | list[dict[str, Any]]
+
+
+def is_conversational(value: Any) -> bool:
+    """True for a message list (`[{"role": ..., "content": ...}, ...]`), False for plain text.
+
+    Example:
+    ```python
+    >>> is_conversational([{"role": "user", "content": "hi"}]), is_conversational("hi")
+    (True, False)
+    ```
+    """
+    return isinstance(value, list) and len(value) > 0 and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]]) -> list[int]:
+    """The tokens a chat template puts after an assistant message's content (e.g. `<|im_end|>` and a newline)."""
+    prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
+    empty = _tokenize(tokenizer, prompt + [{"role": "assistant", "content": ""}])["input_ids"]
+    return empty[common_prefix_length(prompt_ids, empty) :]
+
+
+def tokenize_for_scoring(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    completions: Sequence[Completion],
+    end_of_turn: bool = True,
+) -> tuple[list[int], list[list[int]]]:
+    """Token ids of `prompt` and of each completion, as `DMPOTrainer` (and TRL's `DPOTrainer`) would train them.
+
+    Plain text: `tokenizer(prompt)` and `tokenizer(prompt + completion + eos)`. Conversational (message lists):
+    the chat template with `add_generation_prompt=True` for the prompt, and prompt + assistant message for each
+    completion. The completions start at the longest prefix shared by the prompt and all prompt+completion ids.
+
+    `end_of_turn=False` leaves out what closes the answer: the EOS of plain text, or the chat template's end-of-turn
+    tokens, so only the title's own tokens are scored (this no longer matches training exactly).
+
+    Example:
+    ```python
+    >>> prompt_ids, completions_ids = tokenize_for_scoring(tokenizer, "Answer:", [" Heat", " Fargo"])  # doctest: +SKIP
+    >>> tokenizer.decode(completions_ids[0])  # doctest: +SKIP
+    ' Heat<|im_end|>'
+    ```
+    """
+    if not completions:
+        raise ValueError("tokenize_for_scoring needs at least one completion")
+    if is_conversational(prompt):
+        prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
+        full = [_tokenize(tokenizer, prompt + list(c))["input_ids"] for c in completions]
+    else:
+        eos = tokenizer.eos_token
+        if end_of_turn and eos is not None:
+            completions = [c if c.endswith(eos) else c + eos for c in completions]
+        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
+        full = [_tokenize(tokenizer, prompt + c)["input_ids"] for c in completions]
+    prompt_len = min(common_prefix_length(prompt_ids, ids) for ids in full)
+    completions_ids = [ids[prompt_len:] for ids in full]
+    if is_conversational(prompt) and not end_of_turn:
+        suffix = _end_of_turn_ids(tokenizer, prompt)
+        if suffix:
+            completions_ids = [
+                ids[: -len(suffix)] if ids[-len(suffix) :] == suffix else ids for ids in completions_ids
+            ]
+    return list(prompt_ids[:prompt_len]), completions_ids
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Switch `model` to eval mode (no dropout) inside the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[int],
+    completions_ids: Sequence[Sequence[int]],
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each completion after the prompt, and each completion's token count.
+
+    Returns two CPU tensors of shape `(len(completions_ids),)`: float32 sums of `log p(token | prefix)` over the
+    completion's tokens, and int64 counts (so `sums / counts` is the per-token mean).
+
+    How: the prompt is repeated in front of every completion; sequences are left-padded into batches of
+    `batch_size` (all at once when `None`), with position ids that skip the padding, so each row computes exactly
+    what an unpadded forward pass would. Since every row ends with its completion, only the last
+    `max completion length + 1` positions are projected to the vocabulary (`logits_to_keep`) and go through the
+    log-softmax, so memory does not grow with the prompt length times the vocabulary size.
+
+    Example:
+    ```python
+    >>> sums, counts = score_completions(model, tokenizer, [1, 2, 3], [[4, 5], [6]])  # doctest: +SKIP
+    >>> sums.shape, counts.tolist()  # doctest: +SKIP
+    (torch.Size([2]), [2, 1])
+    ```
+    """
+    prompt_ids = list(prompt_ids)
+    if not prompt_ids:
+        raise ValueError("score_completions needs a non-empty prompt (the first completion token needs a context)")
+    total = len(completions_ids)
+    sums = torch.zeros(total, dtype=torch.float32)
+    counts = torch.tensor([len(c) for c in completions_ids], dtype=torch.int64)
+    batch_size = batch_size or max(total, 1)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    device = _device(model)
+    keep_kwarg = _accepts_logits_to_keep(model)
+    with eval_mode(model):
+        for start in range(0, total, batch_size):
+            chunk = [list(c) for c in completions_ids[start : start + batch_size]]
+            width = max(len(c) for c in chunk)
+            if width == 0:
+                continue
+            sequences = [prompt_ids + c for c in chunk]
+            length = max(len(s) for s in sequences)
+            input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
+            for row, sequence in enumerate(sequences):
+                input_ids[row, length - len(sequence) :] = torch.tensor(sequence)
+                attention_mask[row, length - len(sequence) :] = 1
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            if keep_kwarg:
+                logits = model(**inputs, logits_to_keep=width + 1, use_cache=False).logits
+            else:
+                logits = model(**inputs, use_cache=False).logits[:, -(width + 1) :]
+            # logits[:, j] predicts the token after position (length - width - 1 + j); drop the one past the end
+            logps = logits[:, :-1].float().log_softmax(-1)
+            targets = input_ids[:, length - width :].to(device)
+            token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            lengths = torch.tensor([len(c) for c in chunk], device=device)
+            mask = torch.arange(width, device=device).unsqueeze(0) >= (width - lengths).unsqueeze(1)
+            sums[start : start + len(chunk)] = (token_logps * mask).sum(-1).cpu()
+    return sums, counts
+
+
+def score_candidates(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    completions: Sequence[Completion],
+    normalize: bool = False,
+    end_of_turn: bool = True,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Score each completion by its log-likelihood after `prompt`: the sum over its tokens, or the per-token mean.
+
+    `prompt` and `completions` take the forms of a preference row (see `dmpo_trl.data.build_preference_dataset`):
+    a string and strings (" Heat (1995)"), or a message list and assistant-message lists. See
+    `tokenize_for_scoring` for the tokens scored and `score_completions` for the computation.
+
+    Example:
+    ```python
+    >>> titles = [" Heat (1995)", " Fargo (1996)"]
+    >>> score_candidates(model, tokenizer, "Next movie:", titles, normalize=True)  # doctest: +SKIP
+    tensor([-2.1034, -2.4117])
+    ```
+    """
+    prompt_ids, completions_ids = tokenize_for_scoring(tokenizer, prompt, completions, end_of_turn=end_of_turn)
+    sums, counts = score_completions(model, tokenizer, prompt_ids, completions_ids, batch_size=batch_size)
+    return sums / counts.clamp(min=1) if normalize else sums
