@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import _tokenize, common_prefix_length
+
+from .sharing import score_completions_shared, unsupported_reason
 
 
 Prompt = str | list[dict[str, Any]]
@@ -116,6 +119,9 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+_warned_unshared: set[str] = set()
+
+
 @torch.no_grad()
 def score_completions(
     model: PreTrainedModel,
@@ -123,13 +129,18 @@ def score_completions(
     prompt_ids: Sequence[int],
     completions_ids: Sequence[Sequence[int]],
     batch_size: int | None = None,
+    share_prompt: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each completion after the prompt, and each completion's token count.
 
     Returns two CPU tensors of shape `(len(completions_ids),)`: float32 sums of `log p(token | prefix)` over the
     completion's tokens, and int64 counts (so `sums / counts` is the per-token mean).
 
-    How: the prompt is repeated in front of every completion; sequences are left-padded into batches of
+    With `share_prompt=True` (the default) the prompt runs once for all completions (`dmpo_trl.sharing`: one packed
+    sequence with a block attention mask; `batch_size` is then unused). A model whose attention cannot take that
+    mask is scored the unshared way, with a one-time warning that says why.
+
+    Unshared: the prompt is repeated in front of every completion; sequences are left-padded into batches of
     `batch_size` (all at once when `None`), with position ids that skip the padding, so each row computes exactly
     what an unpadded forward pass would. Since every row ends with its completion, only the last
     `max completion length + 1` positions are projected to the vocabulary (`logits_to_keep`) and go through the
@@ -146,8 +157,16 @@ def score_completions(
     if not prompt_ids:
         raise ValueError("score_completions needs a non-empty prompt (the first completion token needs a context)")
     total = len(completions_ids)
-    sums = torch.zeros(total, dtype=torch.float32)
     counts = torch.tensor([len(c) for c in completions_ids], dtype=torch.int64)
+    if share_prompt and total and min(counts) > 0:
+        reason = unsupported_reason(model)
+        if reason is None:
+            with eval_mode(model):
+                return score_completions_shared(model, prompt_ids, [list(c) for c in completions_ids]).float(), counts
+        if reason not in _warned_unshared:
+            _warned_unshared.add(reason)
+            warnings.warn(f"Scoring without prefix sharing: the model's {reason}.", stacklevel=2)
+    sums = torch.zeros(total, dtype=torch.float32)
     batch_size = batch_size or max(total, 1)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = _device(model)

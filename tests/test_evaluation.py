@@ -140,7 +140,7 @@ def test_plain_text_score_equals_direct_forward(tokenizer, tiny_model):
     # without the end of turn only the title's own tokens count
     bare = score_candidates(tiny_model, tokenizer, prompt, titles, end_of_turn=False)
     full = tokenizer(prompt + titles[0])["input_ids"]
-    assert float(bare[0]) == pytest.approx(direct_log_likelihood(tiny_model, full, len(prompt_ids)), abs=1e-5)
+    assert float(bare[0]) == pytest.approx(direct_log_likelihood(tiny_model, full, len(prompt_ids)), abs=1e-4)
 
 
 @pytest.mark.parametrize("end_of_turn", [True, False])
@@ -158,7 +158,7 @@ def test_conversational_score_equals_direct_forward(tokenizer, tiny_model, end_o
         if not end_of_turn:
             assert tokenizer.decode(full[-1:]) == "<|end|>"  # the tiny template closes a turn with <|end|>
             full = full[:-1]
-        assert float(score) == pytest.approx(direct_log_likelihood(tiny_model, full, len(prompt_ids)), abs=1e-5)
+        assert float(score) == pytest.approx(direct_log_likelihood(tiny_model, full, len(prompt_ids)), abs=1e-4)
 
 
 def test_score_completions_contract(tokenizer, tiny_model):
@@ -353,3 +353,12 @@ def test_format_table():
 def test_docstring_examples():
     assert run_docstring_examples(evaluation) == 0
     assert run_docstring_examples(scoring) == 0
+
+
+def test_shared_scoring_equals_unshared(tokenizer, tiny_model):
+    prompt = tokenizer("The user watched Heat, Fargo. Choose one:")["input_ids"]
+    completions = [tokenizer(t + "<|end|>")["input_ids"] for t in [" Casino", " Star Wars (1977)", " Babe", " Heat"]]
+    shared, counts = score_completions(tiny_model, tokenizer, prompt, completions)
+    unshared, same_counts = score_completions(tiny_model, tokenizer, prompt, completions, share_prompt=False)
+    torch.testing.assert_close(shared, unshared, atol=1e-4, rtol=0)
+    assert counts.tolist() == same_counts.tolist() == [len(c) for c in completions]
