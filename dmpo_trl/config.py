@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transformers.utils import is_torch_bf16_gpu_available
 from trl import DPOConfig
 
 
@@ -37,10 +38,14 @@ class DMPOConfig(DPOConfig):
             (K+1)(P+C) to about P+(K+1)(C+1) tokens. Models whose attention cannot take a custom mask fall back to the
             unshared path with a warning. TRL's pairwise-only loss types always run unshared.
 
+    One default differs from `DPOConfig`: left unset, `bf16` is TRL's `True` where a GPU supports bf16 (or with
+    `use_cpu=True`) and `False` on a machine without one, where TRL's default stops with "Your setup doesn't support
+    bf16/gpu".
+
     Example:
     ```python
     >>> from dmpo_trl import DMPOConfig
-    >>> args = DMPOConfig(output_dir="out", loss_type=["dmpo", "sft"], loss_weights=[1.0, 1.0], max_negatives=4)
+    >>> args = DMPOConfig("out", loss_type=["dmpo", "sft"], loss_weights=[1.0, 1.0], max_negatives=4, report_to="none")
     >>> args.loss_type
     ['dmpo', 'sft']
     ```
@@ -64,6 +69,8 @@ class DMPOConfig(DPOConfig):
     )
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and not self.use_cpu and not is_torch_bf16_gpu_available():
+            self.bf16 = False
         super().__post_init__()
         if self.max_negatives is not None and self.max_negatives < 1:
             raise ValueError(f"`max_negatives` must be >= 1 or None, got {self.max_negatives}.")

@@ -120,7 +120,7 @@ def score_completions_shared(model, prompt_ids: list[int], completions: list[lis
 
     Example:
     ```python
-    >>> logps = score_completions_shared(model, tokenizer("Next:")["input_ids"], [[11, 2], [12, 2]])
+    >>> logps = score_completions_shared(model, tokenizer("Next:")["input_ids"], [[11, 2], [12, 2]])  # doctest: +SKIP
     ```
     """
     batch = pad_rows([pack_row(prompt_ids, completions)], pad_token_id=0)

@@ -57,8 +57,8 @@ class DMPOTrainer(DPOTrainer):
     >>> dataset = Dataset.from_list([
     ...     {"prompt": "The user watched Heat. Next:", "chosen": " Casino", "rejected": [" Babe", " Jumanji"]},
     ... ])
-    >>> trainer = DMPOTrainer(model="path/to/causal-lm", args=DMPOConfig("out"), train_dataset=dataset)
-    >>> trainer.train()
+    >>> trainer = DMPOTrainer("Qwen/Qwen2.5-0.5B", args=DMPOConfig("out"), train_dataset=dataset)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
     ```
     """
 
