@@ -237,6 +237,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         result["settings"].update(dtype=args.dtype, device=device)
     result["settings"].update(max_history=args.max_history, min_history=args.min_history)
+    written = save_result(result, args.output) if args.output else None
     print(format_table({name: result}))
     metrics = result["metrics"]
     for key, value in metrics.items():
@@ -245,8 +246,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"{metrics['num_users']} users, {args.num_candidates} candidates, seed {args.seed}, {result['wall_time_s']}s"
     )
-    if args.output:
-        print(f"Wrote {save_result(result, args.output)}")
+    if written:
+        print(f"Wrote {written}")
     return 0
 
 

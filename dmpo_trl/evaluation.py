@@ -23,7 +23,7 @@ Example:
 >>> log = load_movielens("movielens-100k")  # doctest: +SKIP
 >>> test = few_shot_split(log, num_test_users=500, seed=0).test  # doctest: +SKIP
 >>> evaluate_baseline("popular", test, log, num_candidates=20, seed=0)["metrics"]["hit_ratio@1"]  # doctest: +SKIP
-0.13
+0.238
 >>> result = evaluate_ranking(model, tokenizer, test, log, output="results.json")  # doctest: +SKIP
 ```
 """
