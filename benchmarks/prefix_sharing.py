@@ -63,8 +63,10 @@ def lora_config():
 
 
 class StepTimer:
+    """Wall and process-CPU seconds of each optimizer step (CPU time is the steadier figure on a shared machine)."""
+
     def __init__(self):
-        self.durations = []
+        self.durations, self.cpu_durations = [], []
 
     def callback(self):
         from transformers import TrainerCallback
@@ -73,10 +75,11 @@ class StepTimer:
 
         class _Timer(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
-                timer.start = time.perf_counter()
+                timer.start, timer.cpu_start = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kwargs):
                 timer.durations.append(time.perf_counter() - timer.start)
+                timer.cpu_durations.append(time.process_time() - timer.cpu_start)
 
         return _Timer()
 
@@ -139,6 +142,7 @@ def train_worker(method: str, k: int, steps: int, warmup: int) -> dict:
         "method": method,
         "k": k,
         "step_s": round(statistics.median(timer.durations[warmup:]), 3),
+        "cpu_s": round(statistics.median(timer.cpu_durations[warmup:]), 3),
         "peak_mb": round(peak, 1),
         "tokens": round(tokens),
     }
@@ -228,7 +232,7 @@ def run_in_subprocess(*worker_args: str) -> list[dict]:
 def print_table(records: list[dict]) -> None:
     train = [r for r in records if r["method"] in METHODS and "step_s" in r]
     if train:
-        print(f"\n{'K':>3} {'method':>10} {'step s':>8} {'peak MB':>8} {'tokens':>7} {'vs shared':>10}")
+        print(f"\n{'K':>3} {'method':>10} {'step s':>8} {'cpu s':>8} {'peak MB':>8} {'tokens':>7} {'s/shared':>9}")
         for k in sorted({r["k"] for r in train}):
             rows = {r["method"]: r for r in train if r["k"] == k}
             base = rows.get("shared", {}).get("step_s")
@@ -236,7 +240,10 @@ def print_table(records: list[dict]) -> None:
                 if method in rows:
                     r = rows[method]
                     ratio = f"{r['step_s'] / base:.2f}x" if base else "-"
-                    print(f"{k:>3} {method:>10} {r['step_s']:>8.2f} {r['peak_mb']:>8.0f} {r['tokens']:>7} {ratio:>10}")
+                    print(
+                        f"{k:>3} {method:>10} {r['step_s']:>8.2f} {r['cpu_s']:>8.2f} {r['peak_mb']:>8.0f} "
+                        f"{r['tokens']:>7} {ratio:>9}"
+                    )
     for r in records:
         if r["method"].startswith("eval") or r["method"] == "check" or "error" in r:
             print(r)
@@ -251,6 +258,7 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int, default=5, help="users for the evaluation throughput (0: skip)")
     parser.add_argument("--check", action="store_true", help="only the exactness check on SmolLM2")
     parser.add_argument("--json", action="store_true", help="print one JSON line per configuration")
+    parser.add_argument("--output", help="also append each configuration's JSON line to this file")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -276,6 +284,9 @@ def main() -> None:
         for record in run_in_subprocess(*job):
             records.append(record)
             print(json.dumps(record) if args.json else f"done: {record}", flush=True)
+            if args.output:
+                with open(args.output, "a") as f:
+                    f.write(json.dumps(record) + "\n")
     print_table(records)
 
 
