@@ -93,7 +93,7 @@ def train_worker(method: str, k: int, steps: int, warmup: int) -> dict:
     from dmpo_trl import DMPOConfig, DMPOTrainer
     from dmpo_trl.models import resolve_model_path
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
     path = resolve_model_path(None)
     tokenizer = AutoTokenizer.from_pretrained(path)
     rows = movielens_rows(steps + warmup, k)
@@ -157,7 +157,7 @@ def eval_worker(num_users: int, num_candidates: int = 20) -> list[dict]:
     from dmpo_trl.scoring import score_completions, tokenize_for_scoring
     from dmpo_trl.sharing import score_completions_shared
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
     model, tokenizer = load_model_and_tokenizer()
     log = load_movielens("movielens-100k")
     split = few_shot_split(log, num_train_users=0, num_valid_users=0, num_test_users=num_users, seed=0)
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="only the exactness check on SmolLM2")
     parser.add_argument("--json", action="store_true", help="print one JSON line per configuration")
     parser.add_argument("--output", help="also append each configuration's JSON line to this file")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: all cores)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -274,6 +275,8 @@ def main() -> None:
             print(MARKER + json.dumps(record))  # the Trainer prints its own dicts to stdout too
         return
 
+    if args.threads:
+        os.environ["BENCH_THREADS"] = str(args.threads)
     records = []
     jobs = [("check",)] if args.check else []
     if not args.check:
