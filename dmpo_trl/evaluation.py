@@ -447,9 +447,9 @@ def evaluate_ranking(
 
     Example:
     ```python
-    >>> result = evaluate_ranking(model, tokenizer, split.test, log, num_candidates=20, seed=0)  # doctest: +SKIP
-    >>> result["metrics"]["ndcg@5"]  # doctest: +SKIP
-    0.1402
+    >>> result = evaluate_ranking(model, tokenizer, split.test[:100], log, num_candidates=20, seed=0)  # doctest: +SKIP
+    >>> round(result["metrics"]["ndcg@5"], 3)  # zero-shot SmolLM2-135M-Instruct on MovieLens-100K  # doctest: +SKIP
+    0.176
     ```
     """
     if mode not in MODES:
