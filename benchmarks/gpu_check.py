@@ -1,0 +1,267 @@
+"""GPU check: does a 7B model train with DMPO in 4-bit QLoRA within a 24 GB consumer card?
+
+A model of Llama-7B's shape (hidden 4096, 32 layers, 32 heads, intermediate 11008, vocabulary 32000) with random
+weights, loaded in 4-bit NF4 with double quantisation through `dmpo_trl.models.load_model_for_training` (the recipe's
+QLoRA path: `BitsAndBytesConfig`, `prepare_model_for_kbit_training`, LoRA r=16 on every linear layer), trained for
+one `DMPOTrainer` step on one row with K=4 negatives where prompt + response is 512 tokens, batch size 1, gradient
+checkpointing, prefix sharing on (the default). Prints `torch.cuda.max_memory_allocated()` and whether it is under
+22 GiB (room for the CUDA context and the allocator's slack on a 24 GB card).
+
+The random checkpoint is never materialised in float32 on the CPU: each tensor is drawn on the GPU in bfloat16 and
+written to disk one layer shard at a time (about 13.5 GB in a temporary folder), then transformers loads the shards and
+quantizes them on the GPU, as it would a downloaded checkpoint. On one H100 the whole check takes 2-4 minutes.
+
+    python benchmarks/gpu_check.py                 # needs CUDA; refuses with a message on a CPU-only machine
+    python benchmarks/gpu_check.py --tiny          # the same code path on a tiny Llama, on CPU or GPU (seconds)
+    python benchmarks/gpu_check.py --json          # also print one JSON line with the numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GIB = 1024**3
+BUDGET_GIB = 22.0
+LLAMA_7B = dict(
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    intermediate_size=11008,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+)
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=128,
+    vocab_size=1000,
+    max_position_embeddings=1024,
+)
+
+
+def build_tokenizer(vocab_size: int, directory: Path):
+    """A word-level tokenizer over "w0" ... "w{n}" (plus pad/eos), so that N words are exactly N tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>"]
+    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(vocab_size - len(specials))])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="</s>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>")
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def write_random_checkpoint(shape: dict, directory: Path, device: str, seed: int = 0) -> float:
+    """Save a random Llama of `shape` as bfloat16 safetensors shards (one per layer), drawing each tensor on `device`.
+
+    The model is built on the meta device only to list parameter names and shapes; no full copy of the weights ever
+    exists in host memory. Returns the size written in GiB.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**shape, bos_token_id=None, pad_token_id=0, eos_token_id=1, tie_word_embeddings=False)
+    with torch.device("meta"):
+        skeleton = LlamaForCausalLM(config)
+    shards: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for name, param in skeleton.state_dict().items():
+        part = name.split(".")
+        key = f"layer{int(part[2]):03d}" if part[:2] == ["model", "layers"] else "other"
+        shards.setdefault(key, []).append((name, tuple(param.shape)))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    weight_map, total = {}, 0
+    for index, (_key, entries) in enumerate(sorted(shards.items())):
+        tensors = {}
+        for name, shape_ in entries:
+            if name.endswith("norm.weight"):
+                tensor = torch.ones(shape_, dtype=torch.bfloat16, device=device)
+            else:
+                tensor = torch.empty(shape_, dtype=torch.bfloat16, device=device).normal_(0, 0.02, generator=generator)
+            tensors[name] = tensor.cpu()
+            total += tensor.numel() * 2
+        filename = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(tensors, str(directory / filename), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, filename))
+        del tensors
+    index_file = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index_file, indent=1))
+    config.dtype = "bfloat16"
+    config.save_pretrained(directory)
+    return total / GIB
+
+
+def preference_row(num_negatives: int, sequence_tokens: int, response_tokens: int, vocab_size: int, seed: int = 0):
+    """One row whose prompt + each response is `sequence_tokens` tokens (response: `response_tokens` incl. EOS)."""
+    import random
+
+    rng = random.Random(seed)
+    words = lambda n: " ".join(f"w{rng.randrange(vocab_size - 2)}" for _ in range(n))  # noqa: E731
+    prompt_tokens = sequence_tokens - response_tokens
+    responses = [" " + words(response_tokens - 1) for _ in range(num_negatives + 1)]  # the trainer appends EOS
+    return {"prompt": words(prompt_tokens), "chosen": responses[0], "rejected": responses[1:]}
+
+
+def run_check(
+    tiny: bool = False,
+    num_negatives: int = 4,
+    sequence_tokens: int = 512,
+    response_tokens: int = 32,
+    lora_r: int = 16,
+    prefix_sharing: bool = True,
+    gradient_checkpointing: bool = True,
+    workdir: str | None = None,
+) -> dict:
+    """Build the random 4-bit model, run one DMPO step, and return memory and timing figures."""
+    import torch
+    from datasets import Dataset
+
+    from dmpo_trl import DMPOConfig, DMPOTrainer
+    from dmpo_trl.models import RecModelConfig, adapters_to_dtype, load_model_for_training
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not tiny:
+        raise SystemExit(
+            "gpu_check needs a CUDA GPU for the 7B model (bitsandbytes 4-bit, ~6 GB of weights). On this machine run "
+            "`python benchmarks/gpu_check.py --tiny`, which exercises the same code path on a tiny Llama."
+        )
+    shape = TINY if tiny else LLAMA_7B
+    device = "cuda" if cuda else "cpu"
+    if tiny:
+        sequence_tokens, response_tokens = min(sequence_tokens, 128), min(response_tokens, 8)
+    root = Path(workdir or tempfile.mkdtemp(prefix="dmpo-gpu-check-"))
+    checkpoint = root / "random-llama"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    try:
+        started = time.perf_counter()
+        size_gib = write_random_checkpoint(shape, checkpoint, device)
+        build_tokenizer(shape["vocab_size"], checkpoint)
+        timings["write_checkpoint_s"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        model_args = RecModelConfig(model_name_or_path=str(checkpoint), load_in_4bit=True, lora_r=lora_r)
+        model, tokenizer, peft_config = load_model_for_training(model_args, gradient_checkpointing)
+        timings["load_4bit_s"] = time.perf_counter() - started
+        weights_gib = torch.cuda.memory_allocated() / GIB if cuda else None
+
+        row = preference_row(num_negatives, sequence_tokens, response_tokens, shape["vocab_size"])
+        args = DMPOConfig(
+            str(root / "out"),
+            max_steps=1,
+            per_device_train_batch_size=1,
+            learning_rate=1e-4,
+            bf16=cuda and torch.cuda.is_bf16_supported(),
+            activation_checkpointing=gradient_checkpointing,
+            prefix_sharing=prefix_sharing,
+            max_length=sequence_tokens + 8,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
+        )
+        trainer = DMPOTrainer(
+            model,
+            args=args,
+            train_dataset=Dataset.from_list([row]),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        compute_dtype = model.config.quantization_config.bnb_4bit_compute_dtype
+        if compute_dtype != torch.bfloat16:
+            adapters_to_dtype(trainer.model, torch.float32)
+        prepared = trainer.train_dataset[0]
+        tokens = {
+            "prompt": len(prepared["prompt_ids"]),
+            "responses": [len(prepared["chosen_ids"])] + [len(r) for r in prepared["rejected_ids"]],
+        }
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        started = time.perf_counter()
+        trainer.train()
+        timings["train_step_s"] = time.perf_counter() - started
+        loss = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
+        peak_gib = torch.cuda.max_memory_allocated() / GIB if cuda else None
+        return {
+            "model": "llama-7b-shape" if not tiny else "tiny-llama",
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "checkpoint_gib_bf16": round(size_gib, 2),
+            "weights_4bit_gib": round(weights_gib, 2) if cuda else None,
+            "max_memory_allocated_gib": round(peak_gib, 2) if cuda else None,
+            "under_22_gib": bool(peak_gib < BUDGET_GIB) if cuda else None,
+            "num_negatives": num_negatives,
+            "tokens": tokens,
+            "prefix_sharing": prefix_sharing,
+            "gradient_checkpointing": gradient_checkpointing,
+            "trainable_params": trainable,
+            "loss": loss,
+            "timings_s": {key: round(value, 1) for key, value in timings.items()},
+        }
+    finally:
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny Llama instead of the 7B shape (runs on CPU)")
+    parser.add_argument("--k", type=int, default=4, help="negatives per row (default: %(default)s)")
+    parser.add_argument("--tokens", type=int, default=512, help="prompt + response tokens (default: %(default)s)")
+    parser.add_argument("--response-tokens", type=int, default=32, help="tokens per response (default: %(default)s)")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: %(default)s)")
+    parser.add_argument("--no-prefix-sharing", dest="prefix_sharing", action="store_false")
+    parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--workdir", help="keep the random checkpoint there (default: a temporary folder)")
+    parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    args = parser.parse_args(argv)
+    result = run_check(
+        tiny=args.tiny,
+        num_negatives=args.k,
+        sequence_tokens=args.tokens,
+        response_tokens=args.response_tokens,
+        lora_r=args.lora_r,
+        prefix_sharing=args.prefix_sharing,
+        gradient_checkpointing=args.gradient_checkpointing,
+        workdir=args.workdir,
+    )
+    tokens = result["tokens"]
+    print(f"model: {result['model']} on {result['device']}, 4-bit NF4 + double quant, LoRA r={args.lora_r}")
+    print(
+        f"row: prompt {tokens['prompt']} tokens, {len(tokens['responses'])} responses of {tokens['responses'][0]} "
+        f"tokens (K={result['num_negatives']}), prefix sharing {'on' if result['prefix_sharing'] else 'off'}, "
+        f"gradient checkpointing {'on' if result['gradient_checkpointing'] else 'off'}"
+    )
+    print(f"one DMPOTrainer step: loss {result['loss']:.4f}, {result['trainable_params']:,} trainable parameters")
+    print(f"timings: {result['timings_s']}")
+    if result["under_22_gib"] is None:
+        print("torch.cuda.max_memory_allocated(): n/a (no CUDA; the tiny path checks the code, not the memory)")
+    else:
+        verdict = "UNDER" if result["under_22_gib"] else "OVER"
+        print(
+            f"torch.cuda.max_memory_allocated(): {result['max_memory_allocated_gib']:.2f} GiB "
+            f"(4-bit weights {result['weights_4bit_gib']:.2f} GiB) -> {verdict} the {BUDGET_GIB:.0f} GiB budget"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0 if result["under_22_gib"] in (True, None) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
