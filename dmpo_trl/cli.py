@@ -5,10 +5,14 @@ dmpo-trl prepare --dataset movielens-100k --num-train-users 100 --num-negatives 
 dmpo-trl evaluate --baseline popular --dataset movielens-100k --num-candidates 20 --num-users 500 --output pop.json
 dmpo-trl evaluate --model HuggingFaceTB/SmolLM2-135M-Instruct --num-users 500 --output zs.json
 dmpo-trl evaluate --output zs.json   # no --model and no --baseline: the embedded SmolLM2-135M-Instruct
+dmpo-trl train --use_peft --num_train_users 256 --output_dir out   # every DMPOConfig / ModelConfig field is a flag
+dmpo-trl train --config recipe.yaml                                 # or a YAML file, as TRL's scripts read them
+dmpo-trl demo                                                       # zero-shot vs DMPO + LoRA, SmolLM2 on CPU
 ```
 
 A subcommand is a `Command` (name, help, a function adding its arguments, a function running them) in `COMMANDS`;
-`register_command` adds one, and `main` dispatches to it.
+`register_command` adds one, and `main` dispatches to it. A command with `own_parser=True` (`train`, `demo`) parses
+its arguments itself (`trl.TrlParser` over dataclasses): its `run` gets them as `args.argv`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
+    own_parser: bool = False  # the command parses `args.argv` itself (its own --help, flags and --config)
 
 
 COMMANDS: dict[str, Command] = {}
@@ -257,6 +262,45 @@ register_command(
 )
 
 
+# --- train / demo (dmpo_trl.recipe_cli: trl.TrlParser over the recipe's dataclasses) -----------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .recipe_cli import train_main
+
+    return train_main(args.argv)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .recipe_cli import demo_main
+
+    return demo_main(args.argv)
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+register_command(
+    Command(
+        "train",
+        "build data, rank zero-shot, train with DMPOTrainer (full, LoRA, QLoRA), rank again; --help: all flags",
+        _no_arguments,
+        _train,
+        own_parser=True,
+    )
+)
+register_command(
+    Command(
+        "demo",
+        "zero-shot vs DMPO-trained SmolLM2-135M on few-shot MovieLens-100K, on CPU within 15 minutes",
+        _no_arguments,
+        _demo,
+        own_parser=True,
+    )
+)
+
+
 # --- entry point ------------------------------------------------------------------------------------------------
 
 
@@ -265,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmpo-trl", description="DMPO for LLM recommenders, on TRL.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS.values():
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.help, add_help=not command.own_parser
+        )
         command.add_arguments(sub)
-        sub.set_defaults(_run=command.run)
+        sub.set_defaults(_run=command.run, _own_parser=command.own_parser)
     return parser
 
 
@@ -279,7 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["evaluate", "--baseline", "random", "--num-users", "50", "--no-progress"])  # doctest: +SKIP
     ```
     """
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    if args._own_parser:
+        args.argv = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args._run(args) or 0)
 
 

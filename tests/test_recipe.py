@@ -1,0 +1,152 @@
+"""The recipe (data -> model -> rank -> train -> rank) and the `dmpo-trl train` / `demo` commands, on tiny models."""
+
+import json
+
+import pytest
+import torch
+from docstring_examples import run_docstring_examples
+from recipe_helpers import tiny_flags, write_tiny_log
+
+from dmpo_trl import recipe, recipe_cli
+from dmpo_trl.cli import main
+from dmpo_trl.models import RecModelConfig
+from dmpo_trl.recipe import (
+    DEMO_SETTINGS,
+    RecDataArguments,
+    RecipeArguments,
+    demo_arguments,
+    parse_recipe_arguments,
+    run_recipe,
+    summary_table,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_log_files(tmp_path_factory):
+    return write_tiny_log(tmp_path_factory.mktemp("tiny-log"))
+
+
+def test_flags_and_yaml_config(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        "num_train_users: 32\nnum_negatives: 3\nloss_type: [sdpo, sft]\nloss_weights: [1.0, 0.5]\n"
+        "load_in_4bit: true\nlora_r: 8\nlearning_rate: 0.001\noutput_dir: from-yaml\nreport_to: none\n"
+    )
+    data_args, training_args, model_args, recipe_args = parse_recipe_arguments(
+        ["--config", str(config), "--learning_rate", "2e-4", "--baselines", "random", "popular"]
+    )
+    assert (data_args.num_train_users, data_args.num_negatives) == (32, 3)
+    assert training_args.loss_type == ["sdpo", "sft"] and training_args.loss_weights == [1.0, 0.5]
+    assert training_args.learning_rate == 2e-4  # the flag wins over the file
+    assert training_args.output_dir == "from-yaml"
+    assert model_args.load_in_4bit and model_args.use_peft and model_args.lora_r == 8  # one switch: QLoRA
+    assert model_args.use_bnb_nested_quant and model_args.lora_target_modules == "all-linear"
+    assert recipe_args.baselines == ["random", "popular"]
+
+
+def test_bad_settings_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="no_such_flag"):
+        parse_recipe_arguments(["--no_such_flag", "1"])
+    config = tmp_path / "bad.yaml"
+    config.write_text("num_train_user: 3\n")
+    with pytest.raises(ValueError, match="num_train_user"):
+        parse_recipe_arguments(["--config", str(config)])
+    with pytest.raises(ValueError, match="num_candidates"):
+        RecDataArguments(num_candidates=1)
+    with pytest.raises(ValueError, match="--items"):
+        RecDataArguments(interactions="log.csv")
+    with pytest.raises(ValueError, match="baselines"):
+        RecipeArguments(baselines=["oracle"])
+    with pytest.raises(ValueError, match="Unknown recipe settings"):
+        demo_arguments(num_train_user=3)
+
+
+def test_demo_arguments():
+    data_args, training_args, model_args, recipe_args = demo_arguments(["--num_test_users", "20"])
+    assert data_args.num_test_users == 20 and data_args.num_train_users == DEMO_SETTINGS["num_train_users"]
+    assert model_args.model_name_or_path is None and model_args.use_peft and not model_args.load_in_4bit
+    assert training_args.loss_type == ["dmpo"] and not training_args.gradient_checkpointing
+    assert recipe_args.baselines == ["random", "popular"]
+
+
+def test_run_recipe_with_lora(tiny_log_files, tiny_model_dir, tmp_path):
+    args = parse_recipe_arguments(
+        tiny_flags(tiny_log_files, tiny_model_dir, tmp_path / "out", "--use_peft", "--baselines", "random")
+    )
+    result = run_recipe(*args, verbose=False)
+    assert list(result.results) == ["random", "zero-shot", "dmpo (lora)"]
+    zero_shot, trained = result.results["zero-shot"], result.results["dmpo (lora)"]
+    # the same candidate lists for every model and baseline
+    assert [u["candidates"] for u in zero_shot["per_user"]] == [u["candidates"] for u in trained["per_user"]]
+    assert [u["candidates"] for u in zero_shot["per_user"]] == [
+        u["candidates"] for u in result.results["random"]["per_user"]
+    ]
+    assert zero_shot["metrics"]["num_users"] == 5
+    losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)
+    assert "rewards/accuracies" in result.log_history[0]
+    table = result.table()
+    assert table.splitlines()[0].split() == ["model", "hit_ratio@1", "ndcg@5"]
+    assert "dmpo (lora)" in table and "zero-shot" in table
+    saved = json.loads((tmp_path / "out" / "ranking_results.json").read_text())
+    assert set(saved["results"]) == set(result.results) and "train_s" in saved["timings"]
+    assert (tmp_path / "out" / "adapter_config.json").is_file()  # the LoRA adapter, not the full model
+
+
+def test_full_finetuning_trains_every_weight(tiny_log_files, tiny_model_dir, tmp_path):
+    data_args, training_args, model_args, recipe_args = parse_recipe_arguments(
+        tiny_flags(tiny_log_files, tiny_model_dir, tmp_path, "--no_evaluate_before", "--no_save_final_model")
+    )
+    assert not model_args.use_peft and model_args.dtype is None
+    result = run_recipe(data_args, training_args, model_args, recipe_args, verbose=False)
+    model = result.trainer.model
+    assert model.dtype == torch.float32 and all(p.requires_grad for p in model.parameters())
+    assert list(result.results) == ["dmpo"]
+    assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("loss_type", ["sdpo", "sigmoid", "sft"])
+def test_train_command_each_loss(tiny_log_files, tiny_model_dir, tmp_path, capsys, loss_type):
+    flags = tiny_flags(tiny_log_files, tiny_model_dir, tmp_path, "--use_peft", "--loss_type", loss_type)
+    assert main(["train", *flags, "--no_evaluate_before", "--num_test_users", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{loss_type} (lora)" in out and "hit_ratio@1" in out and "Wall time" in out
+    history = json.loads((tmp_path / "ranking_results.json").read_text())
+    assert history["results"][f"{loss_type} (lora)"]["metrics"]["num_users"] == 3
+
+
+def test_train_command_help_lists_dataclass_fields(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--num_train_users", "--num_negatives", "--loss_type", "--load_in_4bit", "--lora_r", "--baselines"):
+        assert flag in out
+
+
+def test_demo_command_with_overrides(tiny_log_files, tiny_model_dir, tmp_path, capsys):
+    flags = tiny_flags(tiny_log_files, tiny_model_dir, tmp_path)
+    assert main(["demo", *flags, "--baselines", "random"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.split()[:3] == ["model", "hit_ratio@1", "ndcg@5"]]
+    header = headers[-1]  # the final before/after table (the first one, before training, has no trained row)
+    rows = [line.split()[0] for line in lines[header + 1 : header + 4]]
+    assert rows == ["random", "zero-shot", "dmpo"]
+    assert "a random pick has HitRatio@1 = 0.25" in out
+
+
+def test_summary_table_keeps_only_the_chosen_metrics():
+    results = {"a": {"metrics": {"hit_ratio@1": 0.5, "ndcg@5": 0.25, "mrr": 0.1, "hit_ratio@1_ci95": [0, 1]}}}
+    assert summary_table(results).splitlines() == ["model  hit_ratio@1  ndcg@5", "a      0.5000       0.2500"]
+
+
+def test_model_config_defaults():
+    args = RecModelConfig()
+    assert args.model_name_or_path is None and not args.use_peft and args.dtype is None
+    assert (args.lora_r, args.lora_alpha, args.lora_dropout) == (16, 32, 0.05)
+
+
+def test_docstring_examples():
+    assert run_docstring_examples(recipe) == 0
+    assert run_docstring_examples(recipe_cli) == 0
