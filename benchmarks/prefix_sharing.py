@@ -169,7 +169,7 @@ def eval_worker(num_users: int, num_candidates: int = 20) -> list[dict]:
         scores[method] = [
             score_completions_shared(model, p, c)
             if method == "shared"
-            else score_completions(model, tokenizer, p, c)[0]
+            else score_completions(model, tokenizer, p, c, share_prompt=False)[0]
             for p, c in tokenized
         ]
         elapsed = time.perf_counter() - start
