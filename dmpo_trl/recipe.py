@@ -42,6 +42,7 @@ from .data import (
     load_dataset_by_name,
     load_interactions,
 )
+from .data.prompts import resolve_template, uses_candidates
 from .models import RecModelConfig
 
 
@@ -128,6 +129,11 @@ class RecDataArguments:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
         if self.interactions and not self.items:
             raise ValueError("--interactions needs --items (the file with item_id and title)")
+        if uses_candidates(resolve_template(self.prompt_style)) and self.num_negatives > self.num_candidates - 1:
+            raise ValueError(
+                f"num_negatives={self.num_negatives} must be at most num_candidates - 1 = {self.num_candidates - 1}: "
+                "the negatives are drawn from the candidates the prompt lists"
+            )
 
 
 @dataclass
@@ -527,9 +533,9 @@ def parse_recipe_arguments(
 DEMO_SETTINGS: dict[str, Any] = {
     # data: few-shot MovieLens-100K, 10 candidates per prompt, 5 history items, K=4 negatives
     "dataset_name": "movielens-100k",
-    "num_train_users": 64,
+    "num_train_users": 80,
     "num_valid_users": 0,
-    "num_test_users": 100,
+    "num_test_users": 80,
     "num_candidates": 10,
     "num_negatives": 4,
     "max_history": 5,
@@ -544,13 +550,13 @@ DEMO_SETTINGS: dict[str, Any] = {
     "output_dir": "outputs/demo",
     "loss_type": ["dmpo"],
     "beta": 0.1,
-    "learning_rate": 5e-4,
+    "learning_rate": 1e-3,
     "lr_scheduler_type": "linear",
     "warmup_steps": 2,
     "num_train_epochs": 1,
     "per_device_train_batch_size": 4,
     "activation_checkpointing": False,
-    "logging_steps": 1,
+    "logging_steps": 4,
     "save_strategy": "no",
     "dataloader_pin_memory": False,
     "report_to": "none",

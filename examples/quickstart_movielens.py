@@ -27,7 +27,7 @@ from dmpo_trl.recipe import demo_arguments, run_recipe, smoke_mode
 SMOKE = smoke_mode()  # DMPO_EXAMPLES_SMOKE=1 shrinks everything to seconds (the test suite runs it that way)
 MODEL = os.environ.get("DMPO_EXAMPLES_MODEL")  # None: the embedded SmolLM2-135M-Instruct
 
-settings = {}  # the `dmpo-trl demo` settings (dmpo_trl.recipe.DEMO_SETTINGS)
+settings = dict(logging_steps=1)  # the `dmpo-trl demo` settings (DEMO_SETTINGS), logging every step for the plots
 if SMOKE:
     settings = dict(
         num_train_users=8,
@@ -36,6 +36,7 @@ if SMOKE:
         num_negatives=2,
         max_history=3,
         max_steps=2,
+        logging_steps=1,
         show_progress=False,
     )
 data_args, training_args, model_args, recipe_args = demo_arguments(

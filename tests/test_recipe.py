@@ -55,6 +55,11 @@ def test_bad_settings_get_clear_errors(tmp_path):
         RecDataArguments(num_candidates=1)
     with pytest.raises(ValueError, match="--items"):
         RecDataArguments(interactions="log.csv")
+    with pytest.raises(ValueError, match="num_negatives=9 must be at most num_candidates - 1 = 4"):
+        RecDataArguments(num_candidates=5, num_negatives=9)
+    assert RecDataArguments(num_candidates=5, num_negatives=9, prompt_style="history").num_negatives == 9
+    with pytest.raises(ValueError, match="prompt_style"):
+        RecDataArguments(prompt_style="{nothing}")
     with pytest.raises(ValueError, match="baselines"):
         RecipeArguments(baselines=["oracle"])
     with pytest.raises(ValueError, match="Unknown recipe settings"):
