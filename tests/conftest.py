@@ -7,6 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# OpenMP threads sleep instead of spinning: on a shared machine spinning 2-thread forwards run several times slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tiny_models import build_model, build_tokenizer, save_tiny  # noqa: E402
 
