@@ -442,12 +442,36 @@ def load_model_for_training(
     if quantization_config is not None:
         from peft import prepare_model_for_kbit_training
 
+        keep_cpu_4bit_layout(model)
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     return model, tokenizer, get_peft_config(model_args)
+
+
+def keep_cpu_4bit_layout(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights the first time they run inference on a CPU; returns the count.
+
+    On CPUs with AVX512-BF16, bitsandbytes converts a `Linear4bit` weight to a packed layout at its first forward pass
+    in eval mode without gradients, and converts it back (lossily) whenever the model's `state_dict()` is taken. A
+    model ranked before training, then trained and saved, would train on other numerics than a freshly loaded one and
+    drift from its saved adapter. Keeping the standard layout makes evaluation, training, saving and reloading agree
+    exactly. GPUs are unaffected.
+
+    Example:
+    ```python
+    >>> keep_cpu_4bit_layout(torch.nn.Linear(2, 2))
+    0
+    ```
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def adapters_to_dtype(model: PreTrainedModel, dtype: torch.dtype = torch.float32) -> int:

@@ -104,6 +104,10 @@ def test_qlora_trains_saves_reloads_and_merges(tiny_model_dir, tmp_path):
         peft_config=peft_config,
     )
     adapters_to_dtype(trainer.model)
+    inputs = tokenizer("The user watched Heat. Next: Casino", return_tensors="pt")
+    trainer.model.eval()
+    with torch.no_grad():  # ranking before training runs inference like this (bitsandbytes must not repack on CPU)
+        untrained = trainer.model(**inputs).logits
     trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
     assert {p.dtype for p in trainable.values()} == {torch.float32}
@@ -114,15 +118,12 @@ def test_qlora_trains_saves_reloads_and_merges(tiny_model_dir, tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert not (tmp_path / "adapter" / "model.safetensors").exists()  # the adapter only
 
-    inputs = tokenizer("The user watched Heat. Next: Casino", return_tensors="pt")
     trainer.model.eval()
     with torch.no_grad():
         trained = trainer.model(**inputs).logits
-        base = trainer.model.get_base_model()
         with trainer.model.disable_adapter():
-            untrained = trainer.model(**inputs).logits
+            torch.testing.assert_close(trainer.model(**inputs).logits, untrained, atol=1e-6, rtol=0)
     assert (trained - untrained).abs().max() > 1e-3  # the adapter matters, so the checks below mean something
-    del base
 
     reloaded, reloaded_tokenizer = load_adapter_model(tmp_path / "adapter", model_args)
     assert reloaded_tokenizer.pad_token == tokenizer.pad_token
