@@ -51,7 +51,7 @@ print(f"{'QLoRA total (before the CUDA context and allocator slack)':<66} {qlora
 print(f"{total_params / 1e9:.2f}B parameters, {lora_params / 1e6:.1f}M trainable, {packed_tokens} packed tokens")
 
 # %% [markdown]
-# About 6 GiB, far under a 24 GB card; `benchmarks/gpu_check.py` measures it on a real GPU with a random
+# About 5 GiB, far under a 24 GB card; `benchmarks/gpu_check.py` measures it on a real GPU with a random
 # Llama-7B-shaped model (`torch.cuda.max_memory_allocated()` after one DMPO step). Without prefix sharing the five
 # sequences would hold 5 x 512 tokens, so activations and logits grow about fourfold.
 #
@@ -86,7 +86,7 @@ elif SMOKE:
     )
 else:  # CPU stand-in
     MODEL = os.environ.get("DMPO_EXAMPLES_MODEL")
-    settings = dict(num_train_users=16, num_test_users=30, max_steps=4)
+    settings = dict(num_train_users=16, num_test_users=30, max_steps=4, warmup_steps=0)
 
 data_args, training_args, model_args, recipe_args = demo_arguments(
     model_name_or_path=MODEL, load_in_4bit=True, output_dir="outputs/qlora", **settings

@@ -59,4 +59,6 @@ def test_notebook_executes(name, smoke_env):
         assert "dpo (K=1)" in outputs and "dmpo (K=2)" in outputs
     if name == "qlora_consumer_gpu":
         assert "QLoRA total" in outputs and "4-bit base: True" in outputs
+        reloaded = next(line for line in outputs.splitlines() if line.startswith("reloaded vs trained:"))
+        assert float(reloaded.split(":")[1]) < 1e-4  # the saved adapter gives back the trained model
         assert (smoke_env / "outputs" / "qlora" / "merged" / "config.json").is_file()
