@@ -60,7 +60,9 @@ __all__ = [
     "build_ranking_prompts",
     "evaluate_baseline",
     "evaluate_ranking",
+    "explain_pick",
     "format_table",
+    "generate_answers",
     "named_candidates",
     "ranking_metrics",
     "save_result",
@@ -368,13 +370,21 @@ def evaluate_baseline(
 
 
 @torch.no_grad()
-def _generate(
+def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
-    max_new_tokens: int,
+    max_new_tokens: int = 32,
 ) -> list[str]:
-    """Greedy answers for a batch of prompts (left-padded)."""
+    """Greedy answers for a batch of prompts (strings, or message lists through the chat template), left-padded.
+
+    Example:
+    ```python
+    >>> items = build_ranking_prompts(log, split.test, prompt_style="history")  # doctest: +SKIP
+    >>> generate_answers(model, tokenizer, [items[0].prompt], max_new_tokens=16)  # doctest: +SKIP
+    [' Toy Story (1995)']
+    ```
+    """
     encoded = [
         _tokenize(tokenizer, p, add_generation_prompt=True)["input_ids"]
         if isinstance(p, list)
@@ -398,6 +408,45 @@ def _generate(
             pad_token_id=pad_id,
         )
     return tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
+
+
+EXPLAIN_QUESTION = "In one or two sentences, why would this user enjoy {title}, given what they watched?"
+
+
+def explain_pick(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    example: UserExample,
+    log: InteractionLog,
+    item: str,
+    prompt_style: str = "history",
+    candidates: Sequence[str] = (),
+    max_new_tokens: int = 60,
+) -> str:
+    """Ask the model why `item` (its pick for this user) fits the user's history: the paper's case study.
+
+    The conversation is the ranking prompt, the model's pick as its answer, then `EXPLAIN_QUESTION`; the reply is
+    decoded greedily. Needs a tokenizer with a chat template.
+
+    Example:
+    ```python
+    >>> explain_pick(model, tokenizer, split.test[0], log, item="50")  # doctest: +SKIP
+    'The user watched several sci-fi adventures, and Star Wars is the classic of the genre.'
+    ```
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("explain_pick needs a chat model: the tokenizer has no chat_template")
+    template = resolve_template(prompt_style)
+    history = [log.titles[i] for i in example.history]
+    titles = [log.titles[i] for i in candidates] if uses_candidates(template) else ()
+    question = render_prompt(template, history, titles)
+    title = log.titles[item]
+    messages = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": title},
+        {"role": "user", "content": EXPLAIN_QUESTION.format(title=title)},
+    ]
+    return generate_answers(model, tokenizer, [messages], max_new_tokens)[0].strip()
 
 
 def evaluate_ranking(
@@ -520,7 +569,7 @@ def _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_token
     per_user, hits, valid = [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        answers = _generate(model, tokenizer, [item.prompt for item in chunk], max_new_tokens)
+        answers = generate_answers(model, tokenizer, [item.prompt for item in chunk], max_new_tokens)
         for item, answer in zip(chunk, answers):
             named = named_candidates(answer, [log.titles[i] for i in item.candidates])
             valid.append(float(len(named) == 1))

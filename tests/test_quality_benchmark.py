@@ -1,0 +1,89 @@
+"""The quality study (benchmarks/quality.py) in miniature: every kind of method on a tiny model and a synthetic log."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from recipe_helpers import write_tiny_log
+
+from dmpo_trl.evaluation import evaluate_baseline, evaluate_ranking
+from dmpo_trl.models import load_model_and_tokenizer
+from dmpo_trl.recipe import RecDataArguments, load_interaction_log
+
+
+def load_quality():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = load_quality()
+METHODS = ["random", "popular", "zero-shot", "sft", "dpo", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"]
+
+
+def test_method_names():
+    assert quality.parse_method("sft+dmpo-k8") == quality.Method("sft+dmpo-k8", "preference", "dmpo", 8, True)
+    assert quality.parse_method("dpo").loss == "sigmoid" and quality.parse_method("sdpo-k4").k == 4
+    for bad in ("dmpo", "dmpo-k0", "ipo-k2"):
+        with pytest.raises(ValueError, match="Unknown method"):
+            quality.parse_method(bad)
+    with pytest.raises(ValueError, match="generation_methods"):
+        quality.QualityConfig(methods=["random"], generation_methods=["sft"])
+
+
+def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_model_dir, capsys):
+    interactions, items = write_tiny_log(tmp_path)
+    results = tmp_path / "results"
+    argv = [
+        "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items,
+        "--methods", *METHODS, "--generation_methods", "zero-shot", "dmpo-k2",
+        "--seeds", "0", "1", "--num_train_users", "8", "--num_test_users", "5", "--num_candidates", "4",
+        "--max_history", "3", "--learning_rate", "1e-2", "--explain_users", "1", "--max_new_tokens", "4",
+        "--results_dir", str(results), "--work_dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    quality.main(argv)
+    summary = json.loads((results / "quality.json").read_text())
+    assert list(summary["methods"]) == METHODS
+    assert all(entry["num_users"] == 10 for entry in summary["methods"].values())  # 5 test users x 2 seeds
+    assert (results / "quality.png").stat().st_size > 0
+    table = (results / "quality.md").read_text()
+    assert "| sft+dmpo-k2 | 10 |" in table and "popularity_matched" in table
+
+    runs = {name: json.loads((results / "runs" / "seed1" / f"{name}.json").read_text()) for name in METHODS}
+    assert all(runs[name]["train"]["steps"] == 2 for name in ("sft", "dpo", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"))
+    assert runs["dmpo-k2"]["generation"]["uniform"]["valid"] and len(runs["dmpo-k2"]["answers"]) == 5
+    [explained] = runs["sft"]["explanations"]
+    assert explained["pick"] and isinstance(explained["explanation"], str)
+
+    # the baselines and the zero-shot model score exactly what the library's evaluator scores on those candidates
+    log = load_interaction_log(RecDataArguments(interactions=interactions, items=items))
+    study = quality.Study(quality.QualityConfig(model=str(tiny_model_dir), interactions=interactions, items=items,
+                                                num_train_users=8, num_test_users=5, num_candidates=4, max_history=3,
+                                                results_dir=str(tmp_path / "again")), seed=1)  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    for regime in quality.REGIMES:
+        expected = evaluate_ranking(model, tokenizer, study.split.test, log, num_candidates=4, seed=1,
+                                    prompt_style="history", negative_strategy=regime, progress=False)  # fmt: skip
+        got = runs["zero-shot"]["scores"][regime]["sum"]
+        np.testing.assert_allclose(got, [u["scores"] for u in expected["per_user"]], atol=2e-4)
+        popular = evaluate_baseline("popular", study.split.test, log, 4, 1, regime)
+        assert runs["popular"]["scores"][regime]["score"] == [u["scores"] for u in popular["per_user"]]
+
+    # a second run finds every result on disk and trains nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (results / "runs").rglob("*.json")}
+    capsys.readouterr()
+    quality.main(argv)
+    assert capsys.readouterr().out.count("done already") == 2 * len(METHODS)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (results / "runs").rglob("*.json")}
+
+    # results of other settings are not mixed in
+    with pytest.raises(ValueError, match="other candidates"):
+        quality.Study(quality.QualityConfig(model=str(tiny_model_dir), interactions=interactions, items=items,
+                                            num_train_users=8, num_test_users=5, num_candidates=3, max_history=3,
+                                            results_dir=str(results)), seed=1)  # fmt: skip
