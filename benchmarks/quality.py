@@ -650,7 +650,14 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## HitRatio@1 differences (paired bootstrap, summed log-likelihood)", ""]
+    lines += [
+        "## HitRatio@1 differences (paired bootstrap, summed log-likelihood)",
+        "",
+        "Same users and candidates, so the interval of the per-user difference decides (a win: it excludes 0). The "
+        "DMPO row compared is the best K on these test users (no validation users in this run): a selected maximum, "
+        "so read its wins as optimistic; `dmpo-k4 vs dpo` is listed as well.",
+        "",
+    ]
     lines += ["| regime | method | vs | difference [95% CI] | verdict |", "|---|---|---|---|---|"]
     for c in summary["comparisons"]:
         lines.append(f"| {c['regime']} | {c['a']} | {c['b']} | {fmt(c['diff'], *c['ci95'])} | {c['verdict']} |")
@@ -700,8 +707,12 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             right.errorbar(ks, means, yerr=errors, marker="o", capsize=3, label=f"DMPO, {regime}")
     for baseline, style in (("popular", "--"), ("random", ":")):
         if baseline in methods:
-            right.axhline(methods[baseline]["uniform/sum"]["hit_ratio@1"][0], ls=style, c="gray", label=f"{baseline}")
+            right.axhline(
+                methods[baseline]["uniform/sum"]["hit_ratio@1"][0], ls=style, c="gray", label=f"{baseline}, uniform"
+            )
     right.set_xscale("log", base=2)
+    ticks = sorted({1, *(int(n[6:]) for n in names if n.startswith("dmpo-k"))})
+    right.set_xticks(ticks, [str(k) for k in ticks])
     right.set_xlabel("K negatives (K=1: DPO)")
     right.set_title("HitRatio@1 against K")
     right.legend(fontsize=8)
