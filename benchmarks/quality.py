@@ -243,21 +243,26 @@ def conversational(tokenizer) -> bool:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
+def row_settings(study: Study, tokenizer) -> dict[str, Any]:
+    """How training rows are built: the same prompts, candidates and negatives for SFT and preference rows."""
+    cfg = study.cfg
+    return dict(
+        prompt_style=cfg.prompt_style,
+        num_candidates=cfg.num_candidates,
+        negative_strategy=cfg.train_negatives,
+        conversational=conversational(tokenizer),
+        seed=study.seed,
+    )
+
+
 def train_sft(study: Study, model, tokenizer, output_dir: Path):
     from trl import SFTConfig, SFTTrainer
 
     from dmpo_trl.data import build_sft_dataset
 
     cfg = study.cfg
-    rows = build_sft_dataset(
-        study.log,
-        study.split.train,
-        prompt_style=cfg.prompt_style,
-        num_candidates=cfg.num_candidates,
-        negative_strategy=cfg.train_negatives,
-        conversational=conversational(tokenizer),
-        seed=study.seed,
-    ).select_columns(["prompt", "completion"])
+    rows = build_sft_dataset(study.log, study.split.train, **row_settings(study, tokenizer))
+    rows = rows.select_columns(["prompt", "completion"])
     args = SFTConfig(**common_training_args(cfg, study.seed, output_dir), max_length=None)
     trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
@@ -267,13 +272,12 @@ def train_sft(study: Study, model, tokenizer, output_dir: Path):
 
 def sft_model(study: Study):
     """The SFT stage, merged into the weights: loaded from `work_dir` when the `sft` method saved it, else trained."""
-    from dmpo_trl.models import load_adapter_model
+    from dmpo_trl.models import RecModelConfig, load_adapter_model
 
     adapter = Path(study.cfg.work_dir) / f"seed{study.seed}" / "sft"
     if not (adapter / "adapter_config.json").is_file():
         model, tokenizer = load_base(study.cfg)
         train_sft(study, model, tokenizer, adapter)
-    from dmpo_trl.models import RecModelConfig
 
     return load_adapter_model(adapter, RecModelConfig(model_name_or_path=study.cfg.model, use_peft=True), merge=True)
 
@@ -283,16 +287,8 @@ def train_preference(study: Study, method: Method, model, tokenizer, output_dir:
     from dmpo_trl.data import build_preference_dataset
 
     cfg = study.cfg
-    rows = build_preference_dataset(
-        study.log,
-        study.split.train,
-        num_negatives=method.k,
-        prompt_style=cfg.prompt_style,
-        num_candidates=cfg.num_candidates,
-        negative_strategy=cfg.train_negatives,
-        conversational=conversational(tokenizer),
-        seed=study.seed,
-    ).select_columns(["prompt", "chosen", "rejected"])
+    rows = build_preference_dataset(study.log, study.split.train, method.k, **row_settings(study, tokenizer))
+    rows = rows.select_columns(["prompt", "chosen", "rejected"])
     args = DMPOConfig(**common_training_args(cfg, study.seed, output_dir), loss_type=[method.loss], beta=cfg.beta)
     trainer = DMPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
