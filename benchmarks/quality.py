@@ -185,6 +185,23 @@ class Study:
         if not path.is_file():
             path.write_text(text)
 
+    def ranking_prompts(self, tokenizer) -> dict[str, list]:
+        """Each regime's `RankingPrompt`s for the test users (the evaluator's prompts and candidate lists)."""
+        from dmpo_trl.evaluation import build_ranking_prompts
+
+        return {
+            regime: build_ranking_prompts(
+                self.log,
+                self.split.test,
+                self.cfg.num_candidates,
+                self.seed,
+                self.cfg.prompt_style,
+                conversational(tokenizer),
+                regime,
+            )
+            for regime in REGIMES
+        }
+
     def path(self, method: str) -> Path:
         return self.dir / f"{method}.json"
 
@@ -319,22 +336,9 @@ def train(study: Study, method: Method):
 
 def score_users(study: Study, model, tokenizer) -> dict[str, Any]:
     """Summed log-prob and token count of every candidate of every regime; one forward per distinct prompt."""
-    from dmpo_trl.evaluation import build_ranking_prompts
     from dmpo_trl.scoring import score_completions, tokenize_for_scoring
 
-    cfg = study.cfg
-    by_regime = {
-        regime: build_ranking_prompts(
-            study.log,
-            study.split.test,
-            cfg.num_candidates,
-            study.seed,
-            cfg.prompt_style,
-            conversational(tokenizer),
-            regime,
-        )
-        for regime in REGIMES
-    }
+    by_regime = study.ranking_prompts(tokenizer)
     out = {regime: {"sum": [], "tokens": []} for regime in REGIMES}
     for user_items in zip(*by_regime.values()):
         groups: dict[str, dict[str, Any]] = {}  # prompt -> {item: completion}
@@ -362,20 +366,11 @@ def score_users(study: Study, model, tokenizer) -> dict[str, Any]:
 
 def generate(study: Study, model, tokenizer) -> dict[str, Any]:
     """Greedy answers; per regime, HitRatio@1 (exactly one candidate named, the target) and ValidRatio."""
-    from dmpo_trl.evaluation import build_ranking_prompts, generate_answers, named_candidates
+    from dmpo_trl.evaluation import generate_answers, named_candidates
 
     result = {}
     answers_by_prompt: dict[str, str] = {}
-    for regime in REGIMES:
-        items = build_ranking_prompts(
-            study.log,
-            study.split.test,
-            study.cfg.num_candidates,
-            study.seed,
-            study.cfg.prompt_style,
-            conversational(tokenizer),
-            regime,
-        )
+    for regime, items in study.ranking_prompts(tokenizer).items():
         todo = [item.prompt for item in items if json.dumps(item.prompt) not in answers_by_prompt]
         for start in range(0, len(todo), 16):
             chunk = todo[start : start + 16]

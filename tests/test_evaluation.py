@@ -317,6 +317,24 @@ def test_generation_mode(tokenizer, tiny_model, small_log):
 TITLES = ["Heat (1995)", "Godfather, The (1972)", "Heat Wave (1990)", "Babe (1995)", "Se7en (1995)"]
 
 
+def test_explain_pick_asks_about_the_pick_after_the_ranking_prompt(tokenizer, tiny_model, small_log, monkeypatch):
+    [example] = last_item_examples(small_log, ["u8"], max_history=3)
+    seen = []
+    generate = evaluation.generate_answers
+    monkeypatch.setattr(evaluation, "generate_answers", lambda *a, **k: seen.extend(a[2]) or generate(*a, **k))
+    text = evaluation.explain_pick(tiny_model, tokenizer, example, small_log, example.target, max_new_tokens=5)
+    assert isinstance(text, str) and text == text.strip()
+    [[question, pick, why]] = seen
+    history = [small_log.titles[i] for i in example.history]
+    assert (
+        all(title in question["content"] for title in history) and pick["content"] == small_log.titles[example.target]
+    )
+    assert small_log.titles[example.target] in why["content"] and why["role"] == "user"
+    no_chat = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, eos_token=tokenizer.eos_token)
+    with pytest.raises(ValueError, match="chat_template"):
+        evaluation.explain_pick(tiny_model, no_chat, example, small_log, example.target)
+
+
 @pytest.mark.parametrize(
     "answer, named",
     [
