@@ -581,6 +581,18 @@ def demo_arguments(
     return parse_recipe_arguments(list(argv), {**DEMO_SETTINGS, **overrides}, prog="dmpo-trl demo")
 
 
+SMOKE_SETTINGS: dict[str, Any] = {
+    "num_train_users": 8,
+    "num_test_users": 6,
+    "num_candidates": 5,
+    "num_negatives": 2,
+    "max_history": 3,
+    "max_steps": 2,
+    "show_progress": False,
+}
+"""Seconds-scale overrides of `DEMO_SETTINGS` for smoke runs of the examples (`DMPO_EXAMPLES_SMOKE=1`)."""
+
+
 def smoke_mode() -> bool:
     """Whether `DMPO_EXAMPLES_SMOKE` asks for seconds-scale settings (the example notebooks under test)."""
     return os.environ.get("DMPO_EXAMPLES_SMOKE", "").lower() not in ("", "0", "false", "no")

@@ -65,7 +65,7 @@ import os
 
 import torch
 
-from dmpo_trl.recipe import demo_arguments, run_recipe, smoke_mode
+from dmpo_trl.recipe import SMOKE_SETTINGS, demo_arguments, run_recipe, smoke_mode
 
 
 SMOKE = smoke_mode()  # DMPO_EXAMPLES_SMOKE=1: seconds-scale settings
@@ -75,15 +75,7 @@ if GPU and not SMOKE:
     settings = dict(num_train_users=256, num_test_users=500, num_candidates=20, activation_checkpointing=True)
 elif SMOKE:
     MODEL = os.environ.get("DMPO_EXAMPLES_MODEL")
-    settings = dict(
-        num_train_users=8,
-        num_test_users=6,
-        num_candidates=5,
-        num_negatives=2,
-        max_history=3,
-        max_steps=2,
-        show_progress=False,
-    )
+    settings = dict(SMOKE_SETTINGS)
 else:  # CPU stand-in
     MODEL = os.environ.get("DMPO_EXAMPLES_MODEL")
     settings = dict(num_train_users=16, num_test_users=30, max_steps=4, warmup_steps=0)

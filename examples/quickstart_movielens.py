@@ -21,7 +21,7 @@
 # %%
 import os
 
-from dmpo_trl.recipe import demo_arguments, run_recipe, smoke_mode
+from dmpo_trl.recipe import SMOKE_SETTINGS, demo_arguments, run_recipe, smoke_mode
 
 
 SMOKE = smoke_mode()  # DMPO_EXAMPLES_SMOKE=1 shrinks everything to seconds (the test suite runs it that way)
@@ -29,16 +29,7 @@ MODEL = os.environ.get("DMPO_EXAMPLES_MODEL")  # None: the embedded SmolLM2-135M
 
 settings = dict(logging_steps=1)  # the `dmpo-trl demo` settings (DEMO_SETTINGS), logging every step for the plots
 if SMOKE:
-    settings = dict(
-        num_train_users=8,
-        num_test_users=6,
-        num_candidates=5,
-        num_negatives=2,
-        max_history=3,
-        max_steps=2,
-        logging_steps=1,
-        show_progress=False,
-    )
+    settings = dict(SMOKE_SETTINGS, logging_steps=1)
 data_args, training_args, model_args, recipe_args = demo_arguments(
     model_name_or_path=MODEL, output_dir="outputs/quickstart", **settings
 )
