@@ -73,6 +73,17 @@ class QualityConfig:
     items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})
     num_train_users: int = field(default=100, metadata={"help": "Few-shot training users (one row each)."})
     num_test_users: int = field(default=80, metadata={"help": "Held-out users ranked per seed."})
+    num_valid_users: int = field(
+        default=0,
+        metadata={"help": "Validation users, drawn after the training users (train and test users stay the same)."},
+    )
+    evaluate_on: str = field(
+        default="test",
+        metadata={
+            "help": "Rank the 'test' users, or the 'valid' ones to choose settings.",
+            "choices": ["test", "valid"],
+        },
+    )
     num_candidates: int = field(default=20, metadata={"help": "Candidates per test user (target + negatives)."})
     max_history: int = field(default=5, metadata={"help": "History titles per prompt."})
     prompt_style: str = field(default="history", metadata={"help": "'history', 'candidates' or a template."})
@@ -97,6 +108,8 @@ class QualityConfig:
     def __post_init__(self):
         for name in self.methods:
             parse_method(name)
+        if self.evaluate_on == "valid" and self.num_valid_users < 1:
+            raise ValueError("evaluate_on='valid' needs num_valid_users >= 1")
         unknown = set(self.generation_methods) - set(self.methods)
         if unknown:
             raise ValueError(f"generation_methods {sorted(unknown)} are not in methods {self.methods}")
@@ -139,17 +152,27 @@ def load_log(cfg: QualityConfig):
 
 
 def split_users(cfg: QualityConfig, log, seed: int):
-    """Disjoint train / test users; the test users depend on the seed only, not on `num_train_users`."""
+    """Disjoint train / valid / test users. The test users depend on the seed only, the training users on the seed and
+    `num_train_users`; the validation users come after the training users in the seeded order, so adding them
+    changes neither."""
+    from dataclasses import replace
+
     from dmpo_trl.data import few_shot_split
 
-    return few_shot_split(
+    split = few_shot_split(
         log,
-        num_train_users=cfg.num_train_users,
+        num_train_users=cfg.num_train_users + cfg.num_valid_users,
         num_valid_users=0,
         num_test_users=cfg.num_test_users,
         max_history=cfg.max_history,
         seed=seed,
     )
+    return replace(split, train=split.train[: cfg.num_train_users], valid=split.train[cfg.num_train_users :])
+
+
+def ranked_users(cfg: QualityConfig, split):
+    """The users a run ranks: the test users, or the validation users (`evaluate_on="valid"`)."""
+    return split.valid if cfg.evaluate_on == "valid" else split.test
 
 
 class Study:
@@ -161,8 +184,9 @@ class Study:
         self.cfg, self.seed = cfg, seed
         self.log = load_log(cfg)
         self.split = split_users(cfg, self.log, seed)
+        self.users = ranked_users(cfg, self.split)
         self.candidates = {
-            regime: candidate_sets(self.log, self.split.test, cfg.num_candidates, seed, regime) for regime in REGIMES
+            regime: candidate_sets(self.log, self.users, cfg.num_candidates, seed, regime) for regime in REGIMES
         }
         self.dir = Path(cfg.results_dir) / "runs" / f"seed{seed}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +196,7 @@ class Study:
         rows = {
             regime: [
                 {"user": e.user, "target": e.target, "candidates": c, "target_index": t}
-                for e, (c, t) in zip(self.split.test, sets)
+                for e, (c, t) in zip(self.users, sets)
             ]
             for regime, sets in self.candidates.items()
         }
@@ -192,7 +216,7 @@ class Study:
         return {
             regime: build_ranking_prompts(
                 self.log,
-                self.split.test,
+                self.users,
                 self.cfg.num_candidates,
                 self.seed,
                 self.cfg.prompt_style,
@@ -216,9 +240,7 @@ def run_baseline(study: Study, method: Method) -> dict[str, Any]:
     scores = {}
     for regime in REGIMES:
         # no `popularity` argument: it would also change how candidates are drawn (popularity_matched)
-        result = evaluate_baseline(
-            method.name, study.split.test, study.log, study.cfg.num_candidates, study.seed, regime
-        )
+        result = evaluate_baseline(method.name, study.users, study.log, study.cfg.num_candidates, study.seed, regime)
         scores[regime] = {"score": [_round(u["scores"]) for u in result["per_user"]]}
     return {"scores": scores}
 
@@ -395,8 +417,8 @@ def explain(study: Study, model, tokenizer, scores: dict[str, Any]) -> list[dict
     if not conversational(tokenizer):
         return []
     out = []
-    for index in range(min(study.cfg.explain_users, len(study.split.test))):
-        example = study.split.test[index]
+    for index in range(min(study.cfg.explain_users, len(study.users))):
+        example = study.users[index]
         candidates, _ = study.candidates["uniform"][index]
         user_scores = scores["uniform"]["sum"][index]
         pick = candidates[int(np.argmax(user_scores))]
@@ -569,7 +591,7 @@ def diagnostics(runs: list[dict], candidates: dict[int, dict], cfg: QualityConfi
         pop_corr, len_corr, top_popular, target_tokens, negative_tokens = [], [], [], [], []
         for run_ in runs:
             rows = candidates[run_["seed"]]["uniform"]
-            popularity = baseline_popularity(log, split_users(cfg, log, run_["seed"]).test)
+            popularity = baseline_popularity(log, ranked_users(cfg, split_users(cfg, log, run_["seed"])))
             for row, scores, tokens in zip(rows, run_["scores"]["uniform"]["sum"], run_["tokens"]["uniform"]):
                 pop = np.log1p([popularity.get(i, 0) for i in row["candidates"]])
                 pop_corr.append(_spearman(scores, pop))
@@ -606,12 +628,18 @@ def _spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def ranked_count(cfg: QualityConfig) -> str:
+    if cfg.evaluate_on == "valid":
+        return f"{cfg.num_valid_users} validation users ranked (evaluate_on=valid)"
+    return f"{cfg.num_test_users} test users"
+
+
 def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     methods = summary["methods"]
     lines = [
         "# Quality study: MovieLens-100K, SmolLM2-135M-Instruct + LoRA",
         "",
-        f"Seeds {summary['seeds']}; per seed {cfg.num_train_users} train users, {cfg.num_test_users} test users, "
+        f"Seeds {summary['seeds']}; per seed {cfg.num_train_users} train users, {ranked_count(cfg)}, "
         f"{cfg.num_candidates} candidates, prompt `{cfg.prompt_style}`, history {cfg.max_history}, training negatives "
         f"`{cfg.train_negatives}`; every method {cfg.num_train_epochs:g} epoch(s), batch {cfg.batch_size}, lr "
         f"{cfg.learning_rate:g}, LoRA r={cfg.lora_r}, beta {cfg.beta:g}. Means over the pooled test users with 95% "

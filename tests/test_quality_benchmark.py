@@ -37,6 +37,21 @@ def test_method_names():
         quality.QualityConfig(methods=["random"], generation_methods=["sft"])
 
 
+def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
+    interactions, items = write_tiny_log(tmp_path)
+    log = load_interaction_log(RecDataArguments(interactions=interactions, items=items))
+    settings = dict(interactions=interactions, items=items, num_train_users=8, num_test_users=5)
+    plain = quality.split_users(quality.QualityConfig(**settings), log, seed=3)
+    cfg = quality.QualityConfig(**settings, num_valid_users=4, evaluate_on="valid")
+    split = quality.split_users(cfg, log, seed=3)
+    assert split.train == plain.train and split.test == plain.test and len(split.valid) == 4
+    users = [{e.user for e in part} for part in (split.train, split.valid, split.test)]
+    assert sum(map(len, users)) == len(set().union(*users))  # disjoint
+    assert quality.ranked_users(cfg, split) == split.valid
+    with pytest.raises(ValueError, match="num_valid_users"):
+        quality.QualityConfig(evaluate_on="valid")
+
+
 def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_model_dir, capsys):
     interactions, items = write_tiny_log(tmp_path)
     results = tmp_path / "results"
