@@ -95,7 +95,7 @@ class QualityConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers, alpha = 2r)."})
     generation_methods: list[str] = field(
         default_factory=lambda: ["zero-shot", "sft", "dmpo-k8"],
-        metadata={"help": "Methods also evaluated by greedy generation (HitRatio@1, ValidRatio)."},
+        metadata={"help": "Methods also evaluated by greedy generation (HitRatio@1, ValidRatio); 'none' for none."},
     )
     max_new_tokens: int = field(default=20, metadata={"help": "Generation length."})
     explain_users: int = field(default=3, metadata={"help": "Test users whose top pick the model explains."})
@@ -108,6 +108,7 @@ class QualityConfig:
     def __post_init__(self):
         for name in self.methods:
             parse_method(name)
+        self.generation_methods = [name for name in self.generation_methods if name != "none"]
         if self.evaluate_on == "valid" and self.num_valid_users < 1:
             raise ValueError("evaluate_on='valid' needs num_valid_users >= 1")
         unknown = set(self.generation_methods) - set(self.methods)
