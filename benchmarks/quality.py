@@ -23,6 +23,9 @@ seeds; paired bootstrap intervals of differences decide wins), the plot and the 
     python benchmarks/quality.py --seeds 0 --report false &        # or one process per seed on 2 cores ...
     python benchmarks/quality.py --seeds 1 --report false; wait
     python benchmarks/quality.py --report_only                     # ... then the report
+
+Choose settings on validation users, never on the test users: `--num_valid_users 50 --evaluate_on valid` ranks 50
+users drawn after the training users (train and test users stay the same) into its own `--results_dir`.
 """
 
 from __future__ import annotations
