@@ -533,7 +533,12 @@ def summarize(cfg: QualityConfig) -> dict[str, Any]:
     results, candidates = load_results(cfg)
     summary: dict[str, Any] = {"methods": {}, "comparisons": [], "seeds": sorted(candidates)}
     complete = {name: runs for name, runs in results.items() if len(runs) == len(candidates)}
+    from dmpo_trl.evaluation import baseline_popularity
+
     log = load_log(cfg)
+    popularity = {
+        seed: baseline_popularity(log, ranked_users(cfg, split_users(cfg, log, seed))) for seed in candidates
+    }
     for name, runs in complete.items():
         entry: dict[str, Any] = {}
         scorings = ["score"] if "score" in runs[0]["scores"][REGIMES[0]] else ["sum", "mean"]
@@ -551,7 +556,7 @@ def summarize(cfg: QualityConfig) -> dict[str, Any]:
         entry["eval_seconds"] = sum(r.get("eval_seconds", 0.0) for r in runs)
         entry["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in runs)
         entry["num_users"] = sum(len(candidates[r["seed"]][REGIMES[0]]) for r in runs)
-        entry["diagnostics"] = diagnostics(runs, candidates, cfg, log)
+        entry["diagnostics"] = diagnostics(runs, candidates, popularity)
         summary["methods"][name] = entry
     summary["comparisons"] = comparisons(summary["methods"])
     return summary
@@ -584,20 +589,19 @@ def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def diagnostics(runs: list[dict], candidates: dict[int, dict], cfg: QualityConfig, log) -> dict[str, float]:
-    """What drives the scores (uniform regime): popularity and title length, and training's final reward margins."""
-    from dmpo_trl.evaluation import baseline_popularity
+def diagnostics(runs: list[dict], candidates: dict[int, dict], popularity: dict[int, Any]) -> dict[str, float]:
+    """What drives the scores (uniform regime): popularity and title length, and training's final reward margins.
 
+    `popularity`: per seed, the popular baseline's counts (the log without the ranked users' targets)."""
     if "tokens" not in runs[0] and "train" not in runs[0]:
         return {}
     out: dict[str, float] = {}
     if "tokens" in runs[0]:
         pop_corr, len_corr, top_popular, target_tokens, negative_tokens = [], [], [], [], []
         for run_ in runs:
-            rows = candidates[run_["seed"]]["uniform"]
-            popularity = baseline_popularity(log, ranked_users(cfg, split_users(cfg, log, run_["seed"])))
+            rows, counts = candidates[run_["seed"]]["uniform"], popularity[run_["seed"]]
             for row, scores, tokens in zip(rows, run_["scores"]["uniform"]["sum"], run_["tokens"]["uniform"]):
-                pop = np.log1p([popularity.get(i, 0) for i in row["candidates"]])
+                pop = np.log1p([counts.get(i, 0) for i in row["candidates"]])
                 pop_corr.append(_spearman(scores, pop))
                 len_corr.append(_spearman(scores, tokens))
                 top_popular.append(float(int(np.argmax(scores)) == int(np.argmax(pop))))
