@@ -93,6 +93,13 @@ class QualityConfig:
     train_negatives: str = field(default="uniform", metadata={"help": "How training negatives are drawn."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Every method's learning rate (LoRA)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows."})
+    method_settings: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Per-method learning rate and epochs chosen on validation users, as method:lr:epochs "
+            "(e.g. dpo:3e-3:2); other methods use learning_rate and num_train_epochs."
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
     beta: float = field(default=0.1, metadata={"help": "DPO / S-DPO / DMPO beta."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers, alpha = 2r)."})
@@ -117,6 +124,24 @@ class QualityConfig:
         unknown = set(self.generation_methods) - set(self.methods)
         if unknown:
             raise ValueError(f"generation_methods {sorted(unknown)} are not in methods {self.methods}")
+        self.settings_by_method()  # fails early on a malformed entry
+
+    def settings_by_method(self) -> dict[str, tuple[float, float]]:
+        """`method_settings` parsed: {method: (learning_rate, num_train_epochs)}."""
+        out = {}
+        for entry in self.method_settings:
+            parts = entry.split(":")
+            try:
+                name, lr, epochs = parts[0], float(parts[1]), float(parts[2])
+                parse_method(name)
+            except (IndexError, ValueError) as error:
+                raise ValueError(f"method_settings entry {entry!r}: use method:lr:epochs, e.g. dpo:3e-3:2") from error
+            out[name] = (lr, epochs)
+        return out
+
+    def training_settings(self, method: str) -> tuple[float, float]:
+        """The learning rate and epochs `method` trains with."""
+        return self.settings_by_method().get(method, (self.learning_rate, self.num_train_epochs))
 
 
 @dataclass
@@ -263,11 +288,12 @@ def lora(cfg: QualityConfig):
     )
 
 
-def common_training_args(cfg: QualityConfig, seed: int, output_dir: Path) -> dict[str, Any]:
+def common_training_args(cfg: QualityConfig, seed: int, output_dir: Path, method: str) -> dict[str, Any]:
+    learning_rate, epochs = cfg.training_settings(method)
     return dict(
         output_dir=str(output_dir),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
         per_device_train_batch_size=cfg.batch_size,
         lr_scheduler_type="linear",
         warmup_steps=2,
@@ -306,7 +332,7 @@ def train_sft(study: Study, model, tokenizer, output_dir: Path):
     cfg = study.cfg
     rows = build_sft_dataset(study.log, study.split.train, **row_settings(study, tokenizer))
     rows = rows.select_columns(["prompt", "completion"])
-    args = SFTConfig(**common_training_args(cfg, study.seed, output_dir), max_length=None)
+    args = SFTConfig(**common_training_args(cfg, study.seed, output_dir, "sft"), max_length=None)
     trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
     trainer.save_model(str(output_dir))
@@ -332,7 +358,9 @@ def train_preference(study: Study, method: Method, model, tokenizer, output_dir:
     cfg = study.cfg
     rows = build_preference_dataset(study.log, study.split.train, method.k, **row_settings(study, tokenizer))
     rows = rows.select_columns(["prompt", "chosen", "rejected"])
-    args = DMPOConfig(**common_training_args(cfg, study.seed, output_dir), loss_type=[method.loss], beta=cfg.beta)
+    args = DMPOConfig(
+        **common_training_args(cfg, study.seed, output_dir, method.name), loss_type=[method.loss], beta=cfg.beta
+    )
     trainer = DMPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
     return trainer
@@ -351,7 +379,10 @@ def train(study: Study, method: Method):
     else:
         model, tokenizer = sft_model(study) if method.after_sft else load_base(study.cfg)
         trainer = train_preference(study, method, model, tokenizer, output_dir)
+    learning_rate, epochs = study.cfg.training_settings(method.name)
     info = {
+        "learning_rate": learning_rate,
+        "num_train_epochs": epochs,
         "seconds": round(time.perf_counter() - started, 1),
         "rows": len(trainer.train_dataset),
         "steps": trainer.state.global_step,
@@ -654,6 +685,11 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         "bootstrap intervals. `sum`: titles ranked by summed log-likelihood; `mean`: per token.",
         "",
     ]
+    if cfg.method_settings:
+        chosen = ", ".join(
+            f"{name} lr {lr:g}, {epochs:g} epoch(s)" for name, (lr, epochs) in cfg.settings_by_method().items()
+        )
+        lines += [f"Except, chosen on validation users: {chosen}.", ""]
     for regime in REGIMES:
         lines += [
             f"## Candidates: {regime}",

@@ -35,6 +35,11 @@ def test_method_names():
             quality.parse_method(bad)
     with pytest.raises(ValueError, match="generation_methods"):
         quality.QualityConfig(methods=["random"], generation_methods=["sft"])
+    cfg = quality.QualityConfig(method_settings=["dpo:3e-3:2"])
+    assert cfg.training_settings("dpo") == (3e-3, 2.0) and cfg.training_settings("sft") == (1e-3, 1.0)
+    for bad in ("dpo:3e-3", "dpo:fast:1", "ipo:1e-3:1"):
+        with pytest.raises(ValueError, match="method_settings entry"):
+            quality.QualityConfig(method_settings=[bad])
 
 
 def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
@@ -60,7 +65,7 @@ def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_m
         "--methods", *METHODS, "--generation_methods", "zero-shot", "dmpo-k2",
         "--seeds", "0", "1", "--num_train_users", "8", "--num_test_users", "5", "--num_candidates", "4",
         "--max_history", "3", "--learning_rate", "1e-2", "--explain_users", "1", "--max_new_tokens", "4",
-        "--results_dir", str(results), "--work_dir", str(tmp_path / "work"),
+        "--method_settings", "dpo:2e-2:2", "--results_dir", str(results), "--work_dir", str(tmp_path / "work"),
     ]  # fmt: skip
     quality.main(argv)
     summary = json.loads((results / "quality.json").read_text())
@@ -71,7 +76,9 @@ def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_m
     assert "| sft+dmpo-k2 | 10 |" in table and "popularity_matched" in table
 
     runs = {name: json.loads((results / "runs" / "seed1" / f"{name}.json").read_text()) for name in METHODS}
-    assert all(runs[name]["train"]["steps"] == 2 for name in ("sft", "dpo", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"))
+    assert all(runs[name]["train"]["steps"] == 2 for name in ("sft", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"))
+    assert runs["dpo"]["train"]["steps"] == 4 and runs["dpo"]["train"]["learning_rate"] == 2e-2  # its own settings
+    assert runs["sft"]["train"]["learning_rate"] == 1e-2 and "dpo lr 0.02, 2 epoch(s)" in table
     assert runs["dmpo-k2"]["generation"]["uniform"]["valid"] and len(runs["dmpo-k2"]["answers"]) == 5
     [explained] = runs["sft"]["explanations"]
     assert explained["pick"] and isinstance(explained["explanation"], str)
@@ -102,3 +109,32 @@ def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_m
         quality.Study(quality.QualityConfig(model=str(tiny_model_dir), interactions=interactions, items=items,
                                             num_train_users=8, num_test_users=5, num_candidates=3, max_history=3,
                                             results_dir=str(results)), seed=1)  # fmt: skip
+
+
+def test_selection_reads_validation_runs_and_picks_per_method(tmp_path, tiny_model_dir):
+    sys.path.insert(0, str(Path(quality.__file__).parent))
+    import quality_selection
+
+    interactions, items = write_tiny_log(tmp_path)
+    common = [
+        "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items, "--seeds", "0",
+        "--methods", "random", "dpo", "--generation_methods", "none", "--explain_users", "0", "--report", "false",
+        "--num_train_users", "8", "--num_test_users", "5", "--num_candidates", "4", "--max_history", "3",
+    ]  # fmt: skip
+    valid = ["--num_valid_users", "4", "--evaluate_on", "valid"]
+    for lr in ("1e-4", "3e-2"):
+        quality.main([*common, *valid, "--learning_rate", lr, "--results_dir", str(tmp_path / f"lr{lr}"),
+                      "--work_dir", str(tmp_path / "work" / lr)])  # fmt: skip
+    out = tmp_path / "selection.md"
+    quality_selection.main([str(tmp_path / "lr1e-4"), str(tmp_path / "lr3e-2"), "--out", str(out)])
+    text = out.read_text()
+    cells = quality_selection.validation_cells([tmp_path / "lr1e-4", tmp_path / "lr3e-2"])
+    dpo = [c for c in cells if c["method"] == "dpo"]
+    assert sorted(c["learning_rate"] for c in dpo) == [1e-4, 3e-2] and all(c["users"] == 4 for c in dpo)
+    best = max(dpo, key=lambda c: c["criterion"])
+    assert f"--method_settings dpo:{best['learning_rate']:g}:1" in text
+    assert text.count("| random |") == 1  # a baseline repeated in every dir is listed once
+
+    quality.main([*common, "--results_dir", str(tmp_path / "test"), "--work_dir", str(tmp_path / "work" / "test")])
+    with pytest.raises(ValueError, match="validation runs only"):
+        quality_selection.validation_cells([tmp_path / "test"])
