@@ -76,6 +76,13 @@ class QualityConfig:
     items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})
     num_train_users: int = field(default=100, metadata={"help": "Few-shot training users (one row each)."})
     num_test_users: int = field(default=80, metadata={"help": "Held-out users ranked per seed."})
+    more_test_users: int = field(
+        default=0,
+        metadata={
+            "help": "Test users beyond num_test_users, drawn after the training and validation users, so that "
+            "those (and the settings chosen on them) stay the same."
+        },
+    )
     num_valid_users: int = field(
         default=0,
         metadata={"help": "Validation users, drawn after the training users (train and test users stay the same)."},
@@ -181,22 +188,28 @@ def load_log(cfg: QualityConfig):
 
 
 def split_users(cfg: QualityConfig, log, seed: int):
-    """Disjoint train / valid / test users. The test users depend on the seed only, the training users on the seed and
-    `num_train_users`; the validation users come after the training users in the seeded order, so adding them
-    changes neither."""
+    """Disjoint train / valid / test users. The first `num_test_users` test users depend on the seed only, the
+    training users on the seed and `num_train_users`; the validation users and then the `more_test_users` come
+    after the training users in the seeded order, so adding them changes none of the others."""
     from dataclasses import replace
 
     from dmpo_trl.data import few_shot_split
 
     split = few_shot_split(
         log,
-        num_train_users=cfg.num_train_users + cfg.num_valid_users,
+        num_train_users=cfg.num_train_users + cfg.num_valid_users + cfg.more_test_users,
         num_valid_users=0,
         num_test_users=cfg.num_test_users,
         max_history=cfg.max_history,
         seed=seed,
     )
-    return replace(split, train=split.train[: cfg.num_train_users], valid=split.train[cfg.num_train_users :])
+    train_end, valid_end = cfg.num_train_users, cfg.num_train_users + cfg.num_valid_users
+    return replace(
+        split,
+        train=split.train[:train_end],
+        valid=split.train[train_end:valid_end],
+        test=split.test + split.train[valid_end:],
+    )
 
 
 def ranked_users(cfg: QualityConfig, split):
@@ -670,7 +683,7 @@ def _spearman(a, b) -> float:
 def ranked_count(cfg: QualityConfig) -> str:
     if cfg.evaluate_on == "valid":
         return f"{cfg.num_valid_users} validation users ranked (evaluate_on=valid)"
-    return f"{cfg.num_test_users} test users"
+    return f"{cfg.num_test_users + cfg.more_test_users} test users"
 
 
 def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:

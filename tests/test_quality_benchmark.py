@@ -53,6 +53,9 @@ def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
     users = [{e.user for e in part} for part in (split.train, split.valid, split.test)]
     assert sum(map(len, users)) == len(set().union(*users))  # disjoint
     assert quality.ranked_users(cfg, split) == split.valid
+    more = quality.split_users(quality.QualityConfig(**settings, num_valid_users=4, more_test_users=6), log, seed=3)
+    assert more.train == split.train and more.valid == split.valid and more.test[:5] == split.test
+    assert len(more.test) == 11 and not {e.user for e in more.test} & {e.user for e in split.train + split.valid}
     with pytest.raises(ValueError, match="num_valid_users"):
         quality.QualityConfig(evaluate_on="valid")
 
