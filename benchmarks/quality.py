@@ -25,7 +25,11 @@ seeds; paired bootstrap intervals of differences decide wins), the plot and the 
     python benchmarks/quality.py --report_only                     # ... then the report
 
 Choose settings on validation users, never on the test users: `--num_valid_users 50 --evaluate_on valid` ranks 50
-users drawn after the training users (train and test users stay the same) into its own `--results_dir`.
+users drawn after the training users (train and test users stay the same) into its own `--results_dir`, one dir per
+learning rate / epochs; `benchmarks/quality_selection.py` then picks each method's setting and prints the
+`--method_settings` for the test run. `--more_test_users` adds test users drawn after the validation users:
+
+    python benchmarks/quality.py --num_valid_users 50 --more_test_users 170 --method_settings dpo:3e-3:1 ...
 """
 
 from __future__ import annotations
@@ -729,11 +733,14 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     lines += [
         "## HitRatio@1 differences (paired bootstrap, summed log-likelihood)",
         "",
-        "Same users and candidates, so the interval of the per-user difference decides (a win: it excludes 0). The "
-        "DMPO row compared is the best K on these test users (no validation users in this run): a selected maximum, "
-        "so read its wins as optimistic; `dmpo-k4 vs dpo` is listed as well.",
+        "Same users and candidates, so the interval of the per-user difference decides (a win: it excludes 0).",
         "",
     ]
+    if sum(name.startswith("dmpo-k") for name in methods) > 1:
+        lines[-2] += (
+            " The DMPO row compared is the best K on these test users: a selected maximum, so read its wins as "
+            "optimistic; `dmpo-k4 vs dpo` is listed as well."
+        )
     lines += ["| regime | method | vs | difference [95% CI] | verdict |", "|---|---|---|---|---|"]
     for c in summary["comparisons"]:
         lines.append(f"| {c['regime']} | {c['a']} | {c['b']} | {fmt(c['diff'], *c['ci95'])} | {c['verdict']} |")
