@@ -214,7 +214,7 @@ class DMPOTrainer(DPOTrainer):
             row = next(i for i, k in enumerate(num_rejected) if k > 1)
             raise ValueError(
                 f"Row {row} of the {dataset_name} dataset has {num_rejected[row]} rejected responses, but "
-                f"loss_type={self.loss_types if hasattr(self, 'loss_types') else args.loss_type} (or ld_alpha / "
+                f"loss_type={self.loss_types} (or ld_alpha / "
                 f"use_weighting / f_divergence_type) is pairwise. Use loss_type 'dmpo', 'sdpo' or 'sigmoid', or set "
                 "max_negatives=1."
             )

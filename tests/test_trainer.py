@@ -233,7 +233,8 @@ def test_trl_pairwise_loss_types_still_work(tokenizer, tmp_path):
     trainer = make_trainer(tokenizer, tmp_path, rows=pairs, loss_type=["hinge"])
     trainer.train()
     assert trainer.state.global_step == 2
-    with pytest.raises(ValueError, match="Row 0 of the train dataset has 3 rejected responses"):
+    expected = r"Row 0 of the train dataset has 3 rejected responses, but loss_type=\['hinge'\]"
+    with pytest.raises(ValueError, match=expected):
         make_trainer(tokenizer, tmp_path, loss_type=["hinge"])
 
 
