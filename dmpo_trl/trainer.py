@@ -27,6 +27,38 @@ from .sharing import attention_mask_for, unsupported_reason
 logger = logging.getLogger(__name__)
 
 
+class StreamedLengthCheck:
+    """Filter for a streamed (`IterableDataset`) split, whose rows cannot be counted before training reads them.
+
+    As rows stream in, it drops those whose prompt alone fills `max_length` (with `keep_start`) and warns about them
+    and about responses that run past `max_length`, naming the row and the count so far; warnings come at counts
+    1, 2, 4, 8, ... so that a long stream does not flood the log.
+    """
+
+    def __init__(self, max_length: int, truncation_mode: str, dataset_name: str):
+        self.max_length, self.truncation_mode, self.dataset_name = max_length, truncation_mode, dataset_name
+        self.dropped = self.truncated = 0
+
+    def __call__(self, row: dict[str, Any], index: int) -> bool:
+        prompt = len(row["prompt_ids"])
+        longest = max([len(row["chosen_ids"])] + [len(r) for r in row["rejected_ids"]])
+        if self.truncation_mode == "keep_start" and prompt >= self.max_length:
+            self.dropped += 1
+            self._warn(self.dropped, f"Dropped row {index}", "its prompt alone fills", "dropped")
+            return False
+        if prompt < self.max_length < prompt + longest:
+            self.truncated += 1
+            self._warn(self.truncated, f"Row {index}", "a response runs past", "truncated")
+        return True
+
+    def _warn(self, count: int, subject: str, what: str, done: str) -> None:
+        if count & (count - 1) == 0:  # a power of two
+            logger.warning(
+                f"{subject} of the streamed {self.dataset_name} dataset: {what} max_length={self.max_length}; "
+                f"{count} row(s) {done} so far."
+            )
+
+
 def split_by_row(seq_logps: torch.Tensor, num_rejected: torch.Tensor, width: int | None = None):
     """Split per-sequence values laid out as [B chosen, sum(K) rejected] into chosen (B,) and rejected (B, Kmax).
 
@@ -203,6 +235,9 @@ class DMPOTrainer(DPOTrainer):
             dataset = dataset.map(tokenize_row, with_indices=True, **map_kwargs)
             if isinstance(dataset, Dataset):
                 dataset = self._check_lengths(dataset, args, dataset_name)
+            elif args.max_length is not None:
+                check = StreamedLengthCheck(args.max_length, args.truncation_mode, dataset_name)
+                dataset = dataset.filter(check, with_indices=True)
         return dataset
 
     def _check_lengths(self, dataset: Dataset, args, dataset_name: str) -> Dataset:

@@ -287,6 +287,33 @@ def test_rows_without_room_are_dropped_with_a_count(tokenizer, tmp_path, caplog)
     assert "Dropped 1 of 5 rows from the train dataset" in caplog.text
 
 
+def test_streamed_rows_without_room_are_dropped_and_reported(tokenizer, tmp_path, caplog):
+    """A streamed dataset cannot be counted up front: rows are dropped, and named, as training reads them."""
+    long_prompt = "The user watched " + "Heat, " * 40 + "Next:"
+    rows = [
+        ROWS[0],
+        {"prompt": long_prompt, "chosen": " a", "rejected": [" b"]},
+        {"prompt": "Next:", "chosen": " Heat", "rejected": [" Babe " * 30]},
+        ROWS[1],
+    ]
+    trainer = DMPOTrainer(
+        build_model(tokenizer),
+        ref_model=build_model(tokenizer, seed=1),
+        args=make_args(tmp_path, max_length=40, max_steps=1),
+        train_dataset=Dataset.from_list(rows).to_iterable_dataset(),
+        processing_class=tokenizer,
+    )
+    with caplog.at_level(logging.WARNING, logger="dmpo_trl.trainer"):
+        kept = list(trainer.train_dataset)
+    assert len(kept) == 3 and all(len(row["prompt_ids"]) < 40 for row in kept)
+    assert [row["num_rejected"] for row in kept] == [3, 1, 1]
+    assert "Dropped row 1 of the streamed train dataset" in caplog.text
+    assert "1 row(s) dropped so far" in caplog.text
+    assert "Row 2 of the streamed train dataset: a response runs past max_length=40" in caplog.text
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
 def test_truncated_responses_are_counted(tokenizer, tmp_path, caplog):
     rows = [{"prompt": "Next:", "chosen": " Heat", "rejected": [" Babe " * 30, " Fargo"]}]
     with caplog.at_level(logging.WARNING, logger="dmpo_trl.trainer"):
