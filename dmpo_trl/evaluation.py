@@ -329,7 +329,9 @@ def evaluate_baseline(
 
     "random" draws one uniform score per candidate, seeded by (seed, user, target). "popular" scores a candidate
     by its count in `popularity` (default: `baseline_popularity(log, examples)`, which leaves out the evaluated
-    targets). Ties are broken at random (seeded), so equal counts do not favour the target.
+    targets). Ties are broken at random (seeded), so equal counts do not favour the target. `popularity` is also what
+    `candidate_sets` draws popularity-matched negatives from, as in `evaluate_ranking`: to rank a model's candidates,
+    pass both the same `popularity` (or neither).
 
     Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`.
 
