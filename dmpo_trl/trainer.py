@@ -55,7 +55,7 @@ class StreamedLengthCheck:
         if count & (count - 1) == 0:  # a power of two
             logger.warning(
                 f"{subject} of the streamed {self.dataset_name} dataset: {what} max_length={self.max_length}; "
-                f"{count} row(s) {done} so far."
+                f"{count} row(s) {done} so far (reported at counts 1, 2, 4, 8, ...)."
             )
 
 
@@ -249,9 +249,8 @@ class DMPOTrainer(DPOTrainer):
             row = next(i for i, k in enumerate(num_rejected) if k > 1)
             raise ValueError(
                 f"Row {row} of the {dataset_name} dataset has {num_rejected[row]} rejected responses, but "
-                f"loss_type={self.loss_types} (or ld_alpha / "
-                f"use_weighting / f_divergence_type) is pairwise. Use loss_type 'dmpo', 'sdpo' or 'sigmoid', or set "
-                "max_negatives=1."
+                f"loss_type={self.loss_types} (or ld_alpha / use_weighting / f_divergence_type) is pairwise. Use "
+                "loss_type 'dmpo', 'sdpo' or 'sigmoid', or set max_negatives=1."
             )
         if args.max_length is None:
             return dataset
