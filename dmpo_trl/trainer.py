@@ -27,6 +27,17 @@ from .sharing import attention_mask_for, unsupported_reason
 logger = logging.getLogger(__name__)
 
 
+def length_status(
+    prompt_ids: list, chosen_ids: list, rejected_ids: list, max_length: int, truncation_mode: str
+) -> str | None:
+    """`"dropped"` when the prompt alone fills `max_length` (`keep_start`), `"truncated"` when a response runs past."""
+    prompt = len(prompt_ids)
+    if truncation_mode == "keep_start" and prompt >= max_length:
+        return "dropped"
+    longest = max([len(chosen_ids)] + [len(r) for r in rejected_ids])
+    return "truncated" if prompt < max_length < prompt + longest else None
+
+
 class StreamedLengthCheck:
     """Filter for a streamed (`IterableDataset`) split, whose rows cannot be counted before training reads them.
 
@@ -40,13 +51,14 @@ class StreamedLengthCheck:
         self.dropped = self.truncated = 0
 
     def __call__(self, row: dict[str, Any], index: int) -> bool:
-        prompt = len(row["prompt_ids"])
-        longest = max([len(row["chosen_ids"])] + [len(r) for r in row["rejected_ids"]])
-        if self.truncation_mode == "keep_start" and prompt >= self.max_length:
+        status = length_status(
+            row["prompt_ids"], row["chosen_ids"], row["rejected_ids"], self.max_length, self.truncation_mode
+        )
+        if status == "dropped":
             self.dropped += 1
             self._warn(self.dropped, f"Dropped row {index}", "its prompt alone fills", "dropped")
             return False
-        if prompt < self.max_length < prompt + longest:
+        if status == "truncated":
             self.truncated += 1
             self._warn(self.truncated, f"Row {index}", "a response runs past", "truncated")
         return True
@@ -254,25 +266,23 @@ class DMPOTrainer(DPOTrainer):
             )
         if args.max_length is None:
             return dataset
-        prompt_lens = [len(ids) for ids in dataset["prompt_ids"]]
-        longest = [
-            max([len(c)] + [len(r) for r in rs])
-            for c, rs in zip(dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        statuses = [
+            length_status(p, c, rs, args.max_length, args.truncation_mode)
+            for p, c, rs in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
         ]
-        truncated = sum(p < args.max_length < p + c for p, c in zip(prompt_lens, longest))
+        truncated = statuses.count("truncated")
         if truncated:
             logger.warning(
                 f"{truncated} of {len(dataset)} rows in the {dataset_name} dataset have a response that runs past "
                 f"max_length={args.max_length}; those responses are truncated."
             )
-        if args.truncation_mode == "keep_start":
-            keep = [i for i, p in enumerate(prompt_lens) if p < args.max_length]
-            if len(keep) < len(dataset):
-                logger.warning(
-                    f"Dropped {len(dataset) - len(keep)} of {len(dataset)} rows from the {dataset_name} dataset: "
-                    f"their prompt alone fills max_length={args.max_length}, leaving no room for a response."
-                )
-                dataset = dataset.select(keep)
+        dropped = statuses.count("dropped")
+        if dropped:
+            logger.warning(
+                f"Dropped {dropped} of {len(dataset)} rows from the {dataset_name} dataset: "
+                f"their prompt alone fills max_length={args.max_length}, leaving no room for a response."
+            )
+            dataset = dataset.select([i for i, status in enumerate(statuses) if status != "dropped"])
         return dataset
 
     # ------------------------------------------------------------------ log-probs
