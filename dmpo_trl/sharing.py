@@ -18,10 +18,17 @@ trainer falls back to the unshared path with a warning.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import sys
+from collections.abc import Iterator
+
 import torch
 
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
+ATTENTION_KINDS = ("full_attention", "sliding_attention")
 
 
 def pack_row(prompt_ids: list[int], completions: list[list[int]], max_length: int | None = None) -> dict[str, list]:
@@ -61,16 +68,27 @@ def pack_row(prompt_ids: list[int], completions: list[list[int]], max_length: in
     return row
 
 
-def block_attention_mask(block_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def block_attention_mask(
+    block_ids: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    position_ids: torch.Tensor | None = None,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
     """(B, L) block ids -> (B, 1, L, L) mask: causal, and a token sees the shared prompt (block 0) and its own block.
 
-    Padding has block id -1 and is seen by nothing but itself. Returns a boolean mask (True = attend) for `sdpa`, or,
-    given `dtype`, the additive float mask that `eager` attention adds to its scores.
+    Padding has block id -1 and is seen by nothing but itself. With `sliding_window` (and the rows' `position_ids`),
+    a token also sees only the keys less than `sliding_window` positions behind it, as transformers' sliding-window
+    layers do in an unpacked sequence. Returns a boolean mask (True = attend) for `sdpa`, or, given `dtype`, the
+    additive float mask that `eager` attention adds to its scores.
     """
     length = block_ids.size(1)
     causal = torch.ones(length, length, dtype=torch.bool, device=block_ids.device).tril()
     query, key = block_ids.unsqueeze(2), block_ids.unsqueeze(1)
     allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
+    if sliding_window is not None:
+        if position_ids is None:
+            raise ValueError("A sliding-window block mask needs the rows' position_ids.")
+        allowed &= (position_ids.unsqueeze(2) - position_ids.unsqueeze(1)) < sliding_window
     allowed |= torch.eye(length, dtype=torch.bool, device=block_ids.device)  # no query row is left empty
     allowed = allowed.unsqueeze(1)
     if dtype is None:
@@ -80,17 +98,53 @@ def block_attention_mask(block_ids: torch.Tensor, dtype: torch.dtype | None = No
     )
 
 
-def attention_mask_for(model, block_ids: torch.Tensor) -> torch.Tensor:
-    """The block mask in the form `model`'s attention implementation expects."""
-    implementation = model.config._attn_implementation
-    if implementation == "eager":
-        return block_attention_mask(block_ids, dtype=model.get_input_embeddings().weight.dtype)
-    return block_attention_mask(block_ids)
+def _base_model(model):
+    """The transformers model under PEFT and distributed wrappers."""
+    model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@functools.cache
+def _modeling_source(model_class: type) -> str:
+    module = inspect.getmodule(model_class)
+    try:
+        return inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return ""
+
+
+def layer_attention_types(model) -> list[str]:
+    """The attention kind of each decoder layer: `"full_attention"`, `"sliding_attention"` or another name.
+
+    Read from `config.layer_types` where the architecture declares them (Gemma 2/3, Qwen2/3, ...); otherwise every
+    layer is sliding when the config sets a `sliding_window` that the architecture's code applies (Mistral, Phi-3,
+    Mixtral), and full attention when not.
+    """
+    config = _base_model(model).config.get_text_config()
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return list(layer_types)
+    window = getattr(config, "sliding_window", None)
+    sliding = bool(window) and "create_sliding_window_causal_mask" in _modeling_source(type(_base_model(model)))
+    return ["sliding_attention" if sliding else "full_attention"] * config.num_hidden_layers
+
+
+def _takes_mask_per_layer_type(model) -> bool:
+    """Whether the architecture's forward accepts a dict of masks keyed by layer type (and uses it as given)."""
+    return "causal_mask_mapping := attention_mask" in _modeling_source(type(_base_model(model)))
 
 
 def unsupported_reason(model) -> str | None:
-    """Why `model` cannot take a packed, block-masked sequence, or None when it can."""
-    implementation = getattr(model.config, "_attn_implementation", None)
+    """Why `model` cannot run the packed, block-masked layout exactly, or None when it can.
+
+    The layout needs: an attention implementation that takes a custom 4D mask (`eager`, `sdpa`); positions given by
+    `position_ids` (learned absolute and rotary positions are; ALiBi, which derives positions from the 2D mask, is
+    not); layers of full or sliding-window attention, with a mask per layer type where the two are mixed; no
+    prompt-learning PEFT adapter (its virtual tokens are not in the layout).
+    """
+    base = _base_model(model)
+    config = base.config.get_text_config()
+    implementation = getattr(base.config, "_attn_implementation", None)
     if implementation not in SUPPORTED_ATTENTION:
         return (
             f"attention implementation {implementation!r} does not take a custom 4D attention mask "
@@ -99,7 +153,121 @@ def unsupported_reason(model) -> str | None:
     peft_config = getattr(model, "peft_config", None) or {}
     if any(getattr(config, "is_prompt_learning", False) for config in peft_config.values()):
         return "prompt-learning PEFT adapters prepend virtual tokens, which the packed layout does not model"
+    if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", None) == "alibi":
+        return "ALiBi attention biases follow the 2D attention mask, not position_ids, so packed blocks cannot restart"
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        return (
+            f"{type(base).__name__} takes no position_ids (its positions come from the 2D attention mask, e.g. "
+            "ALiBi), so packed blocks cannot restart their positions"
+        )
+    if getattr(config, "use_bidirectional_attention", False):
+        return "bidirectional attention is not causal, so a block would see the responses after it"
+    kinds = set(layer_attention_types(model))
+    unknown = kinds - set(ATTENTION_KINDS)
+    if unknown:
+        return f"layer attention type(s) {sorted(unknown)} have no packed equivalent (supported: {ATTENTION_KINDS})"
+    if len(kinds) > 1 and not _takes_mask_per_layer_type(model):
+        return f"{type(base).__name__} mixes {sorted(kinds)} layers but takes no mask per layer type"
     return None
+
+
+def packed_attention_mask(model, block_ids: torch.Tensor, position_ids: torch.Tensor):
+    """The block mask in the form `model` expects: one 4D mask, or a dict keyed by layer type where layers differ.
+
+    Sliding-window layers get the block mask cut to their window (measured in the rows' `position_ids`, i.e. in the
+    unpacked sequence prompt + response), so every layer sees exactly what it would see without packing. Check
+    `unsupported_reason(model)` first.
+    """
+    base = _base_model(model)
+    dtype = base.get_input_embeddings().weight.dtype if base.config._attn_implementation == "eager" else None
+    window = getattr(base.config.get_text_config(), "sliding_window", None)
+    masks = {}
+    for kind in set(layer_attention_types(model)):
+        sliding = window if kind == "sliding_attention" else None
+        masks[kind] = block_attention_mask(block_ids, dtype, position_ids=position_ids, sliding_window=sliding)
+    if len(masks) == 1 and not _takes_mask_per_layer_type(model):
+        return next(iter(masks.values()))
+    return masks
+
+
+def packed_forward_kwargs(model, batch: dict[str, torch.Tensor]) -> dict:
+    """Keyword arguments that run a packed batch (`input_ids`, `block_ids`, `position_ids`) through `model` exactly.
+
+    MoE models are told not to build their router loss from the attention mask (it would get the 4D mask): the
+    trainer computes that loss itself from the packed rows (`packed_router_aux_loss`).
+    """
+    kwargs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": packed_attention_mask(model, batch["block_ids"], batch["position_ids"]),
+        "position_ids": batch["position_ids"],
+        "use_cache": False,
+    }
+    if hasattr(_base_model(model).config.get_text_config(), "output_router_logits"):
+        kwargs["output_router_logits"] = False
+    return kwargs
+
+
+@contextlib.contextmanager
+def recording_router_logits(model) -> Iterator[list[torch.Tensor]]:
+    """Collect each MoE router's logits during the forward passes inside the block, one tensor per layer call.
+
+    They are what transformers returns as `router_logits` (the same modules and output index), recorded by hooks so
+    that the model need not build its own router loss from the 4D mask.
+    """
+    base = _base_model(model)
+    recorder = getattr(base, "_can_record_outputs", None) or {}
+    recorder = recorder.get("router_logits")
+    if recorder is None:
+        raise ValueError(f"{type(base).__name__} records no router logits, so it has no router auxiliary loss.")
+    target, index = (recorder.target_class, recorder.index) if hasattr(recorder, "target_class") else (recorder, 0)
+    logits: list[torch.Tensor] = []
+
+    def record(module, args, output):
+        logits.append(output[index] if isinstance(output, (tuple, list)) else output)
+
+    handles = [module.register_forward_hook(record) for module in base.modules() if isinstance(module, target)]
+    try:
+        yield logits
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def packed_router_aux_loss(model, router_logits: list[torch.Tensor], block_ids, num_sequences) -> torch.Tensor:
+    """The MoE load-balancing loss that the unshared batch would give, from a packed batch's router logits.
+
+    The unshared batch holds each row's prompt once per sequence, so prompt tokens (block 0) weigh the row's number of
+    sequences (`num_sequences`, (B,)), every block token weighs 1 and padding 0; the architecture's own
+    `load_balancing_loss_func` takes those weights where it takes the 2D attention mask.
+    """
+    base = _base_model(model)
+    config = base.config.get_text_config()
+    weights = torch.where(block_ids == 0, num_sequences.unsqueeze(1).to(block_ids), (block_ids > 0).to(block_ids))
+    balance = sys.modules[type(base).__module__].load_balancing_loss_func
+    num_experts = (
+        getattr(base, "num_experts", None) or getattr(config, "num_local_experts", None) or config.num_experts
+    )
+    top_k = getattr(base, "num_experts_per_tok", None) or config.num_experts_per_tok
+    return balance(tuple(router_logits), num_experts, top_k, weights)
+
+
+def unpack_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, list[int]]]:
+    """The rows a packed batch holds, as `{"prompt_ids", "chosen_ids", "rejected_ids"}` (`pack_row` undone).
+
+    Example:
+    ```python
+    >>> unpack_rows(pad_rows([pack_row([5, 6, 7], [[8], [9, 10]])], pad_token_id=0))
+    [{'prompt_ids': [5, 6, 7], 'chosen_ids': [8], 'rejected_ids': [[9, 10]]}]
+    ```
+    """
+    rows = []
+    for ids, blocks in zip(batch["input_ids"].tolist(), batch["block_ids"].tolist()):
+        responses = [[token for token, b in zip(ids, blocks) if b == k] for k in range(1, max(blocks) + 1)]
+        prompt = [token for token, b in zip(ids, blocks) if b == 0] + responses[0][:1]
+        rows.append(
+            {"prompt_ids": prompt, "chosen_ids": responses[0][1:], "rejected_ids": [r[1:] for r in responses[1:]]}
+        )
+    return rows
 
 
 def pad_rows(rows: list[dict[str, list]], pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -127,13 +295,7 @@ def score_completions_shared(model, prompt_ids: list[int], completions: list[lis
     device = model.get_input_embeddings().weight.device
     batch = {key: value.to(device) for key, value in batch.items()}
     positions = (batch["labels"][0] != -100).nonzero().squeeze(1)
-    outputs = model(
-        input_ids=batch["input_ids"],
-        attention_mask=attention_mask_for(model, batch["block_ids"]),
-        position_ids=batch["position_ids"],
-        use_cache=False,
-        logits_to_keep=positions,
-    )
+    outputs = model(**packed_forward_kwargs(model, batch), logits_to_keep=positions)
     token_logps = outputs.logits[0].float().log_softmax(-1).gather(-1, batch["labels"][0, positions].unsqueeze(-1))
     scores = torch.zeros(len(completions), device=device)
     return scores.index_add_(0, batch["owner"][0, positions], token_logps.squeeze(-1)).cpu()

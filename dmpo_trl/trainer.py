@@ -21,7 +21,13 @@ from .collator import DataCollatorForMultiPreference
 from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig
 from .losses import PREFERENCE_LOSSES
 from .rows import check_row, subsample
-from .sharing import attention_mask_for, unsupported_reason
+from .sharing import (
+    packed_forward_kwargs,
+    packed_router_aux_loss,
+    recording_router_logits,
+    unpack_rows,
+    unsupported_reason,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -286,22 +292,28 @@ class DMPOTrainer(DPOTrainer):
         return dataset
 
     # ------------------------------------------------------------------ log-probs
-    def _sequence_logps(self, model, inputs: dict[str, torch.Tensor]):
+    def _sequence_logps(self, model, inputs: dict[str, torch.Tensor], with_aux_loss: bool = False):
         """Summed completion log-probs of every sequence in the batch (B chosen, then sum(K) rejected).
+
+        With `with_aux_loss` (MoE models), `outputs.aux_loss` is the router load-balancing loss as TRL gets it from the
+        unshared batch, in either layout.
 
         Returns `(seq_logps, per_token_logps, owner, outputs)`: `owner` has the shape of the per-token outputs and
         holds the sequence index of each scored token (-1 elsewhere), in either layout: one row per sequence
         (unshared) or one packed row per prompt (`dmpo_trl.sharing`).
         """
         if "block_ids" in inputs:
-            outputs = model(
-                input_ids=inputs["input_ids"],
-                attention_mask=attention_mask_for(self.accelerator.unwrap_model(model), inputs["block_ids"]),
-                position_ids=inputs["position_ids"],
-                shift_labels=inputs["labels"],
-                use_cache=False,
-                fused_lm_head=True,
-            )
+            unwrapped = self.accelerator.unwrap_model(model)
+            record = recording_router_logits(unwrapped) if with_aux_loss else contextlib.nullcontext()
+            with record as router_logits:
+                outputs = model(
+                    **packed_forward_kwargs(unwrapped, inputs), shift_labels=inputs["labels"], fused_lm_head=True
+                )
+            if with_aux_loss:
+                num_sequences = inputs["num_rejected"] + 1
+                outputs["aux_loss"] = packed_router_aux_loss(
+                    unwrapped, router_logits, inputs["block_ids"], num_sequences
+                )
             per_token_logps, owner = outputs.log_probs, inputs["owner"]
             num_sequences = inputs["num_rejected"].numel() + int(inputs["num_rejected"].sum())
             scored = owner >= 0
@@ -316,6 +328,7 @@ class DMPOTrainer(DPOTrainer):
             labels=labels,
             use_cache=False,
             fused_lm_head=True,
+            **({"output_router_logits": True} if with_aux_loss else {}),
         )
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
         seq_len = completion_mask.size(1) - 1
@@ -353,7 +366,7 @@ class DMPOTrainer(DPOTrainer):
             return super()._compute_loss(model, pairwise_inputs, return_outputs)
 
         mode = "train" if self.model.training else "eval"
-        seq_logps, per_token_logps, owner, outputs = self._sequence_logps(model, inputs)
+        seq_logps, per_token_logps, owner, outputs = self._sequence_logps(model, inputs, self.aux_loss_enabled)
         if self.precompute_ref_logps:
             ref_seq_logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(seq_logps)
         else:
@@ -373,14 +386,37 @@ class DMPOTrainer(DPOTrainer):
             else:
                 per_row_loss = PREFERENCE_LOSSES[loss_type](chosen_logratios, rejected_logratios, mask, self.beta)
             loss = loss + per_row_loss.mean() * loss_weight
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(outputs.aux_loss).mean().item())
 
         self._log_metrics(mode, inputs, outputs, chosen_tokens, rejected_tokens)
         self._log_rewards(mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask)
         if return_outputs:
+            sequences = self._one_row_per_sequence(inputs)
             with torch.no_grad():
-                outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+                outputs = model(
+                    input_ids=sequences["input_ids"], attention_mask=sequences["attention_mask"], use_cache=False
+                )
             return loss, outputs
         return loss
+
+    def _one_row_per_sequence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch in TRL's layout, one row per (prompt, response): B chosen, then every row's rejected."""
+        if "block_ids" not in inputs:
+            return inputs
+        pad_token_id = getattr(self.data_collator, "pad_token_id", None) or 0
+        batch = DataCollatorForMultiPreference(pad_token_id=pad_token_id)(unpack_rows(inputs))
+        return {key: value.to(inputs["input_ids"].device) for key, value in batch.items()}
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """TRL's, with logits and labels (`input_ids`) one row per (prompt, response) in either layout."""
+        if prediction_loss_only or self._pairwise_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        return loss.detach(), outputs.logits, self._one_row_per_sequence(inputs)["input_ids"]
 
     # ------------------------------------------------------------------ metrics
     def _gather_mean(self, values: torch.Tensor) -> float:

@@ -175,3 +175,33 @@ def test_score_completions_shared_matches_direct_computation(tokenizer, attn):
             logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
         expected = logits.log_softmax(-1).gather(-1, torch.tensor(completion).unsqueeze(-1)).sum()
         assert score.item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_prediction_step_gives_one_row_per_sequence_in_either_layout(tokenizer, tmp_path):
+    seen = []
+
+    def compute_metrics(prediction):
+        seen.append(prediction.predictions.shape)
+        return {"rows": float(prediction.predictions.shape[0])}
+
+    trainer = DMPOTrainer(
+        build_model(tokenizer),
+        ref_model=build_model(tokenizer, seed=1),
+        args=DMPOConfig(str(tmp_path), bf16=False, report_to=[], per_device_eval_batch_size=len(ROWS)),
+        train_dataset=Dataset.from_list(ROWS),
+        eval_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    rows = [trainer.eval_dataset[i] for i in range(len(ROWS))]
+    results = {}
+    for share in (True, False):
+        batch = DataCollatorForMultiPreference(pad_token_id=tokenizer.pad_token_id, share_prompt=share)(rows)
+        results[share] = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
+    (loss_s, logits_s, labels_s), (loss_u, logits_u, labels_u) = results[True], results[False]
+    num_sequences = len(ROWS) + sum(len(row["rejected_ids"]) for row in rows)
+    assert logits_s.shape[0] == labels_s.shape[0] == num_sequences
+    assert torch.equal(labels_s, labels_u)
+    torch.testing.assert_close(logits_s, logits_u, atol=1e-4, rtol=0)
+    torch.testing.assert_close(loss_s, loss_u, atol=1e-4, rtol=0)
+    assert trainer.evaluate()["eval_rows"] == num_sequences and seen
