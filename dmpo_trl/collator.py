@@ -12,6 +12,34 @@ from trl.trainer.utils import pad
 from .sharing import pack_row, pad_rows
 
 
+def rejected_layout(num_rejected: list[int]) -> dict[str, torch.Tensor]:
+    """Where each row's rejected sequences sit in the layout [B chosen, sum(K) rejected], worked out on the host.
+
+    `num_rejected` (B,); `rejected_index` (B, Kmax): the sequence index of each row's k-th rejected response (0 where
+    a row has fewer); `rejected_mask` (B, Kmax); `sequence_rows` (number of sequences,): the row of each sequence.
+    The loss reads sizes from these shapes, so a training step needs no device-to-host copy to lay out its K.
+
+    Example:
+    ```python
+    >>> layout = rejected_layout([2, 1])
+    >>> layout["rejected_index"].tolist(), layout["sequence_rows"].tolist()
+    ([[2, 3], [4, 0]], [0, 1, 0, 0, 1])
+    ```
+    """
+    batch_size, width = len(num_rejected), max(num_rejected, default=1)
+    index = torch.zeros(batch_size, width, dtype=torch.long)
+    rows = list(range(batch_size))
+    for row, count in enumerate(num_rejected):
+        index[row, :count] = torch.arange(len(rows), len(rows) + count)
+        rows += [row] * count
+    return {
+        "num_rejected": torch.tensor(num_rejected, dtype=torch.long),
+        "rejected_index": index,
+        "rejected_mask": torch.arange(width) < torch.tensor(num_rejected).unsqueeze(1),
+        "sequence_rows": torch.tensor(rows, dtype=torch.long),
+    }
+
+
 @dataclass
 class DataCollatorForMultiPreference(DataCollatorMixin):
     """
@@ -19,7 +47,8 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
 
     The sequences are laid out as TRL's [`~trl.trainer.dpo_trainer.DataCollatorForPreference`] does for K = 1: the B
     chosen sequences first, then every row's rejected sequences in row order (sum of K rows in all, no padding rows),
-    so a pairwise batch is identical to TRL's. `num_rejected` (B,) tells which rejected sequence belongs to which row.
+    so a pairwise batch is identical to TRL's. `num_rejected` (B,), `rejected_index`, `rejected_mask` and
+    `sequence_rows` tell which rejected sequence belongs to which row (see `rejected_layout`).
     Each sequence is truncated to `max_length` before padding (`keep_start` keeps the prompt's start).
 
     With `share_prompt=True` each row becomes one packed sequence instead (see `dmpo_trl.sharing`): the prompt once,
@@ -51,7 +80,7 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self._shared(examples) if self.share_prompt else self._unshared(examples)
-        batch["num_rejected"] = torch.tensor([len(example["rejected_ids"]) for example in examples], dtype=torch.long)
+        batch.update(rejected_layout([len(example["rejected_ids"]) for example in examples]))
         if "ref_chosen_logps" in examples[0]:
             batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])
         if "ref_rejected_logps" in examples[0]:

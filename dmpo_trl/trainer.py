@@ -77,19 +77,29 @@ class StreamedLengthCheck:
             )
 
 
-def split_by_row(seq_logps: torch.Tensor, num_rejected: torch.Tensor, width: int | None = None):
+def split_by_row(seq_logps: torch.Tensor, inputs: dict[str, torch.Tensor], width: int | None = None):
     """Split per-sequence values laid out as [B chosen, sum(K) rejected] into chosen (B,) and rejected (B, Kmax).
 
-    Returns `(chosen, rejected, mask)`; padded entries of `rejected` are 0 and False in `mask`. `width` pads the K
-    dimension to a fixed size (it must be at least the largest K).
+    Returns `(chosen, rejected, mask)`; padded entries of `rejected` are 0 and False in `mask`. The layout comes from
+    the collator (`rejected_index`, `rejected_mask`), so nothing is copied to the host. `width` pads the K dimension
+    to a fixed size (at least the batch's largest K).
     """
-    batch_size = num_rejected.numel()
-    chosen, rejected_flat = seq_logps[:batch_size], seq_logps[batch_size:]
-    width = width or int(num_rejected.max())
-    rejected = torch.nn.utils.rnn.pad_sequence(list(rejected_flat.split(num_rejected.tolist())), batch_first=True)
-    rejected = torch.nn.functional.pad(rejected, (0, width - rejected.size(1)))
-    mask = torch.arange(width, device=num_rejected.device) < num_rejected.unsqueeze(1)
+    index, mask = inputs["rejected_index"], inputs["rejected_mask"]
+    chosen = seq_logps[: index.size(0)]
+    rejected = seq_logps[index].masked_fill(~mask, 0.0)
+    if width is not None and width > index.size(1):
+        rejected = torch.nn.functional.pad(rejected, (0, width - index.size(1)))
+        mask = torch.nn.functional.pad(mask, (0, width - index.size(1)), value=False)
     return chosen, rejected, mask
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of `values` where `mask` is True, without boolean indexing (whose output size needs a host sync)."""
+    return values.masked_fill(~mask, 0).sum()
+
+
+#: Batch keys that describe the K layout; TRL's own `_compute_loss` (pairwise losses) must not pass them to the model.
+LAYOUT_KEYS = ("num_rejected", "rejected_index", "rejected_mask", "sequence_rows")
 
 
 class DMPOTrainer(DPOTrainer):
@@ -315,9 +325,11 @@ class DMPOTrainer(DPOTrainer):
                     unwrapped, router_logits, inputs["block_ids"], num_sequences
                 )
             per_token_logps, owner = outputs.log_probs, inputs["owner"]
-            num_sequences = inputs["num_rejected"].numel() + int(inputs["num_rejected"].sum())
+            num_sequences = inputs["sequence_rows"].size(0)
             scored = owner >= 0
-            seq_logps = per_token_logps.new_zeros(num_sequences).index_add(0, owner[scored], per_token_logps[scored])
+            seq_logps = per_token_logps.new_zeros(num_sequences).index_add(
+                0, owner.clamp(min=0).flatten(), per_token_logps.masked_fill(~scored, 0.0).flatten()
+            )
             return seq_logps, per_token_logps, owner, outputs
 
         completion_mask = inputs["completion_mask"]
@@ -353,16 +365,15 @@ class DMPOTrainer(DPOTrainer):
         with self._reference_context(), self.accelerator.autocast():
             seq_logps = self._sequence_logps(model, inputs)[0]
         # A fixed width keeps shapes equal across processes for `gather` and across batches for the cached column.
-        chosen, rejected, _ = split_by_row(seq_logps, inputs["num_rejected"], width=self._max_num_rejected)
+        chosen, rejected, _ = split_by_row(seq_logps, inputs, width=self._max_num_rejected)
         return chosen, rejected
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
-        num_rejected = inputs["num_rejected"]
         if self._pairwise_only:
-            if (num_rejected != 1).any():
+            if inputs["rejected_index"].size(1) != 1:
                 raise ValueError(f"loss_type={self.loss_types} needs one rejected response per row.")
-            pairwise_inputs = {key: value for key, value in inputs.items() if key != "num_rejected"}
+            pairwise_inputs = {key: value for key, value in inputs.items() if key not in LAYOUT_KEYS}
             return super()._compute_loss(model, pairwise_inputs, return_outputs)
 
         mode = "train" if self.model.training else "eval"
@@ -373,16 +384,17 @@ class DMPOTrainer(DPOTrainer):
             with self._reference_context():
                 ref_seq_logps = self._sequence_logps(self.ref_model or model, inputs)[0]
 
-        chosen_logps, rejected_logps, mask = split_by_row(seq_logps, num_rejected)
-        chosen_logratios = chosen_logps - ref_seq_logps[: num_rejected.numel()]
-        rejected_logratios = (rejected_logps - split_by_row(ref_seq_logps, num_rejected)[1]).masked_fill(~mask, 0.0)
+        chosen_logps, rejected_logps, mask = split_by_row(seq_logps, inputs)
+        ref_chosen_logps, ref_rejected_logps, _ = split_by_row(ref_seq_logps, inputs)
+        chosen_logratios = chosen_logps - ref_chosen_logps
+        rejected_logratios = (rejected_logps - ref_rejected_logps).masked_fill(~mask, 0.0)
 
-        batch_size = num_rejected.numel()
+        batch_size = mask.size(0)
         chosen_tokens, rejected_tokens = (owner >= 0) & (owner < batch_size), owner >= batch_size
         loss = 0.0
         for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
             if loss_type == "sft":
-                per_row_loss = -per_token_logps[chosen_tokens].mean()
+                per_row_loss = -per_token_logps.masked_fill(~chosen_tokens, 0.0).sum() / chosen_tokens.sum()
             else:
                 per_row_loss = PREFERENCE_LOSSES[loss_type](chosen_logratios, rejected_logratios, mask, self.beta)
             loss = loss + per_row_loss.mean() * loss_weight
@@ -425,7 +437,7 @@ class DMPOTrainer(DPOTrainer):
     def _gather_ratio(self, numerator: torch.Tensor, denominator: torch.Tensor) -> float:
         numerator = self.accelerator.gather_for_metrics(numerator.detach().float()).sum()
         denominator = self.accelerator.gather_for_metrics(denominator.detach().float()).sum()
-        return (numerator / denominator).item() if denominator > 0 else 0.0
+        return (numerator / denominator.clamp(min=1)).item()  # 0 when nothing was counted, with one host copy
 
     def _log_metrics(self, mode, inputs, outputs, chosen_tokens, rejected_tokens):
         """TRL's token-level metrics: entropy, num_tokens, logits/*, mean_token_accuracy."""
@@ -433,18 +445,22 @@ class DMPOTrainer(DPOTrainer):
         metrics = self._metrics[mode]
         scored = chosen_tokens | rejected_tokens
         entropy = outputs.entropy[:, -seq_len:].detach()
-        metrics["entropy"].append(self._gather_ratio(entropy[scored].sum(), scored.sum()))
+        metrics["entropy"].append(self._gather_ratio(masked_sum(entropy, scored), scored.sum()))
         if mode == "train":
             num_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
             self._total_train_tokens += num_tokens // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
         mean_logits = outputs.mean_logits[:, -seq_len:].detach()
-        metrics["logits/chosen"].append(self._gather_ratio(mean_logits[chosen_tokens].sum(), chosen_tokens.sum()))
+        metrics["logits/chosen"].append(
+            self._gather_ratio(masked_sum(mean_logits, chosen_tokens), chosen_tokens.sum())
+        )
         metrics["logits/rejected"].append(
-            self._gather_ratio(mean_logits[rejected_tokens].sum(), rejected_tokens.sum())
+            self._gather_ratio(masked_sum(mean_logits, rejected_tokens), rejected_tokens.sum())
         )
         is_top1 = outputs.is_top1[:, -seq_len:]
-        metrics["mean_token_accuracy"].append(self._gather_ratio(is_top1[chosen_tokens].sum(), chosen_tokens.sum()))
+        metrics["mean_token_accuracy"].append(
+            self._gather_ratio(masked_sum(is_top1.float(), chosen_tokens), chosen_tokens.sum())
+        )
 
     def _log_rewards(self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask):
         """Per-row reward metrics in TRL's names, extended for K (only per-row tensors go through `gather`)."""
