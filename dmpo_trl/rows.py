@@ -118,9 +118,11 @@ def check_tokenized_row(row: dict[str, Any], index: int, vocab_size: int | None 
             )
         if name != "prompt_ids" and len(value) == 0:
             raise ValueError(f"Row {index}: `{name}` is empty; every response needs at least one token.")
-        if vocab_size is not None and any(not 0 <= token < vocab_size for token in value):
-            token = next(token for token in value if not 0 <= token < vocab_size)
-            raise ValueError(f"Row {index}: `{name}` holds token id {token}, outside the vocabulary (size {vocab_size}).")
+        outside = [token for token in value if vocab_size is not None and not 0 <= token < vocab_size]
+        if outside:
+            raise ValueError(
+                f"Row {index}: `{name}` holds token id {outside[0]}, outside the vocabulary 0..{vocab_size - 1}."
+            )
     for k, response in enumerate(rejected):
         if response == row["chosen_ids"]:
             raise ValueError(f"Row {index}: `{fields[2 + k][0]}` repeats the chosen response.")

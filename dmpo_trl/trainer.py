@@ -81,8 +81,8 @@ def refuse_vision_inputs(processing_class, train_dataset, eval_dataset) -> None:
     """Raise `NotImplementedError` for a processor (`ProcessorMixin`) or a dataset with an `image`/`images` column."""
     if isinstance(processing_class, ProcessorMixin):
         raise NotImplementedError(
-            f"DMPOTrainer takes a tokenizer as `processing_class`, not a processor ({type(processing_class).__name__}):"
-            " vision-language models and image inputs are not supported."
+            "DMPOTrainer takes a tokenizer as `processing_class`, not a processor "
+            f"({type(processing_class).__name__}): vision-language models and image inputs are not supported."
         )
     if isinstance(eval_dataset, dict):
         datasets = [("train", train_dataset), *eval_dataset.items()]
