@@ -40,10 +40,11 @@ def check_loss_types(loss_types: list[str]) -> None:
     Example:
     ```python
     >>> check_loss_types(["dmpo", "sft"])
-    >>> check_loss_types(["dmpo_typo"])
-    Traceback (most recent call last):
-    ...
-    ValueError: Unknown loss_type ['dmpo_typo']: choose from ['dmpo', 'sdpo', 'sigmoid', 'sft', 'hinge', ...].
+    >>> try:
+    ...     check_loss_types(["dmpo_typo"])
+    ... except ValueError as error:
+    ...     print(error)
+    Unknown loss_type ['dmpo_typo']: choose from ['dmpo', 'sdpo', 'sigmoid', 'sft', 'hinge', ...].
     ```
     """
     unknown = [name for name in loss_types if name not in LOSS_TYPES]

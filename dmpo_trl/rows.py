@@ -95,10 +95,11 @@ def check_tokenized_row(row: dict[str, Any], index: int, vocab_size: int | None 
     ```python
     >>> check_tokenized_row({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}, index=0)
     [[4, 5]]
-    >>> check_tokenized_row({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [[4], []]}, index=7)
-    Traceback (most recent call last):
-    ...
-    ValueError: Row 7: `rejected_ids[1]` is empty; every response needs at least one token.
+    >>> try:
+    ...     check_tokenized_row({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [[4], []]}, index=7)
+    ... except ValueError as error:
+    ...     print(error)
+    Row 7: `rejected_ids[1]` is empty; every response needs at least one token.
     ```
     """
     rejected = row.get("rejected_ids")

@@ -351,6 +351,11 @@ class DMPOTrainer(DPOTrainer):
                 f"max_length={args.max_length}; those responses are truncated."
             )
         dropped = statuses.count("dropped")
+        if dropped and dropped == len(dataset):
+            raise ValueError(
+                f"Every row of the {dataset_name} dataset has a prompt that alone fills max_length={args.max_length}, "
+                "leaving no room for a response; raise max_length."
+            )
         if dropped:
             logger.warning(
                 f"Dropped {dropped} of {len(dataset)} rows from the {dataset_name} dataset: "
