@@ -131,8 +131,10 @@ class DMPOTrainer(DPOTrainer):
     Trainer for Direct Multi-Preference Optimization (DMPO): a drop-in [`~trl.DPOTrainer`] whose datasets may give a
     list of K rejected responses per row (K may differ between rows), contrasted with the chosen one in one loss.
 
-    Any TRL preference dataset (`prompt`/`chosen`/`rejected`, plain text or conversational) trains unchanged. The
-    constructor is TRL's; `args` is a [`DMPOConfig`] (a plain `DPOConfig` also works and trains TRL's loss).
+    Any TRL preference dataset (`prompt`/`chosen`/`rejected`, plain text or conversational) trains unchanged, and so
+    do pre-tokenized rows (`prompt_ids`/`chosen_ids`/`rejected_ids`, the last one id list or K of them). Text only: a
+    processor or an image column raises `NotImplementedError`. The constructor is TRL's; `args` is a [`DMPOConfig`]
+    (a plain `DPOConfig` also works and trains TRL's loss).
 
     Example:
     ```python

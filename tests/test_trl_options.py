@@ -261,3 +261,21 @@ def test_precomputed_reference_is_reused_across_learning_rates(tokenizer, tmp_pa
 def test_max_length_that_drops_every_row_is_refused(tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"Every row of the train dataset has a prompt that alone fills max_length"):
         make_trainer(tokenizer, tmp_path, max_length=12, precompute_ref_log_probs=True)
+
+
+def test_streamed_pretokenized_rows_are_checked_and_dropped(tokenizer, tmp_path, caplog):
+    rows = [pretokenize(tokenizer, {**row, "rejected": row["rejected"][0]}) for row in ROWS + [LONG_ROW]]
+    trainer = DMPOTrainer(
+        build_model(tokenizer),
+        ref_model=build_model(tokenizer, seed=1),
+        args=make_args(tmp_path, max_length=40, max_steps=1),
+        train_dataset=Dataset.from_list(rows).to_iterable_dataset(),
+        processing_class=tokenizer,
+    )
+    with caplog.at_level(logging.WARNING, logger="dmpo_trl.trainer"):
+        kept = list(trainer.train_dataset)
+    assert [row["num_rejected"] for row in kept] == [1, 1, 1, 1]
+    assert [row["rejected_ids"] for row in kept] == [[row["rejected_ids"]] for row in rows[:4]]
+    assert "Dropped row 4 of the streamed train dataset" in caplog.text
+    trainer.train()
+    assert trainer.state.global_step == 1
