@@ -11,6 +11,46 @@ from trl import DPOConfig
 #: Loss types that understand K >= 1 rejected responses per row. Any other TRL loss type works on pairwise data.
 MULTI_NEGATIVE_LOSSES = ("dmpo", "sdpo", "sigmoid", "sft")
 
+#: The loss types TRL 1.16's `DPOTrainer._compute_loss` implements (a test checks this list against TRL's source).
+TRL_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+#: Every loss type `DMPOTrainer` accepts.
+LOSS_TYPES = MULTI_NEGATIVE_LOSSES + tuple(name for name in TRL_LOSS_TYPES if name not in MULTI_NEGATIVE_LOSSES)
+
+
+def check_loss_types(loss_types: list[str]) -> None:
+    """Raise a `ValueError` listing the valid names when a loss type is unknown.
+
+    Example:
+    ```python
+    >>> check_loss_types(["dmpo", "sft"])
+    >>> try:
+    ...     check_loss_types(["dmpo_typo"])
+    ... except ValueError as error:
+    ...     print(error)
+    Unknown loss_type ['dmpo_typo']: choose from ['dmpo', 'sdpo', 'sigmoid', 'sft', 'hinge', ...].
+    ```
+    """
+    unknown = [name for name in loss_types if name not in LOSS_TYPES]
+    if unknown:
+        raise ValueError(f"Unknown loss_type {unknown}: choose from {list(LOSS_TYPES)}.")
+
 
 @dataclass
 class DMPOConfig(DPOConfig):
@@ -28,7 +68,8 @@ class DMPOConfig(DPOConfig):
             - `"sft"`: negative log-likelihood of the chosen response (the DMPO paper adds it with weight 1.0).
 
             With K = 1 the first three are exactly TRL's DPO loss. Other TRL loss types (e.g. `"hinge"`, `"ipo"`) run
-            TRL's own implementation and need pairwise data (K = 1).
+            TRL's own implementation and need pairwise data (K = 1). An unknown name is refused when the config is
+            built, with the list of valid ones.
         max_negatives (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many rejected responses per row, subsampled without replacement (seeded by `seed` and
             the row index). `None` keeps them all.
@@ -71,6 +112,7 @@ class DMPOConfig(DPOConfig):
     def __post_init__(self):
         if self.bf16 is None and not self.fp16 and not self.use_cpu and not is_torch_bf16_gpu_available():
             self.bf16 = False
-        super().__post_init__()
+        super().__post_init__()  # TRL makes `loss_type` a list and checks `len(loss_weights)` against it
+        check_loss_types(self.loss_type)
         if self.max_negatives is not None and self.max_negatives < 1:
             raise ValueError(f"`max_negatives` must be >= 1 or None, got {self.max_negatives}.")

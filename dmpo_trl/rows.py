@@ -78,3 +78,53 @@ def subsample(responses: list, max_count: int | None, seed: int, index: int) -> 
         return responses
     keep = sorted(random.Random(seed * 1_000_003 + index).sample(range(len(responses)), max_count))
     return [responses[k] for k in keep]
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(token, int) and not isinstance(token, bool) for token in value)
+
+
+def check_tokenized_row(row: dict[str, Any], index: int, vocab_size: int | None = None) -> list[list[int]]:
+    """Validate one pre-tokenized row and return its rejected responses as a list of id lists.
+
+    `rejected_ids` may be one id list (TRL's pairwise form) or a list of K id lists. Raises a `ValueError` that names
+    the row and field for: a field that is not a list of token ids, an empty response, an id outside the vocabulary
+    (when `vocab_size` is given), and the chosen response repeated among its own rejected ones.
+
+    Example:
+    ```python
+    >>> check_tokenized_row({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}, index=0)
+    [[4, 5]]
+    >>> try:
+    ...     check_tokenized_row({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [[4], []]}, index=7)
+    ... except ValueError as error:
+    ...     print(error)
+    Row 7: `rejected_ids[1]` is empty; every response needs at least one token.
+    ```
+    """
+    rejected = row.get("rejected_ids")
+    if isinstance(rejected, list) and len(rejected) > 0 and all(isinstance(r, list) for r in rejected):
+        fields = [(f"rejected_ids[{k}]", response) for k, response in enumerate(rejected)]
+    else:
+        if isinstance(rejected, list) and len(rejected) == 0:
+            raise ValueError(f"Row {index}: `rejected_ids` is empty; give one id list or a list of id lists.")
+        rejected = [rejected]
+        fields = [("rejected_ids", rejected[0])]
+    fields = [("prompt_ids", row.get("prompt_ids")), ("chosen_ids", row.get("chosen_ids"))] + fields
+    for name, value in fields:
+        if not _is_id_list(value):
+            raise ValueError(
+                f"Row {index}: `{name}` must be a list of token ids (int), got {type(value).__name__}: "
+                f"{str(value)[:80]!r}."
+            )
+        if name != "prompt_ids" and len(value) == 0:
+            raise ValueError(f"Row {index}: `{name}` is empty; every response needs at least one token.")
+        outside = [token for token in value if vocab_size is not None and not 0 <= token < vocab_size]
+        if outside:
+            raise ValueError(
+                f"Row {index}: `{name}` holds token id {outside[0]}, outside the vocabulary 0..{vocab_size - 1}."
+            )
+    for k, response in enumerate(rejected):
+        if response == row["chosen_ids"]:
+            raise ValueError(f"Row {index}: `{fields[2 + k][0]}` repeats the chosen response.")
+    return rejected

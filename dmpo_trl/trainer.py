@@ -11,16 +11,17 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from datasets.fingerprint import Hasher
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
 from trl import DPOConfig, DPOTrainer
 from trl.data_utils import _tokenize, common_prefix_length, extract_prompt
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
 
 from .collator import DataCollatorForMultiPreference
-from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig
+from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig, check_loss_types
 from .losses import PREFERENCE_LOSSES
-from .rows import check_row, subsample
+from .rows import check_row, check_tokenized_row, subsample
 from .sharing import (
     packed_forward_kwargs,
     packed_router_aux_loss,
@@ -77,6 +78,45 @@ class StreamedLengthCheck:
             )
 
 
+def _column_names(dataset) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    return list(names) if names is not None else list(next(iter(dataset)).keys())
+
+
+def refuse_vision_inputs(processing_class, train_dataset, eval_dataset) -> None:
+    """Raise `NotImplementedError` for a processor (`ProcessorMixin`) or a dataset with an `image`/`images` column."""
+    if isinstance(processing_class, ProcessorMixin):
+        raise NotImplementedError(
+            "DMPOTrainer takes a tokenizer as `processing_class`, not a processor "
+            f"({type(processing_class).__name__}): vision-language models and image inputs are not supported."
+        )
+    if isinstance(eval_dataset, dict):
+        datasets = [("train", train_dataset), *eval_dataset.items()]
+    else:
+        datasets = [("train", train_dataset), ("eval", eval_dataset)]
+    for name, dataset in datasets:
+        if dataset is None:
+            continue
+        images = [column for column in _column_names(dataset) if column in ("image", "images")]
+        if images:
+            raise NotImplementedError(
+                f"The {name} dataset has an `{images[0]}` column: DMPOTrainer does not support image inputs "
+                "(text-only rows: `prompt`, `chosen`, `rejected`)."
+            )
+
+
+def resolve_pad_token(tokenizer: PreTrainedTokenizerBase, args: DPOConfig) -> str:
+    """The padding token as TRL's `DPOTrainer` picks it: `args.pad_token`, else the tokenizer's, else its EOS token."""
+    pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
+    if pad_token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"The specified `pad_token` ('{pad_token}') is not found in the vocabulary of the given "
+            f"`processing_class` ({tokenizer.__class__.__name__}). Ensure that the `pad_token` exists "
+            "in the vocabulary before using it as a padding token."
+        )
+    return pad_token
+
+
 def split_by_row(seq_logps: torch.Tensor, inputs: dict[str, torch.Tensor], width: int | None = None):
     """Split per-sequence values laid out as [B chosen, sum(K) rejected] into chosen (B,) and rejected (B, Kmax).
 
@@ -107,8 +147,10 @@ class DMPOTrainer(DPOTrainer):
     Trainer for Direct Multi-Preference Optimization (DMPO): a drop-in [`~trl.DPOTrainer`] whose datasets may give a
     list of K rejected responses per row (K may differ between rows), contrasted with the chosen one in one loss.
 
-    Any TRL preference dataset (`prompt`/`chosen`/`rejected`, plain text or conversational) trains unchanged. The
-    constructor is TRL's; `args` is a [`DMPOConfig`] (a plain `DPOConfig` also works and trains TRL's loss).
+    Any TRL preference dataset (`prompt`/`chosen`/`rejected`, plain text or conversational) trains unchanged, and so
+    do pre-tokenized rows (`prompt_ids`/`chosen_ids`/`rejected_ids`, the last one id list or K of them). Text only: a
+    processor or an image column raises `NotImplementedError`. The constructor is TRL's; `args` is a [`DMPOConfig`]
+    (a plain `DPOConfig` also works and trains TRL's loss).
 
     Example:
     ```python
@@ -155,7 +197,9 @@ class DMPOTrainer(DPOTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = DMPOConfig(f"{model_name.split('/')[-1]}-DMPO")
+        refuse_vision_inputs(processing_class, train_dataset, eval_dataset)
         loss_types = [args.loss_type] if isinstance(args.loss_type, str) else list(args.loss_type)
+        check_loss_types(loss_types)  # a plain DPOConfig does not check them
         # TRL's own loss types, and its pairwise extras, run TRL's `_compute_loss` (pairwise rows only).
         self._pairwise_only = (
             not set(loss_types) <= set(MULTI_NEGATIVE_LOSSES)
@@ -173,8 +217,7 @@ class DMPOTrainer(DPOTrainer):
             model_id = model if isinstance(model, str) else get_config_model_id(model.config)
             processing_class = AutoTokenizer.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
         if data_collator is None:
-            if processing_class.pad_token is None:
-                processing_class.pad_token = args.pad_token or processing_class.eos_token
+            processing_class.pad_token = resolve_pad_token(processing_class, args)
             data_collator = DataCollatorForMultiPreference(
                 pad_token_id=processing_class.pad_token_id,
                 max_length=args.max_length,
@@ -211,21 +254,48 @@ class DMPOTrainer(DPOTrainer):
                 return
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
+        """TRL's precompute, cached under the dataset's fingerprint, the reference model and what shapes its values."""
         self._resolve_prefix_sharing()  # runs inside DPOTrainer.__init__, before our own check after it
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+        # TRL keys its cache file on (dataset fingerprint, model hash); the tokenized fingerprint leaves out `args`, so
+        # the settings that change the stored values join the model hash for the length of the pass.
+        model_hash = self._precompute_model_hash
+        settings = {
+            "max_length": self.args.max_length,
+            "truncation_mode": self.args.truncation_mode,
+            "ld_alpha": self.ld_alpha,
+            "trl_reference": self._pairwise_only,
+            "prefix_sharing": getattr(self.data_collator, "share_prompt", False),
+            "width": self._max_num_rejected,
+            "precision": (self.args.bf16, self.args.fp16),
+        }
+        self._precompute_model_hash = Hasher.hash((model_hash, settings))
+        try:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        finally:
+            self._precompute_model_hash = model_hash
 
     # ------------------------------------------------------------------ dataset
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        """Validate and tokenize rows into `prompt_ids`, `chosen_ids` and `rejected_ids` (a list of K id lists)."""
+        """Validate and tokenize rows into `prompt_ids`, `chosen_ids`, `rejected_ids` (K id lists) and `num_rejected`.
+
+        Pre-tokenized rows (`prompt_ids`, `chosen_ids`, and `rejected_ids` as one id list or a list of K) are checked
+        and subsampled the same way. The result's fingerprint (the cache key of `datasets`, and of TRL's precomputed
+        reference log-probs) depends only on the input dataset, the tokenizer, and `max_negatives` with `seed`.
+        """
         first = next(iter(dataset))
-        if "prompt_ids" in first:  # already prepared
-            return dataset
+        pretokenized = "prompt_ids" in first
         map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
         max_negatives = getattr(args, "max_negatives", None)
+        seed = args.seed
+        vocab_size = len(processing_class)
+
+        def prepare_tokenized_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+            rejected = subsample(check_tokenized_row(row, index, vocab_size), max_negatives, seed, index)
+            return {"rejected_ids": rejected, "num_rejected": len(rejected)}
 
         def tokenize_row(row: dict[str, Any], index: int) -> dict[str, Any]:
             is_chat, rejected = check_row(row, index)
-            rejected = subsample(rejected, max_negatives, args.seed, index)
+            rejected = subsample(rejected, max_negatives, seed, index)
             if is_chat:
                 tools = row.get("tools")
                 kwargs = {
@@ -251,7 +321,7 @@ class DMPOTrainer(DPOTrainer):
             }
 
         with global_then_local_main_first():
-            if "prompt" not in first:
+            if "prompt" not in first and not pretokenized:
                 if not isinstance(first.get("rejected"), str):
                     raise ValueError(
                         f"The {dataset_name} dataset has no `prompt` column; an implicit prompt can only be extracted "
@@ -259,8 +329,14 @@ class DMPOTrainer(DPOTrainer):
                     )
                 dataset = dataset.map(extract_prompt, **map_kwargs)
             if isinstance(dataset, Dataset):
-                map_kwargs["desc"] = f"Tokenizing {dataset_name} dataset"
-            dataset = dataset.map(tokenize_row, with_indices=True, **map_kwargs)
+                map_kwargs["desc"] = f"{'Checking' if pretokenized else 'Tokenizing'} {dataset_name} dataset"
+                # Only what changes the tokens: not the whole `args`, which the function's closure would bring in
+                inputs = vocab_size if pretokenized else processing_class
+                map_kwargs["new_fingerprint"] = Hasher.hash(
+                    ("dmpo_trl.prepare", dataset._fingerprint, inputs, max_negatives, seed if max_negatives else None)
+                )
+            prepare = prepare_tokenized_row if pretokenized else tokenize_row
+            dataset = dataset.map(prepare, with_indices=True, **map_kwargs)
             if isinstance(dataset, Dataset):
                 dataset = self._check_lengths(dataset, args, dataset_name)
             elif args.max_length is not None:
@@ -293,6 +369,11 @@ class DMPOTrainer(DPOTrainer):
                 f"max_length={args.max_length}; those responses are truncated."
             )
         dropped = statuses.count("dropped")
+        if dropped and dropped == len(dataset):
+            raise ValueError(
+                f"Every row of the {dataset_name} dataset has a prompt that alone fills max_length={args.max_length}, "
+                "leaving no room for a response; raise max_length."
+            )
         if dropped:
             logger.warning(
                 f"Dropped {dropped} of {len(dataset)} rows from the {dataset_name} dataset: "
@@ -361,7 +442,15 @@ class DMPOTrainer(DPOTrainer):
         return stack
 
     def compute_ref_log_probs(self, model, inputs):
-        """Reference log-probs of one batch: chosen (B,) and rejected (B, K) padded to the datasets' largest K."""
+        """Reference log-probs of one batch: chosen (B,) and rejected (B, K) padded to the datasets' largest K.
+
+        Where TRL's own loss runs (`ld_alpha`, `use_weighting`, TRL loss types: pairwise rows), TRL computes them, so
+        that the precomputed values are the ones its loss reads (with `ld_alpha`, the length-desensitized sums).
+        """
+        if self._pairwise_only:
+            pairwise_inputs = {key: value for key, value in inputs.items() if key not in LAYOUT_KEYS}
+            chosen, rejected = super().compute_ref_log_probs(model, pairwise_inputs)
+            return chosen, rejected.unsqueeze(1)
         with self._reference_context(), self.accelerator.autocast():
             seq_logps = self._sequence_logps(model, inputs)[0]
         # A fixed width keeps shapes equal across processes for `gather` and across batches for the cached column.
