@@ -12,8 +12,8 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from trl import DPOConfig, DPOTrainer
-from trl.data_utils import _tokenize, common_prefix_length, extract_prompt
+from trl import DPOConfig, DPOTrainer, extract_prompt
+from trl.data_utils import _tokenize, common_prefix_length
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
 
