@@ -7,7 +7,7 @@
 #
 #   .ci/test_trl.sh                               # every supported release
 #   TRL_VERSIONS="1.15.0 1.16.0" .ci/test_trl.sh  # try other releases (e.g. before widening the pin)
-#   PYTHON=.venv/bin/python .ci/test_trl.sh       # the interpreter whose packages (torch, transformers...) are used
+#   PYTHON=/path/to/python .ci/test_trl.sh        # whose packages (torch, transformers...) to use; default .venv
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,11 @@ TRL_VERSIONS="${TRL_VERSIONS:-1.16.0}"
 # (TRL's tokenization), model loading (TRL's ModelConfig and config helpers) and the recipe (TrlParser, training).
 TRL_TESTS="tests/test_trainer.py tests/test_sharing.py tests/test_collator.py tests/test_losses.py tests/test_qlora.py
 tests/test_evaluation.py tests/test_models.py tests/test_recipe.py"
-PYTHON="${PYTHON:-python3}"
+# The project's venv (what `make install` builds) unless PYTHON says otherwise
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
+fi
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
 mkdir -p .cache
