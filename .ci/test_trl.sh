@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 TRL_VERSIONS="${TRL_VERSIONS:-1.16.0}"
 # Every test file that runs TRL code: the trainer, prefix sharing, the collator, the losses, (Q)LoRA, the scoring
-# (TRL's tokenization), model loading (TRL's ModelConfig and config helpers) and the recipe (TrlParser, training).
+# (TRL's tokenization), model loading (TRL's ModelConfig and config helpers), the recipe (TrlParser, training), the
+# architecture matrix (K=1 against TRL's DPOTrainer), TRL's options and the host-copy count against TRL's step.
 TRL_TESTS="tests/test_trainer.py tests/test_sharing.py tests/test_collator.py tests/test_losses.py tests/test_qlora.py
-tests/test_evaluation.py tests/test_models.py tests/test_recipe.py"
+tests/test_evaluation.py tests/test_models.py tests/test_recipe.py tests/test_architectures.py tests/test_trl_options.py
+tests/test_host_syncs.py"
 # The project's venv (what `make install` builds) unless PYTHON says otherwise
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
