@@ -9,21 +9,48 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow
-def test_trains_in_two_processes(tmp_path):
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    output = tmp_path / "result.json"
-    tests_dir = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")])}
-    command = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", str(tests_dir / "multiprocess_train.py")]
-    result = subprocess.run(command + [str(output)], env=env, capture_output=True, text=True, timeout=300)
+TESTS_DIR = Path(__file__).parent
+
+
+def run_training(output: Path, processes: int, zero_stage: int | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    env["DS_ACCELERATOR"] = "cpu"
+    script = str(TESTS_DIR / "multiprocess_train.py")
+    if processes == 1:
+        command = [sys.executable, script]
+    else:
+        torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+        command = [torchrun, "--nproc_per_node", str(processes), "--master_port", "29533", script]
+    stage = [] if zero_stage is None else [str(zero_stage)]
+    result = subprocess.run(command + [str(output), *stage], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads(output.read_text())
-    assert record["world_size"] == 2
-    steps = [log for log in record["log"] if "loss" in log]
-    assert len(steps) == 4
-    # 18 rows split over 2 processes x 2 rows per step: 5 steps per epoch, so 4 steps are 0.8 epochs (one process
-    # alone would need 9 steps per epoch)
-    assert steps[-1]["epoch"] == pytest.approx(4 / math.ceil(18 / (2 * 2)), abs=1e-3)
-    assert all(math.isfinite(log["loss"]) and log["num_negatives"] >= 1 for log in steps)
-    assert "eval_rewards/accuracies" in record["eval"] and math.isfinite(record["eval"]["eval_loss"])
+    return json.loads(output.read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return run_training(tmp_path_factory.mktemp("one") / "one.json", processes=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [None, 2, 3], ids=["ddp", "zero2", "zero3"])
+def test_two_processes_train_as_one(tmp_path, one_process, zero_stage):
+    """Two gloo processes (DDP, or DeepSpeed ZeRO-2/3 on its CPU accelerator) give the single-process losses, with
+    K lists and prefix sharing. (accelerate runs FSDP only on GPU-type backends, so it has no CPU test here.)"""
+    if zero_stage is not None:
+        pytest.importorskip("deepspeed")
+    two = run_training(tmp_path / "two.json", processes=2, zero_stage=zero_stage)
+    one = one_process
+    assert (two["world_size"], one["world_size"]) == (2, 1)
+    assert two["deepspeed"] is (zero_stage is not None)
+    assert two["prefix_sharing"] is True and one["prefix_sharing"] is True
+    steps_two, steps_one = ([log for log in run["log"] if "loss" in log] for run in (two, one))
+    assert len(steps_two) == len(steps_one) == 4
+    # 18 rows in global batches of 4: 5 steps per epoch, so 4 steps are 0.8 epochs in both runs
+    assert steps_two[-1]["epoch"] == pytest.approx(4 / math.ceil(18 / 4), abs=1e-3)
+    assert all(math.isfinite(log["loss"]) and log["num_negatives"] >= 1 for log in steps_two)
+    for step_two, step_one in zip(steps_two, steps_one):
+        assert step_two["loss"] == pytest.approx(step_one["loss"], abs=1e-5)
+        assert step_two["rewards/margins"] == pytest.approx(step_one["rewards/margins"], abs=1e-5)
+    assert two["eval"]["eval_loss"] == pytest.approx(one["eval"]["eval_loss"], abs=1e-5)
+    assert "eval_rewards/accuracies" in two["eval"]
