@@ -12,8 +12,10 @@ travels with each block because it is the one that predicts a response's first t
 Why a packed sequence rather than a key/value cache reused across responses: it is a single ordinary forward, so
 gradient checkpointing (which turns the cache off in training), LoRA, 4-bit QLoRA and TRL's fused log-prob head all
 work unchanged, and the policy, the reference, precomputed reference log-probs and the ranking evaluator share one
-code path. It needs an attention implementation that takes a custom 4D mask (`eager`, `sdpa`); on any other the
-trainer falls back to the unshared path with a warning.
+code path. `unsupported_reason(model)` says where it cannot be exact (an attention implementation without custom 4D
+masks, ALiBi, ...): the trainer and the evaluator then run unshared, with a warning. Sliding-window layers get their
+window inside the packed layout, one mask per layer type (`packed_attention_mask`), and MoE models their router loss
+as the unshared batch would give it (`packed_router_aux_loss`).
 """
 
 from __future__ import annotations
