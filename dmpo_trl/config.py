@@ -9,7 +9,7 @@ from trl import DPOConfig
 
 
 #: Loss types that understand K >= 1 rejected responses per row. Any other TRL loss type works on pairwise data.
-MULTI_NEGATIVE_LOSSES = ("dmpo", "sdpo", "sigmoid", "sft")
+MULTI_NEGATIVE_LOSSES = ("dmpo", "sdpo", "sigmoid", "plackett_luce", "sft")
 
 #: The loss types TRL 1.16's `DPOTrainer._compute_loss` implements (a test checks this list against TRL's source).
 TRL_LOSS_TYPES = (
@@ -44,7 +44,7 @@ def check_loss_types(loss_types: list[str]) -> None:
     ...     check_loss_types(["dmpo_typo"])
     ... except ValueError as error:
     ...     print(error)
-    Unknown loss_type ['dmpo_typo']: choose from ['dmpo', 'sdpo', 'sigmoid', 'sft', 'hinge', ...].
+    Unknown loss_type ['dmpo_typo']: choose from ['dmpo', 'sdpo', 'sigmoid', 'plackett_luce', 'sft', 'hinge', ...].
     ```
     """
     unknown = [name for name in loss_types if name not in LOSS_TYPES]
@@ -65,11 +65,17 @@ class DMPOConfig(DPOConfig):
             - `"dmpo"`: -log sigmoid(beta * (r(chosen) - mean_k r(rejected_k))), the mean over a row's real negatives.
             - `"sdpo"`: Softmax-DPO, -log sigmoid(-logsumexp_k(beta * (r(rejected_k) - r(chosen)))).
             - `"sigmoid"`: TRL's DPO loss; with K > 1, the mean over k of the K pairwise losses.
+            - `"plackett_luce"`: listwise, -sum_i log softmax_i over the ranking chosen > rejected_1 > ... > rejected_K
+              (the rejected responses in the order given): S-DPO's term plus one per negative for the ones after it.
             - `"sft"`: negative log-likelihood of the chosen response (the DMPO paper adds it with weight 1.0).
 
             With K = 1 the first three are exactly TRL's DPO loss. Other TRL loss types (e.g. `"hinge"`, `"ipo"`) run
             TRL's own implementation and need pairwise data (K = 1). An unknown name is refused when the config is
             built, with the list of valid ones.
+        length_normalize (`bool`, *optional*, defaults to `False`):
+            Use the mean per-token log-ratio r(y) / |y| instead of the sum in the `"dmpo"`, `"sdpo"`, `"sigmoid"` and
+            `"plackett_luce"` rewards (SimPO-style length normalisation), so a long response is not penalised for its
+            length alone. Per-token rewards are about |y| times smaller: raise `beta` to match (SimPO uses 2-2.5).
         max_negatives (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many rejected responses per row, subsampled without replacement (seeded by `seed` and
             the row index). `None` keeps them all.
@@ -98,6 +104,10 @@ class DMPOConfig(DPOConfig):
             "help": "Loss type(s): 'dmpo' (default), 'sdpo', 'sigmoid', 'sft', or any TRL DPO loss for pairwise data. "
             "Combine several with `loss_weights`."
         },
+    )
+    length_normalize: bool = field(
+        default=False,
+        metadata={"help": "Rewards from the mean per-token log-ratio instead of the sum (length-fair rewards)."},
     )
     max_negatives: int | None = field(
         default=None,

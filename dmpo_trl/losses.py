@@ -52,4 +52,32 @@ def pairwise_sigmoid_loss(
     return masked_mean(pair_losses, mask)
 
 
-PREFERENCE_LOSSES = {"dmpo": dmpo_loss, "sdpo": sdpo_loss, "sigmoid": pairwise_sigmoid_loss}
+def plackett_luce_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Listwise Plackett-Luce loss over the ranking chosen > rejected_1 > ... > rejected_K (the rejected responses in
+    the order given, best first): -sum_i log(exp(s_i) / sum_{j >= i} exp(s_j)) with s = beta * r, over each row's
+    real responses. Its first term is S-DPO's loss; the others also rank the negatives among themselves, so give them
+    in an order that means something (e.g. by a ranker's scores). K = 1 is DPO.
+
+    Example:
+    ```python
+    >>> chosen, rejected, mask = torch.tensor([0.0]), torch.tensor([[0.0, 0.0]]), torch.tensor([[True, True]])
+    >>> plackett_luce_loss(chosen, rejected, mask, beta=1.0)  # log 3 + log 2
+    tensor([1.7918])
+    ```
+    """
+    scores = beta * torch.cat([chosen_logratios.unsqueeze(-1), rejected_logratios], dim=-1)
+    real = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=-1)
+    # padding gets the smallest finite score: it adds nothing to a log-sum-exp and keeps every gradient finite
+    scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)
+    remaining = torch.logcumsumexp(scores.flip(-1), dim=-1).flip(-1)  # log sum_{j >= i} exp(s_j)
+    return -(scores - remaining).masked_fill(~real, 0.0).sum(-1)
+
+
+PREFERENCE_LOSSES = {
+    "dmpo": dmpo_loss,
+    "sdpo": sdpo_loss,
+    "sigmoid": pairwise_sigmoid_loss,
+    "plackett_luce": plackett_luce_loss,
+}

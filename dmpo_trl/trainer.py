@@ -207,10 +207,16 @@ class DMPOTrainer(DPOTrainer):
             or args.use_weighting
             or args.f_divergence_type != "reverse_kl"
         )
-        if self._pairwise_only and {"dmpo", "sdpo"} & set(loss_types):
+        if self._pairwise_only and {"dmpo", "sdpo", "plackett_luce"} & set(loss_types):
             raise ValueError(
-                f"loss_type={loss_types}: 'dmpo' and 'sdpo' combine only with {list(MULTI_NEGATIVE_LOSSES)}, "
-                "the default f_divergence_type='reverse_kl', ld_alpha=None and use_weighting=False."
+                f"loss_type={loss_types}: 'dmpo', 'sdpo' and 'plackett_luce' combine only with "
+                f"{list(MULTI_NEGATIVE_LOSSES)}, the default f_divergence_type='reverse_kl', ld_alpha=None and "
+                "use_weighting=False."
+            )
+        if self._pairwise_only and getattr(args, "length_normalize", False):
+            raise ValueError(
+                f"length_normalize=True applies to the losses {list(MULTI_NEGATIVE_LOSSES[:-1])}; loss_type="
+                f"{loss_types} (or ld_alpha / use_weighting / f_divergence_type) runs TRL's own loss, which sums."
             )
         self._max_num_rejected = 1
         if processing_class is None:
@@ -354,7 +360,7 @@ class DMPOTrainer(DPOTrainer):
             raise ValueError(
                 f"Row {row} of the {dataset_name} dataset has {num_rejected[row]} rejected responses, but "
                 f"loss_type={self.loss_types} (or ld_alpha / use_weighting / f_divergence_type) is pairwise. Use "
-                "loss_type 'dmpo', 'sdpo' or 'sigmoid', or set max_negatives=1."
+                "loss_type 'dmpo', 'sdpo', 'sigmoid' or 'plackett_luce', or set max_negatives=1."
             )
         if args.max_length is None:
             return dataset
@@ -477,6 +483,12 @@ class DMPOTrainer(DPOTrainer):
         ref_chosen_logps, ref_rejected_logps, _ = split_by_row(ref_seq_logps, inputs)
         chosen_logratios = chosen_logps - ref_chosen_logps
         rejected_logratios = (rejected_logps - ref_rejected_logps).masked_fill(~mask, 0.0)
+        if getattr(self.args, "length_normalize", False):  # mean per-token log-ratios
+            scored = (owner >= 0).to(seq_logps.dtype).flatten()
+            lengths = seq_logps.new_zeros(seq_logps.size(0)).index_add(0, owner.clamp(min=0).flatten(), scored)
+            chosen_lengths, rejected_lengths, _ = split_by_row(lengths.clamp(min=1), inputs)
+            chosen_logratios = chosen_logratios / chosen_lengths
+            rejected_logratios = rejected_logratios / rejected_lengths.clamp(min=1)
 
         batch_size = mask.size(0)
         chosen_tokens, rejected_tokens = (owner >= 0) & (owner < batch_size), owner >= batch_size

@@ -4,14 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmpo_trl.losses import dmpo_loss, pairwise_sigmoid_loss, sdpo_loss
+from dmpo_trl.losses import dmpo_loss, pairwise_sigmoid_loss, plackett_luce_loss, sdpo_loss
 
 
 def dpo(chosen, rejected, beta):
     return -F.logsigmoid(beta * (chosen - rejected))
 
 
-@pytest.mark.parametrize("loss_fn", [dmpo_loss, sdpo_loss, pairwise_sigmoid_loss])
+@pytest.mark.parametrize("loss_fn", [dmpo_loss, sdpo_loss, pairwise_sigmoid_loss, plackett_luce_loss])
 def test_k1_is_dpo(loss_fn):
     chosen, rejected = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([[0.1], [0.5], [-3.0]])
     mask = torch.ones(3, 1, dtype=torch.bool)
@@ -55,3 +55,29 @@ def test_sdpo_is_finite_at_extreme_margins(margin):
     # softplus(logsumexp(z)) ~ max(0, max z) when the largest logit is huge in either direction
     largest = max(0.0 - margin, -margin / 2 - margin)
     assert loss[0].item() == pytest.approx(max(0.0, largest), abs=1e-3)
+
+
+def test_plackett_luce_matches_hand_computation():
+    """-log P(ranking chosen > r1 > r2) under Plackett-Luce, written out term by term; padding changes nothing."""
+    beta = 0.5
+    chosen, rejected = torch.tensor([1.0, 0.2]), torch.tensor([[0.0, 2.0, 9.0], [-1.0, 3.0, 0.5]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    loss = plackett_luce_loss(chosen, rejected, mask, beta)
+
+    def by_hand(scores):
+        s = [beta * x for x in scores]
+        return -sum(s[i] - math.log(sum(math.exp(x) for x in s[i:])) for i in range(len(s)))
+
+    assert loss[0].item() == pytest.approx(by_hand([1.0, 0.0, 2.0]), abs=1e-6)
+    assert loss[1].item() == pytest.approx(by_hand([0.2, -1.0, 3.0, 0.5]), abs=1e-6)
+    # its first term is S-DPO's loss; the rest orders the negatives
+    first_term = sdpo_loss(chosen[:1], rejected[:1], mask[:1], beta)
+    assert loss[0] > first_term[0]
+
+
+def test_plackett_luce_is_finite_for_huge_margins():
+    chosen = torch.tensor([1e4, -1e4], requires_grad=True)
+    rejected = torch.tensor([[-1e4, 0.0], [1e4, 0.0]], requires_grad=True)
+    loss = plackett_luce_loss(chosen, rejected, torch.tensor([[True, False], [True, True]]), beta=1.0).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()

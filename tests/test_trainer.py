@@ -319,3 +319,30 @@ def test_truncated_responses_are_counted(tokenizer, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dmpo_trl.trainer"):
         make_trainer(tokenizer, tmp_path, rows=rows, max_length=20)
     assert "1 of 1 rows in the train dataset have a response that runs past max_length=20" in caplog.text
+
+
+@pytest.mark.parametrize("loss_type", ["dmpo", "plackett_luce"])
+def test_length_normalized_rewards_match_hand_computation(tokenizer, tmp_path, loss_type):
+    """length_normalize=True: rewards are beta times the mean per-token log-ratio (tokens of the response + EOS)."""
+    from dmpo_trl.losses import PREFERENCE_LOSSES
+
+    trainer = make_trainer(tokenizer, tmp_path, loss_type=[loss_type], length_normalize=True)
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch_of(trainer, [0])).item()
+    row = ROWS[0]
+    prompt_len = len(tokenizer(row["prompt"])["input_ids"])
+
+    def mean_logratio(response):
+        length = len(tokenizer(row["prompt"] + response + tokenizer.eos_token)["input_ids"]) - prompt_len
+        policy = sequence_logp(trainer.model, tokenizer, row["prompt"], response)
+        ref = sequence_logp(trainer.ref_model, tokenizer, row["prompt"], response)
+        return (policy - ref) / length
+
+    chosen = torch.tensor([mean_logratio(row["chosen"])])
+    rejected = torch.tensor([[mean_logratio(r) for r in row["rejected"]]])
+    expected = PREFERENCE_LOSSES[loss_type](chosen, rejected, torch.ones_like(rejected, dtype=torch.bool), 0.5)
+    assert loss == pytest.approx(expected.item(), abs=1e-5)
+    assert trainer._metrics["eval"]["rewards/chosen"][-1] == pytest.approx(0.5 * chosen.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="length_normalize"):
+        make_trainer(tokenizer, tmp_path, rows=[{**ROWS[1]}], loss_type=["hinge"], length_normalize=True)
