@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import torch
 
 
-SUPPORTED_ATTENTION = ("eager", "sdpa")
+SUPPORTED_ATTENTION = ("eager", "sdpa", "flex_attention")
 ATTENTION_KINDS = ("full_attention", "sliding_attention")
 
 
@@ -100,6 +100,25 @@ def block_attention_mask(
     )
 
 
+def block_mask_function(block_ids: torch.Tensor, position_ids: torch.Tensor, sliding_window: int | None = None):
+    """The block mask of `block_attention_mask` as a FlexAttention `mask_mod(batch, head, query, key) -> bool`.
+
+    FlexAttention builds a sparse `BlockMask` from it, so attention skips the blocks a response cannot see instead of
+    reading a dense (L x L) mask; the dense mask stays the path for `eager` and `sdpa`.
+    """
+
+    def mask_mod(batch, head, query, key):
+        query_block, key_block = block_ids[batch, query], block_ids[batch, key]
+        allowed = (
+            (key <= query) & (query_block >= 0) & (key_block >= 0) & ((key_block == 0) | (key_block == query_block))
+        )
+        if sliding_window is not None:
+            allowed = allowed & (position_ids[batch, query] - position_ids[batch, key] < sliding_window)
+        return allowed | (query == key)
+
+    return mask_mod
+
+
 def _base_model(model):
     """The transformers model under PEFT and distributed wrappers."""
     model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
@@ -139,7 +158,8 @@ def _takes_mask_per_layer_type(model) -> bool:
 def unsupported_reason(model) -> str | None:
     """Why `model` cannot run the packed, block-masked layout exactly, or None when it can.
 
-    The layout needs: an attention implementation that takes a custom 4D mask (`eager`, `sdpa`); positions given by
+    The layout needs: an attention implementation that takes a custom mask (`eager`, `sdpa`: a dense 4D mask;
+    `flex_attention`: a sparse block mask, no backward on CPU in torch); positions given by
     `position_ids` (learned absolute and rotary positions are; ALiBi, which derives positions from the 2D mask, is
     not); layers of full or sliding-window attention, with a mask per layer type where the two are mixed; no
     prompt-learning PEFT adapter (its virtual tokens are not in the layout).
@@ -181,12 +201,20 @@ def packed_attention_mask(model, block_ids: torch.Tensor, position_ids: torch.Te
     `unsupported_reason(model)` first.
     """
     base = _base_model(model)
-    dtype = base.get_input_embeddings().weight.dtype if base.config._attn_implementation == "eager" else None
+    implementation = base.config._attn_implementation
+    dtype = base.get_input_embeddings().weight.dtype if implementation == "eager" else None
     window = getattr(base.config.get_text_config(), "sliding_window", None)
     masks = {}
     for kind in set(layer_attention_types(model)):
         sliding = window if kind == "sliding_attention" else None
-        masks[kind] = block_attention_mask(block_ids, dtype, position_ids=position_ids, sliding_window=sliding)
+        if implementation == "flex_attention":
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            batch, length = block_ids.shape
+            mask_mod = block_mask_function(block_ids, position_ids, sliding)
+            masks[kind] = create_block_mask(mask_mod, batch, None, length, length, device=block_ids.device)
+        else:
+            masks[kind] = block_attention_mask(block_ids, dtype, position_ids=position_ids, sliding_window=sliding)
     if len(masks) == 1 and not _takes_mask_per_layer_type(model):
         return next(iter(masks.values()))
     return masks

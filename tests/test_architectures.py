@@ -167,3 +167,30 @@ def test_k1_equals_trl_dpo(tokenizer, tmp_path, arch, prefix_sharing):
         torch.testing.assert_close(steps[0][1][name], steps[1][1][name], atol=1e-4, rtol=0, msg=name)
     if trl.aux_loss_enabled:
         assert ours._metrics["eval"]["aux_loss"][-1] == pytest.approx(trl._metrics["eval"]["aux_loss"][-1], abs=1e-6)
+
+
+# Full, sliding-window and mixed layers; each compiles flex_attention with inductor, ~15 s on this CPU
+FLEX = ["llama", "mistral", "gemma3"]
+
+
+@pytest.mark.parametrize("arch", FLEX)
+def test_flex_attention_block_mask_equals_unshared(tokenizer, tmp_path, arch):
+    """FlexAttention gets the block structure as a sparse BlockMask; its forward (no backward on CPU in torch) gives
+    the log-probs of the unshared forward, in the trainer and in the evaluator."""
+    torch._dynamo.reset()  # transformers compiles flex_attention; inductor's CPU build of a recompile can fail
+    trainer = make_trainer(tokenizer, tmp_path, arch, prefix_sharing=True)
+    rows = [trainer.train_dataset[i] for i in range(len(ROWS))]
+    shared = DataCollatorForMultiPreference(pad_token_id=tokenizer.pad_token_id, share_prompt=True)(rows)
+    unshared = DataCollatorForMultiPreference(pad_token_id=tokenizer.pad_token_id)(rows)
+    with torch.no_grad():
+        expected = trainer._sequence_logps(trainer.model, unshared)[0]
+        trainer.model.set_attn_implementation("flex_attention")
+        assert trainer.model.config._attn_implementation == "flex_attention"
+        assert unsupported_reason(trainer.model) is None
+        torch.testing.assert_close(trainer._sequence_logps(trainer.model, shared)[0], expected, atol=1e-4, rtol=0)
+
+    prompt_ids, completions_ids = rows[2]["prompt_ids"], [rows[2]["chosen_ids"], *rows[2]["rejected_ids"]]
+    flex_scores, _ = score_completions(trainer.model, tokenizer, prompt_ids, completions_ids, share_prompt=True)
+    trainer.model.set_attn_implementation("sdpa" if arch != "gemma2" else "eager")
+    plain_scores, _ = score_completions(trainer.model, tokenizer, prompt_ids, completions_ids, share_prompt=False)
+    torch.testing.assert_close(flex_scores, plain_scores, atol=1e-4, rtol=0)
