@@ -5,6 +5,10 @@ negatives (rows may have fewer than K), and returns the per-row loss `(B,)`. A l
 r(y) = log pi(y|x) - log pi_ref(y|x), summed over the completion tokens. With K = 1 all three equal DPO's
 -log sigmoid(beta * (r_w - r_l)).
 
+The losses are computed in float32 at least (half-precision log-ratios are upcast: a sum over 64 negatives of
+log-ratios near 1e4 overflows float16), padded entries never reach the result (not even a NaN or inf there), and loss
+and gradients stay finite for reward margins of any size.
+
 Example:
 ```python
 >>> import torch
@@ -23,14 +27,19 @@ import torch.nn.functional as F
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the last dimension of the entries where `mask` is True (each row needs at least one)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum(-1) / mask.sum(-1)
+    return values.masked_fill(~mask, 0.0).sum(-1) / mask.sum(-1).to(values.dtype)
+
+
+def _upcast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in float32 when they are in a narrower float type (float16, bfloat16), else unchanged."""
+    return tuple(t.float() if t.is_floating_point() and torch.finfo(t.dtype).bits < 32 else t for t in tensors)
 
 
 def dmpo_loss(
     chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """DMPO (Bai et al. 2024): -log sigmoid(beta * (r_w - mean_k r_k)), the mean over each row's real negatives."""
+    chosen_logratios, rejected_logratios = _upcast(chosen_logratios, rejected_logratios)
     return -F.logsigmoid(beta * (chosen_logratios - masked_mean(rejected_logratios, mask)))
 
 
@@ -38,8 +47,9 @@ def sdpo_loss(
     chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """Softmax-DPO (Chen et al. 2024): -log sigmoid(-logsumexp_k(beta * (r_k - r_w))), stable for any margin."""
+    chosen_logratios, rejected_logratios = _upcast(chosen_logratios, rejected_logratios)
     logits = beta * (rejected_logratios - chosen_logratios.unsqueeze(-1))
-    logits = logits.masked_fill(~mask, float("-inf"))
+    logits = logits.masked_fill(~mask, float("-inf"))  # padding drops out of the logsumexp, NaN or not
     # -log sigmoid(-x) = softplus(x), which stays finite where the sigmoid form under- or overflows.
     return F.softplus(torch.logsumexp(logits, dim=-1))
 
@@ -48,7 +58,8 @@ def pairwise_sigmoid_loss(
     chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, mask: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """TRL's DPO loss averaged over the K pairs (chosen, rejected_k): what exploding a row into K pairs trains."""
-    pair_losses = -F.logsigmoid(beta * (chosen_logratios.unsqueeze(-1) - rejected_logratios))
+    chosen_logratios, rejected_logratios = _upcast(chosen_logratios, rejected_logratios)
+    pair_losses = -F.logsigmoid(beta * (chosen_logratios.unsqueeze(-1) - rejected_logratios.masked_fill(~mask, 0.0)))
     return masked_mean(pair_losses, mask)
 
 
@@ -67,12 +78,17 @@ def plackett_luce_loss(
     tensor([1.7918])
     ```
     """
-    scores = beta * torch.cat([chosen_logratios.unsqueeze(-1), rejected_logratios], dim=-1)
-    real = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=-1)
-    # padding gets the smallest finite score: it adds nothing to a log-sum-exp and keeps every gradient finite
-    scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)
-    remaining = torch.logcumsumexp(scores.flip(-1), dim=-1).flip(-1)  # log sum_{j >= i} exp(s_j)
-    return -(scores - remaining).masked_fill(~real, 0.0).sum(-1)
+    chosen_logratios, rejected_logratios = _upcast(chosen_logratios, rejected_logratios)
+    real = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=-1)  # (B, K+1)
+    scores = beta * torch.cat([chosen_logratios.unsqueeze(-1), rejected_logratios], dim=-1).masked_fill(~real, 0.0)
+    # term i = -log sum_{j >= i} exp(s_j - s_i), from the differences themselves: float32 keeps them exact where
+    # the scores are 1e4 apart and some tie (log-sum-exps of the raw scores would lose the ties to rounding)
+    differences = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = s_j - s_i
+    position = torch.arange(real.size(-1), device=real.device)
+    counted = real.unsqueeze(-2) & real.unsqueeze(-1) & (position.unsqueeze(0) >= position.unsqueeze(1))
+    # what is not counted gets the smallest finite value: it adds nothing to a log-sum-exp and keeps gradients finite
+    differences = differences.masked_fill(~counted, torch.finfo(differences.dtype).min)
+    return torch.logsumexp(differences, dim=-1).masked_fill(~real, 0.0).sum(-1)
 
 
 PREFERENCE_LOSSES = {

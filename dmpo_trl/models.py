@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -139,8 +140,11 @@ def convert_gguf(gguf_path: str | Path, output_dir: str | Path) -> Path:
     ```
     """
     gguf_path, output_dir = Path(gguf_path).resolve(), Path(output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # A GGUF file holds weights and a tokenizer, never code: nothing to trust
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, trust_remote_code=False
+    )
     strip_quantization(model)
     ensure_pad_token(tokenizer, model)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +153,7 @@ def convert_gguf(gguf_path: str | Path, output_dir: str | Path) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        source = {"gguf_file": str(gguf_path), "size": gguf_path.stat().st_size}
-        (staging / _MARKER).write_text(json.dumps(source, indent=2))
+        (staging / _MARKER).write_text(json.dumps(gguf_source(gguf_path), indent=2))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -159,12 +162,51 @@ def convert_gguf(gguf_path: str | Path, output_dir: str | Path) -> Path:
     return output_dir
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's content, read in 1 MiB blocks (about 0.2 s for the 98 MB default GGUF on one core).
+
+    Example:
+    ```python
+    >>> file_sha256(__file__) == file_sha256(__file__)
+    True
+    ```
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_source(gguf_path: str | Path) -> dict[str, Any]:
+    """What a converted checkpoint records of the GGUF file it came from: its path, size and content hash (sha256).
+
+    Example:
+    ```python
+    >>> sorted(gguf_source(__file__))
+    ['gguf_file', 'sha256', 'size']
+    ```
+    """
+    gguf_path = Path(gguf_path)
+    return {"gguf_file": str(gguf_path), "size": gguf_path.stat().st_size, "sha256": file_sha256(gguf_path)}
+
+
 def _is_converted(directory: Path, gguf_path: Path) -> bool:
+    """True when `directory` holds a conversion of exactly this GGUF content (same sha256), whatever its name or date.
+
+    Any other file (re-quantised, re-downloaded, edited in place), even of the same size, is converted anew; so is a
+    cache written before the record held a hash. The size is compared first, so a different size costs no hashing.
+    """
     marker = directory / _MARKER
     if not marker.is_file():
         return False
-    source = json.loads(marker.read_text())
-    return source.get("size") == gguf_path.stat().st_size
+    try:
+        source = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(source, dict) or source.get("size") != gguf_path.stat().st_size:
+        return False
+    return source.get("sha256") == file_sha256(gguf_path)
 
 
 def resolve_model_path(
@@ -208,6 +250,7 @@ def load_model_and_tokenizer(
     dtype: torch.dtype | str = torch.float32,
     cache_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
     **model_kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, ready for evaluation or training with TRL.
@@ -220,6 +263,7 @@ def load_model_and_tokenizer(
         cache_dir: where converted GGUF models go; default `default_cache_dir()` (`~/.cache/dmpo-trl/models`).
         dtype: the weights' dtype (a `torch.dtype`, its name, or "auto").
         device: where to move the model; left where `from_pretrained` puts it when `None`.
+        trust_remote_code: run the model's own code from its directory or hub repo (off unless asked).
         **model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. `attn_implementation`).
 
     The tokenizer always has a pad token (the EOS token when it had none).
@@ -232,8 +276,10 @@ def load_model_and_tokenizer(
     ```
     """
     path = resolve_model_path(model_name_or_path, gguf_file, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_as_dtype(dtype), **model_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_as_dtype(dtype), trust_remote_code=trust_remote_code, **model_kwargs
+    )
     ensure_pad_token(tokenizer, model)
     if device is not None:
         model.to(device)
@@ -398,6 +444,7 @@ def load_model_for_training(
     model_args: ModelConfig | None = None,
     gradient_checkpointing: bool = False,
     device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
     **model_kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Any]:
     """Load the model, tokenizer and LoRA config that `model_args` describes, ready for `DMPOTrainer`.
@@ -408,7 +455,8 @@ def load_model_for_training(
       weights placed by `get_kbit_device_map`, then `peft.prepare_model_for_kbit_training` (norms and embeddings in
       float32, input gradients on for gradient checkpointing), plus `peft_config`.
 
-    `model_args` defaults to `RecModelConfig()` (the embedded SmolLM2-135M-Instruct, full finetuning). Returns
+    `model_args` defaults to `RecModelConfig()` (the embedded SmolLM2-135M-Instruct, full finetuning). The model's own
+    code (a hub repo's `auto_map`) runs only with `trust_remote_code=True` (`DPOConfig.trust_remote_code`). Returns
     `(model, tokenizer, peft_config)`; pass them as `DMPOTrainer(model, ..., processing_class=tokenizer,
     peft_config=peft_config)`.
 
@@ -436,8 +484,8 @@ def load_model_for_training(
         if dtype == "auto":
             dtype = quantization_config.bnb_4bit_compute_dtype
     kwargs.update(model_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     ensure_pad_token(tokenizer, model)
     if quantization_config is not None:
         from peft import prepare_model_for_kbit_training
@@ -499,6 +547,7 @@ def load_adapter_model(
     adapter_dir: str | Path,
     model_args: ModelConfig | None = None,
     merge: bool = False,
+    trust_remote_code: bool = False,
     **model_kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Reload a trained LoRA/QLoRA adapter on its base model; `merge=True` folds it into the weights.
@@ -527,12 +576,12 @@ def load_adapter_model(
         model_args = RecModelConfig(model_name_or_path=base, use_peft=True)
     elif model_args.model_name_or_path is None and getattr(model_args, "gguf_file", None) is None:
         model_args = replace(model_args, model_name_or_path=base)
-    model, tokenizer, _ = load_model_for_training(model_args, **model_kwargs)
+    model, tokenizer, _ = load_model_for_training(model_args, trust_remote_code=trust_remote_code, **model_kwargs)
     if merge and getattr(model, "is_quantized", False):
         model = strip_quantization(model.dequantize())
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     if (adapter_dir / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=trust_remote_code)
         ensure_pad_token(tokenizer)
     if merge:
         model = model.merge_and_unload()

@@ -3,6 +3,8 @@
 import doctest
 import hashlib
 import importlib
+import re
+import stat
 import time
 import zipfile
 
@@ -22,6 +24,7 @@ from dmpo_trl.data import (
     recbole_example_dir,
     register_dataset,
 )
+from dmpo_trl.data.download import UnsafeArchiveError, fetch_and_extract, safe_extract
 
 
 def write(path, text, encoding="utf-8"):
@@ -273,3 +276,62 @@ def test_docstring_examples(module):
             example.want = want + "\n" if want else ""
         runner.run(test)
     assert runner.failures == 0
+
+
+# ---- archives that try to write outside the cache ----------------------------------------------------------------
+
+
+def files_under(root):
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "member, reason",
+    [
+        ("{outside}/evil.txt", "is an absolute path"),
+        ("../../evil.txt", "climbs out of the folder with '..'"),
+        ("ml-1m/../../../evil.txt", "climbs out of the folder with '..'"),
+        ("..\\..\\evil.txt", "climbs out of the folder with '..'"),
+        ("C:/evil.txt", "is an absolute path"),
+        ("ml-1m/link", "is a symbolic link"),
+    ],
+)
+def test_crafted_archive_cannot_write_outside_the_cache(tmp_path, member, reason):
+    """Each crafted zip is refused whole, naming the member: nothing is written, in the cache or outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    member = member.format(outside=outside)
+    archive = tmp_path / "crafted.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", "1::10::5::978300760\n")
+        info = zipfile.ZipInfo(member)
+        if reason == "is a symbolic link":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, str(outside) if reason == "is a symbolic link" else "written outside the cache")
+    assert zipfile.ZipFile(archive).namelist()[1] == member  # the crafted name is in the archive as written
+    cache = tmp_path / "root" / "cache"
+    cache.mkdir(parents=True)
+    before = files_under(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=re.escape(f"member {member!r} {reason}. Nothing was unpacked.")):
+        fetch_and_extract(archive.as_uri(), cache, checksum=None)
+    assert list(cache.iterdir()) == []  # no dataset, no temporary folder, and the fetched archive deleted
+    assert files_under(tmp_path) == before
+
+
+def test_safe_extract_takes_ordinary_members(tmp_path):
+    """Dots inside names, nested folders and empty directories are not mistaken for escapes."""
+    archive = tmp_path / "ok.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-1m/notes..v2.txt", "a")
+        zf.writestr("ml-1m/.hidden/deep/file.dat", "b")
+        zf.writestr("ml-1m/empty/", "")
+    with zipfile.ZipFile(archive) as zf:
+        safe_extract(zf, tmp_path / "out")
+    assert files_under(tmp_path / "out") == [
+        "ml-1m",
+        "ml-1m/.hidden",
+        "ml-1m/.hidden/deep",
+        "ml-1m/.hidden/deep/file.dat",
+        "ml-1m/empty",
+        "ml-1m/notes..v2.txt",
+    ]

@@ -1,15 +1,18 @@
 """Fetch a dataset archive once, check its checksum, and unpack it into a cache directory.
 
 Every failure is fast and explicit: the socket timeout bounds connecting and each read, and the host name is
-resolved in a helper thread with the same timeout (plain `urlopen` has no timeout on DNS look-ups).
+resolved in a helper thread with the same timeout (plain `urlopen` has no timeout on DNS look-ups). An archive whose
+members would land outside the folder it is unpacked into (absolute paths, `..`, symbolic links) is refused whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import urllib.error
@@ -28,6 +31,10 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(ValueError):
     """The fetched archive does not match its expected checksum."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the folder it is unpacked into."""
 
 
 def default_cache_dir() -> Path:
@@ -109,11 +116,61 @@ def fetch(url: str, dest: str | Path, timeout: float = DEFAULT_TIMEOUT) -> Path:
     return dest
 
 
+def unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member could be written outside the folder it is unpacked into, or None when it cannot.
+
+    Example:
+    ```python
+    >>> unsafe_member(zipfile.ZipInfo("ml-100k/u.data")), unsafe_member(zipfile.ZipInfo("../u.data"))
+    (None, "climbs out of the folder with '..'")
+    ```
+    """
+    name = info.filename
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "climbs out of the folder with '..'"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return None
+
+
+def safe_extract(archive: zipfile.ZipFile, directory: str | Path) -> None:
+    """Unpack `archive` into `directory` once every member is checked: raises `UnsafeArchiveError` naming the first
+    member that is an absolute path, climbs out with `..`, is a symbolic link, or otherwise resolves outside
+    `directory`, before anything is written.
+
+    Example:
+    ```python
+    >>> import io, tempfile
+    >>> buffer = io.BytesIO()
+    >>> with zipfile.ZipFile(buffer, "w") as zf:
+    ...     zf.writestr("../evil.txt", "x")
+    >>> try:
+    ...     safe_extract(zipfile.ZipFile(buffer), tempfile.gettempdir())
+    ... except UnsafeArchiveError as error:
+    ...     print(error)
+    Refusing to unpack None: member '../evil.txt' climbs out of the folder with '..'. Nothing was unpacked.
+    ```
+    """
+    directory = Path(directory).resolve()
+    for info in archive.infolist():
+        reason = unsafe_member(info)
+        if reason is None and not (directory / info.filename).resolve().is_relative_to(directory):
+            reason = "resolves outside the folder"
+        if reason is not None:
+            raise UnsafeArchiveError(
+                f"Refusing to unpack {archive.filename}: member {info.filename!r} {reason}. Nothing was unpacked."
+            )
+    archive.extractall(directory)
+
+
 def fetch_and_extract(url: str, cache_dir: str | Path, checksum: str | None, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Fetch a zip archive into `cache_dir`, verify `checksum` (skipped when None), and unpack it there.
 
     Returns `cache_dir`. Unpacking goes through a temporary directory, so an interrupted run leaves no half-filled
-    dataset behind; on a checksum mismatch the archive is deleted.
+    dataset behind; on a checksum mismatch, or a member that would land outside the cache (`UnsafeArchiveError`), the
+    archive is deleted and nothing is unpacked.
     """
     cache_dir = Path(cache_dir)
     archive = cache_dir / Path(urllib.parse.urlsplit(url).path).name
@@ -122,7 +179,7 @@ def fetch_and_extract(url: str, cache_dir: str | Path, checksum: str | None, tim
         if checksum is not None:
             verify_checksum(archive, checksum)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp, zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
+            safe_extract(zf, tmp)
             for entry in Path(tmp).iterdir():
                 target = cache_dir / entry.name
                 if target.exists():
