@@ -1,4 +1,4 @@
-"""GPU check: does a 7B model train with DMPO in 4-bit QLoRA within a 24 GB consumer card?
+"""GPU check: does a 7B model train with DMPO in 4-bit QLoRA within a 24 GB consumer card, and how fast is sharing?
 
 A model of Llama-7B's shape (hidden 4096, 32 layers, 32 heads, intermediate 11008, vocabulary 32000) with random
 weights, loaded in 4-bit NF4 with double quantisation through `dmpo_trl.models.load_model_for_training` (the recipe's
@@ -11,9 +11,19 @@ The random checkpoint is never materialised in float32 on the CPU: each tensor i
 written to disk one layer shard at a time (about 13.5 GB in a temporary folder), then transformers loads the shards and
 quantizes them on the GPU, as it would a downloaded checkpoint. On one H100 the whole check takes 2-4 minutes.
 
+Then the throughput table: a Llama-3.2-1B-shaped model (random weights, bf16, LoRA r=16 on every linear layer,
+gradient checkpointing off) trains on MovieLens-shaped rows (a 448-token prompt, K=8 negatives of 12 tokens, batch 4)
+with each layout side by side: `shared` (prefix sharing, dense mask, sdpa), `shared_flex` (prefix sharing,
+FlexAttention block mask; GPU only: torch has no FlexAttention backward on CPU), `auto` (the default per-batch rule),
+`unshared` (one sequence per response) and `trl_pairs` (TRL's `DPOTrainer` on each row exploded into K pairs, 4K
+pairs per step so every step sees the same rows). For each: median step seconds after a warm-up step, preference
+rows and policy tokens per second, peak GPU memory, and the ratios to `shared`. The whole script is sized to finish
+in under 8 minutes on one H100/H200.
+
     python benchmarks/gpu_check.py                 # needs CUDA; refuses with a message on a CPU-only machine
-    python benchmarks/gpu_check.py --tiny          # the same code path on a tiny Llama, on CPU or GPU (seconds)
+    python benchmarks/gpu_check.py --tiny          # the same code paths on tiny Llamas, on CPU or GPU (seconds)
     python benchmarks/gpu_check.py --json          # also print one JSON line with the numbers
+    python benchmarks/gpu_check.py --skip-7b       # the throughput table only (or --skip-throughput)
 """
 
 from __future__ import annotations
@@ -40,6 +50,15 @@ LLAMA_7B = dict(
     num_key_value_heads=32,
     intermediate_size=11008,
     vocab_size=32000,
+    max_position_embeddings=4096,
+)
+LLAMA_1B = dict(
+    hidden_size=2048,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=8192,
+    vocab_size=128256,
     max_position_embeddings=4096,
 )
 TINY = dict(
@@ -219,6 +238,145 @@ def run_check(
             shutil.rmtree(root, ignore_errors=True)
 
 
+THROUGHPUT_LAYOUTS = ("shared", "shared_flex", "auto", "unshared", "trl_pairs")
+
+
+def run_throughput(
+    tiny: bool = False,
+    num_negatives: int = 8,
+    prompt_tokens: int = 448,
+    response_tokens: int = 12,
+    batch_size: int = 4,
+    steps: int = 3,
+    layouts: tuple[str, ...] = THROUGHPUT_LAYOUTS,
+) -> list[dict]:
+    """Train steps of every layout on the same rows; return one figure dict per layout (see the module docstring)."""
+    import statistics
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from dmpo_trl import DMPOConfig, DMPOTrainer
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not tiny:
+        raise SystemExit("The throughput table needs a CUDA GPU; `--tiny` runs the same code paths on CPU.")
+    shape = TINY if tiny else LLAMA_1B
+    if tiny:
+        prompt_tokens, response_tokens, steps = min(prompt_tokens, 48), min(response_tokens, 4), min(steps, 2)
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    device = "cuda" if cuda else "cpu"
+    root = Path(tempfile.mkdtemp(prefix="dmpo-throughput-"))
+    tokenizer = build_tokenizer(shape["vocab_size"], root / "tokenizer")
+    rows = [
+        preference_row(num_negatives, prompt_tokens + response_tokens, response_tokens, shape["vocab_size"], seed=i)
+        for i in range(batch_size * (steps + 1))
+    ]
+    pairs = [{**row, "rejected": rejected} for row in rows for rejected in row["rejected"]]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.started = [], None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.started)
+
+    results = []
+    try:
+        for layout in layouts:
+            if layout == "shared_flex" and not cuda:
+                continue
+            torch.manual_seed(0)
+            attention = "flex_attention" if layout == "shared_flex" else "sdpa"
+            config = LlamaConfig(**shape, bos_token_id=None, pad_token_id=0, eos_token_id=1)
+            model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+            model.set_attn_implementation(attention)
+            common = dict(
+                output_dir=str(root / layout),
+                max_steps=steps + 1,
+                learning_rate=1e-4,
+                bf16=dtype == torch.bfloat16,
+                gradient_checkpointing=False,
+                report_to=[],
+                save_strategy="no",
+                logging_steps=1,
+                disable_tqdm=True,
+                use_cpu=not cuda,
+            )
+            lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+            if layout == "trl_pairs":
+                args = DPOConfig(per_device_train_batch_size=batch_size * num_negatives, **common)
+                trainer = DPOTrainer(
+                    model,
+                    args=args,
+                    train_dataset=Dataset.from_list(pairs),
+                    processing_class=tokenizer,
+                    peft_config=lora,
+                )
+            else:
+                sharing = {"shared": True, "shared_flex": True, "auto": "auto", "unshared": False}[layout]
+                args = DMPOConfig(per_device_train_batch_size=batch_size, prefix_sharing=sharing, **common)
+                trainer = DMPOTrainer(
+                    model,
+                    args=args,
+                    train_dataset=Dataset.from_list(rows),
+                    processing_class=tokenizer,
+                    peft_config=lora,
+                )
+            first = trainer.data_collator([trainer.train_dataset[i] for i in range(args.per_device_train_batch_size)])
+            tokens = int(first["attention_mask"].sum())
+            timer = StepTimer()
+            trainer.add_callback(timer)
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            trainer.train()
+            step_s = statistics.median(timer.times[1:])  # after the warm-up step
+            results.append(
+                {
+                    "layout": layout,
+                    "attention": attention,
+                    "packed": "block_ids" in first,
+                    "step_s": step_s,
+                    "rows_per_s": batch_size / step_s,
+                    "tokens_per_step": tokens,
+                    "tokens_per_s": tokens / step_s,
+                    "peak_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None,
+                }
+            )
+            del trainer, model
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def throughput_table(results: list[dict]) -> str:
+    """Markdown table of `run_throughput`'s figures with ratios to the `shared` layout."""
+    base = next(r for r in results if r["layout"] == "shared")
+    lines = [
+        "| layout | attention | step (s) | x shared | rows/s | tokens/step | tokens/s | peak GiB | x shared |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "n/a"
+        peak_ratio = f"{r['peak_gib'] / base['peak_gib']:.2f}x" if r["peak_gib"] and base["peak_gib"] else "n/a"
+        lines.append(
+            f"| {r['layout']} | {r['attention']} | {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f}x | "
+            f"{r['rows_per_s']:.2f} | {r['tokens_per_step']} | {r['tokens_per_s']:.0f} | {peak} | {peak_ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny Llama instead of the 7B shape (runs on CPU)")
@@ -230,7 +388,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     parser.add_argument("--workdir", help="keep the random checkpoint there (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    parser.add_argument("--skip-7b", action="store_true", help="only the throughput table")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the 7B 4-bit memory check")
     args = parser.parse_args(argv)
+    status = 0
+    if not args.skip_7b:
+        status = memory_check(args)
+    if not args.skip_throughput:
+        import torch
+
+        results = run_throughput(tiny=args.tiny)
+        shape = "tiny Llama" if args.tiny else "Llama-3.2-1B shape"
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        print(f"\nthroughput: {shape} on {device}, LoRA r=16, K=8 MovieLens-shaped rows, batch 4")
+        print(throughput_table(results))
+        if args.json:
+            print(json.dumps({"throughput": results}))
+    return status
+
+
+def memory_check(args) -> int:
+    """The 7B 4-bit QLoRA step: print its figures; 1 when the peak is over the budget."""
     result = run_check(
         tiny=args.tiny,
         num_negatives=args.k,

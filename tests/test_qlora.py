@@ -178,7 +178,7 @@ def test_gpu_check_tiny_path(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--tiny"):
             gpu_check.run_check(tiny=False)
-    assert gpu_check.main(["--tiny", "--workdir", str(tmp_path), "--json"]) == 0
+    assert gpu_check.main(["--tiny", "--skip-throughput", "--workdir", str(tmp_path), "--json"]) == 0
     out = capsys.readouterr().out
     assert "one DMPOTrainer step: loss 0.6931" in out and "K=4" in out
     shards = sorted((tmp_path / "random-llama").glob("model-*.safetensors"))
@@ -187,3 +187,19 @@ def test_gpu_check_tiny_path(tmp_path, capsys):
     tokenizer = gpu_check.build_tokenizer(32000, tmp_path / "tok")
     assert len(tokenizer(result["prompt"])["input_ids"]) == 480
     assert [len(tokenizer(r)["input_ids"]) + 1 for r in [result["chosen"], *result["rejected"]]] == [32] * 5
+
+
+def test_gpu_check_throughput_table_tiny():
+    """benchmarks/gpu_check.py's throughput table on tiny Llamas: the layouts train and compare side by side."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    results = gpu_check.run_throughput(tiny=True, layouts=("shared", "unshared", "trl_pairs"))
+    by_layout = {r["layout"]: r for r in results}
+    assert by_layout["shared"]["packed"] and not by_layout["unshared"]["packed"]
+    # the same 4 rows per step: the packed layout feeds the fewest tokens, TRL's pairs the most
+    assert by_layout["shared"]["tokens_per_step"] < by_layout["unshared"]["tokens_per_step"]
+    assert by_layout["unshared"]["tokens_per_step"] < by_layout["trl_pairs"]["tokens_per_step"]
+    table = gpu_check.throughput_table(results)
+    assert "| shared | sdpa |" in table and "1.00x" in table and table.count("\n") == len(results) + 1
