@@ -232,7 +232,7 @@ def load_model_and_tokenizer(
     ```
     """
     path = resolve_model_path(model_name_or_path, gguf_file, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_kwargs.get("trust_remote_code", False))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_as_dtype(dtype), **model_kwargs)
     ensure_pad_token(tokenizer, model)
     if device is not None:
@@ -436,7 +436,7 @@ def load_model_for_training(
         if dtype == "auto":
             dtype = quantization_config.bnb_4bit_compute_dtype
     kwargs.update(model_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     ensure_pad_token(tokenizer, model)
     if quantization_config is not None:
