@@ -170,5 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m dmpo_trl.cli`: run the imported module, whose UsageError the commands raise
+    from dmpo_trl.cli import main as package_main
+
+    sys.exit(package_main())

@@ -207,7 +207,9 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     )
     with user_inputs():
         splits = {"train": split.train, "validation": split.valid}
-        data = DatasetDict({name: build_preference_dataset(log, rows, **build) for name, rows in splits.items()})
+        data = DatasetDict(
+            {name: build_preference_dataset(log, rows, **build) for name, rows in splits.items() if rows}
+        )
     output = Path(prepare_args.output_dir)
     write_split(split_record(data_args, log, split, seed, conversational), output)
     if prepare_args.format == "arrow":
@@ -340,6 +342,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     )
     with user_inputs():
         data_args, eval_args = parse_args(parser, argv)
+        if eval_args.baseline and (eval_args.model_name_or_path or eval_args.gguf_file):
+            raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
         if eval_args.baseline and eval_args.ranking_mode != "likelihood":
             raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
         split_path = _split_for_evaluation(eval_args)
