@@ -308,7 +308,8 @@ def load_preference_data(name: str):
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
         data = load_from_disk(str(path))
     elif path.is_dir():
-        data = load_dataset(str(path))
+        builder, files = _data_files(path)
+        data = load_dataset(builder, data_files=files)
     elif path.is_file():
         builder = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "json"
         data = load_dataset(builder, data_files=str(path))
@@ -331,6 +332,31 @@ def load_preference_data(name: str):
         if missing:
             raise ValueError(f"{name} [{split}]: missing column(s) {missing} (found {dataset.column_names})")
     return data
+
+
+_SPLIT_NAMES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "eval": "validation",
+    "test": "test",
+}
+_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _data_files(folder: Path) -> tuple[str, dict[str, list[str]]]:
+    """(builder, data_files) for a folder of JSON/JSONL or parquet files; a file's stem names its split (train,
+    validation, test), any other file is training data. `split.json` is not data."""
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _DATA_SUFFIXES and f.name != SPLIT_FILE)
+    if not files:
+        raise FileNotFoundError(f"{folder}: neither a save_to_disk dataset nor a folder of JSON/JSONL/parquet files")
+    builders = {_DATA_SUFFIXES[f.suffix.lower()] for f in files}
+    if len(builders) > 1:
+        raise ValueError(f"{folder}: mixes JSON and parquet files; keep one format")
+    groups: dict[str, list[str]] = {}
+    for file in files:
+        groups.setdefault(_SPLIT_NAMES.get(file.stem.lower(), "train"), []).append(str(file))
+    return builders.pop(), groups
 
 
 def _registered() -> list[str]:

@@ -156,6 +156,12 @@ def _data_parser(dataclass_types, prog: str, defaults: dict, aliases: dict):
     return parser
 
 
+def _log_names() -> str:
+    from .data import DATASETS
+
+    return f"a registered log ({', '.join(sorted(DATASETS))}) or --interactions and --items files"
+
+
 def chat_template_decides(model_name_or_path, gguf_file=None, trust_remote_code: bool = False) -> bool:
     """Whether the model's tokenizer has a chat template (what `conversational=None` means everywhere)."""
     from transformers import AutoTokenizer
@@ -187,7 +193,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         data_args, prepare_args = parse_args(parser, argv)
         data_args = data_args.for_mode("likelihood")
         if not data_args.is_interaction_log:
-            raise UsageError(f"Unknown dataset {data_args.dataset_name!r}: prepare reads an interaction log")
+            raise UsageError(f"Unknown dataset {data_args.dataset_name!r}; prepare reads {_log_names()}")
         log = load_interaction_log(data_args)
         split = split_users(data_args, log)
     conversational = data_args.conversational
@@ -370,7 +376,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             data_args = data_args.for_mode(eval_args.ranking_mode)
             if not data_args.is_interaction_log:
                 raise UsageError(
-                    f"Unknown dataset {data_args.dataset_name!r}: evaluate ranks users of an interaction log"
+                    f"Unknown dataset {data_args.dataset_name!r}; evaluate ranks the users of {_log_names()}"
                 )
             log = load_interaction_log(data_args)
             test = split_users(data_args, log).test

@@ -48,7 +48,7 @@ def item_nouns(item_noun: str = DEFAULT_ITEM_NOUN) -> tuple[str, str]:
     return singular, plural
 
 
-def builtin_template(prompt_style: str, item_noun: str = DEFAULT_ITEM_NOUN) -> str:
+def builtin_template(prompt_style: str | None, item_noun: str = DEFAULT_ITEM_NOUN) -> str:
     """The built-in template "candidates" or "history" for a catalogue of `item_noun` (plural, e.g. "books");
     any other `prompt_style` (your own template) is returned unchanged.
 
@@ -63,6 +63,7 @@ def builtin_template(prompt_style: str, item_noun: str = DEFAULT_ITEM_NOUN) -> s
     True
     ```
     """
+    prompt_style = prompt_style or "history"
     if prompt_style not in _GENERIC_TEMPLATES:
         return prompt_style
     singular, plural = item_nouns(item_noun)
@@ -77,8 +78,9 @@ FIELDS = frozenset({"history", "candidates", "num_candidates"})
 LIST_STYLES = ("numbered", "comma")
 
 
-def resolve_template(prompt_style: str) -> str:
-    """The built-in template for "candidates" or "history"; any other string is checked and used as a template.
+def resolve_template(prompt_style: str | None) -> str:
+    """The built-in template for "candidates" or "history" (also for `None`, the default); any other string is
+    checked and used as a template.
 
     Example:
     ```python
@@ -86,7 +88,7 @@ def resolve_template(prompt_style: str) -> str:
     'Seen: {history}. Pick one of: {candidates}.'
     ```
     """
-    template = TEMPLATES.get(prompt_style, prompt_style)
+    template = TEMPLATES.get(prompt_style or "history", prompt_style)
     fields = template_fields(template)
     if "history" not in fields or not fields <= FIELDS:
         raise ValueError(
