@@ -148,6 +148,8 @@ def _data_parser(dataclass_types, prog: str, defaults: dict, aliases: dict):
     from .recipe import command_parser
 
     parser = command_parser(dataclass_types, prog, defaults)
+    conversational = parser._option_string_actions["--conversational"]
+    conversational.nargs, conversational.const = "?", True  # `--conversational` alone, as before, means true
     parser.add_argument("--no_conversational", dest="conversational", action="store_false", help="plain-text prompts")
     for alias, flag in aliases.items():
         action = parser._option_string_actions[flag]

@@ -130,6 +130,11 @@ def test_prepare_follows_the_models_chat_template(tiny_dataset, tiny_model_dir, 
     row = load_from_disk(str(output))["train"][0]
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert load_split(output)["conversational"] is True
+    # the switches of earlier versions, without a model to ask
+    assert main([*args, "--conversational", "--output", str(tmp_path / "on")]) == 0
+    assert load_split(tmp_path / "on")["conversational"] is True
+    assert main([*args, "--no-conversational", "--output", str(tmp_path / "off")]) == 0
+    assert load_from_disk(str(tmp_path / "off"))["train"][0]["prompt"].endswith("Answer:")
 
 
 def test_csv_columns_and_item_noun_are_flags(tmp_path, capsys):
