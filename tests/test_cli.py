@@ -280,6 +280,7 @@ def test_each_mistake_is_one_line_and_exit_status_2(tiny_dataset, tmp_path, caps
         assert "strict=False" not in err[0] and "Traceback" not in err[0]
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and trl: no library notice may reach stderr either
 def test_a_mistake_in_a_real_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
