@@ -674,10 +674,10 @@ def run_recipe(
     ```
     """
     import torch
-    from trl.data_utils import is_conversational
 
     from .data import candidate_sets
     from .models import adapters_to_dtype, load_model_for_training
+    from .rows import check_row
     from .tracking import log_ranking_to_wandb, wandb_requested
     from .trainer import DMPOTrainer
 
@@ -708,7 +708,10 @@ def run_recipe(
     else:
         sizes = ", ".join(f"{name}: {len(rows)} rows" for name, rows in data.preference.items())
         ranked = f"{len(data.test)} test users from its split.json" if data.record else "no test users to rank"
-        say(f"Data: preference dataset {data_args.dataset_name} ({sizes}); {ranked}")
+        say(
+            f"Data: preference dataset {data_args.dataset_name} ({sizes}), trained as it is (the flags that build "
+            f"rows from an interaction log do not apply); {ranked}"
+        )
 
     with user_inputs(OSError):
         remote_code = {"trust_remote_code": True} if training_args.trust_remote_code else {}
@@ -716,7 +719,8 @@ def run_recipe(
             model_args, training_args.gradient_checkpointing, **remote_code
         )
     if data.preference is not None:
-        conversational = is_conversational(data.preference["train"][0])
+        with user_inputs():  # the first row decides (TRL's is_conversational may look at a list of K responses)
+            conversational, _ = check_row(data.preference["train"][0], 0)
         if data_args.conversational is not None and data_args.conversational != conversational:
             raise UsageError(
                 f"--conversational {data_args.conversational}, but {data_args.dataset_name} holds "
