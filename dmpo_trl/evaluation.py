@@ -63,6 +63,7 @@ __all__ = [
     "explain_pick",
     "format_table",
     "generate_answers",
+    "given_candidate_sets",
     "named_candidates",
     "ranking_metrics",
     "save_result",
@@ -109,11 +110,14 @@ def build_ranking_prompts(
     list_style: str = "numbered",
     answer_prefix: str = ANSWER_PREFIX,
     popularity: Counter | None = None,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> list[RankingPrompt]:
     """The evaluation prompts: for each example, `candidate_sets(...)` candidates and the prompt listing them.
 
     Prompts and completions are rendered as `build_preference_dataset` renders them with the same arguments (plain
     text: template + "\\nAnswer:" and " <title>"; conversational: a user message and assistant messages).
+    `candidates` (one list of item ids per example, the target among them) replaces the drawn lists, e.g. the lists
+    a training run saved in its `split.json`.
 
     Example:
     ```python
@@ -124,7 +128,10 @@ def build_ranking_prompts(
     ```
     """
     template = resolve_template(prompt_style)
-    sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    if candidates is None:
+        sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    else:
+        sets = given_candidate_sets(log, examples, candidates)
     with_candidates = uses_candidates(template)
     items = []
     for example, (candidates, target_index) in zip(examples, sets):
@@ -134,6 +141,33 @@ def build_ranking_prompts(
         prompt, completions = _wrap(text, titles, conversational, answer_prefix)
         items.append(RankingPrompt(example, candidates, target_index, prompt, completions))
     return items
+
+
+def given_candidate_sets(
+    log: InteractionLog, examples: Sequence[UserExample], candidates: Sequence[Sequence[str]]
+) -> list[tuple[list[str], int]]:
+    """`candidate_sets`' form for lists given per example; `ValueError` naming the user when a list does not fit.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u": ["a", "b"]}, {i: i.upper() for i in "abcd"})
+    >>> given_candidate_sets(log, [UserExample("u", ("a",), "b")], [["c", "b", "d"]])
+    [(['c', 'b', 'd'], 1)]
+    ```
+    """
+    if len(candidates) != len(examples):
+        raise ValueError(f"{len(candidates)} candidate lists for {len(examples)} users")
+    sets = []
+    for example, items in zip(examples, candidates):
+        items = [str(i) for i in items]
+        unknown = [i for i in items if i not in log.titles]
+        if example.target not in items or unknown or len(set(items)) != len(items):
+            problem = f"items not in the log: {unknown}" if unknown else "no target or repeated items"
+            raise ValueError(
+                f"user {example.user!r}: candidate list {items} does not fit target {example.target!r} ({problem})"
+            )
+        sets.append((items, items.index(example.target)))
+    return sets
 
 
 def _pairwise_prompts(
@@ -291,6 +325,7 @@ def _finish(result: dict, settings: dict, started: float, output: str | Path | N
     result = {
         "metrics": result["metrics"],
         "settings": settings,
+        "users": [user["user"] for user in result["per_user"]],
         **{k: v for k, v in result.items() if k != "metrics"},
     }
     result["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -324,6 +359,7 @@ def evaluate_baseline(
     negative_strategy: str = "uniform",
     popularity: Counter | None = None,
     output: str | Path | None = None,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Rank the same candidates as `evaluate_ranking` with a baseline: "random" or "popular".
 
@@ -333,7 +369,9 @@ def evaluate_baseline(
     `candidate_sets` draws popularity-matched negatives from, as in `evaluate_ranking`: to rank a model's candidates,
     pass both the same `popularity` (or neither).
 
-    Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`.
+    `candidates` (one list of item ids per example) replaces the drawn lists, as in `evaluate_ranking`.
+
+    Returns `{"metrics": {...}, "settings": {...}, "users": [...], "per_user": [...], "wall_time_s": ...}`.
 
     Example:
     ```python
@@ -346,7 +384,10 @@ def evaluate_baseline(
     if baseline not in BASELINES:
         raise ValueError(f"Unknown baseline {baseline!r}; choose from {BASELINES}")
     started = time.perf_counter()
-    sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    if candidates is None:
+        sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
+    else:
+        sets = given_candidate_sets(log, examples, candidates)
     items = [RankingPrompt(e, c, t, "", []) for e, (c, t) in zip(examples, sets)]
     if baseline == "random":
         all_scores = []
@@ -473,6 +514,7 @@ def evaluate_ranking(
     popularity: Counter | None = None,
     model_name: str | None = None,
     output: str | Path | None = None,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a causal LM as a ranker of `num_candidates` items per example (see the module docstring for modes).
 
@@ -490,8 +532,11 @@ def evaluate_ranking(
         batch_size: sequences per forward pass (likelihood, auc) or prompts per `generate` call (generation).
         max_new_tokens: answer length in generation mode.
         output: also write the result as JSON there.
+        candidates: one list of item ids per example (the target among them) to rank instead of drawn lists, e.g.
+            a training run's `split.json` lists.
 
-    Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`. Likelihood mode:
+    Returns `{"metrics": {...}, "settings": {...}, "users": [...], "per_user": [...], "wall_time_s": ...}` (`users`:
+    the ranked user ids, in order). Likelihood mode:
     hit_ratio@1/@5/@10, ndcg@5/@10, mrr, with `*_ci95` bootstrap intervals for hit_ratio@1 and ndcg@5; per user
     the candidates, the target's index and rank, and the scores. Generation mode: hit_ratio@1, valid_ratio (and
     per user the answer and the candidates it names). AUC mode: auc (and per user the target-vs-negative wins).
@@ -518,6 +563,7 @@ def evaluate_ranking(
         conversational,
         negative_strategy,
         popularity=popularity,
+        candidates=candidates,
         **render,
     )
     settings = _settings(

@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import logging
 import os
@@ -31,18 +33,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import DMPOConfig
+from .cli import UsageError, user_inputs
+from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig
 from .data import (
     STRATEGIES,
     FewShotSplit,
     InteractionLog,
     UserExample,
     build_preference_dataset,
+    example_at,
     few_shot_split,
     load_dataset_by_name,
     load_interactions,
+    registered_name,
 )
-from .data.prompts import resolve_template, uses_candidates
+from .data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
 from .models import RecModelConfig
 
 
@@ -53,15 +58,19 @@ __all__ = [
     "RecDataArguments",
     "RecipeArguments",
     "RecipeResult",
+    "SPLIT_FILE",
     "build_datasets",
     "demo_arguments",
     "evaluate_models",
     "load_interaction_log",
+    "load_preference_data",
+    "load_split",
     "parse_recipe_arguments",
     "recipe_parser",
     "run_recipe",
     "split_users",
     "summary_table",
+    "write_split",
 ]
 
 DEMO_METRICS = ("hit_ratio@1", "ndcg@5")
@@ -81,7 +90,12 @@ class RecDataArguments:
 
     dataset_name: str = field(
         default="movielens-100k",
-        metadata={"help": "Registered dataset: movielens-100k, movielens-1m (or one added with register_dataset)."},
+        metadata={
+            "help": "A registered interaction log (movielens-100k, movielens-1m, or one added with register_dataset), "
+            "or a preference dataset with prompt/chosen/rejected: a `dmpo-trl prepare` or save_to_disk folder, "
+            "JSON/JSONL/parquet files or a folder of them, or a Hub id.",
+            "aliases": ["--dataset"],
+        },
     )
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder with the dataset's files (GroupLens or RecBole layout)."}
@@ -91,6 +105,17 @@ class RecDataArguments:
         metadata={"help": "Your own interaction file (CSV/TSV/parquet: user_id,item_id,timestamp); needs --items."},
     )
     items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})
+    user_col: str = field(default="user_id", metadata={"help": "User column of --interactions."})
+    item_col: str = field(default="item_id", metadata={"help": "Item column of --interactions and --items."})
+    time_col: str = field(
+        default="timestamp",
+        metadata={"help": "Time column of --interactions (numbers or dates); empty: keep the file's order."},
+    )
+    title_col: str = field(default="title", metadata={"help": "Title column of --items."})
+    item_noun: str = field(
+        default=DEFAULT_ITEM_NOUN,
+        metadata={"help": "What the built-in prompts call the items, plural ('books'; 'person/people' if irregular)."},
+    )
     num_train_users: int = field(default=100, metadata={"help": "Users whose last item is a training row."})
     num_valid_users: int = field(
         default=0, metadata={"help": "Users for the trainer's preference eval set (eval_strategy)."}
@@ -100,9 +125,13 @@ class RecDataArguments:
     num_candidates: int = field(
         default=20, metadata={"help": "Titles listed per prompt (target + negatives), also for evaluation."}
     )
-    prompt_style: str = field(
-        default="candidates",
-        metadata={"help": "'candidates', 'history', or a template with {history} and optionally {candidates}."},
+    prompt_style: str | None = field(
+        default=None,
+        metadata={
+            "help": "'history' (the user's items, then the question), 'candidates' (the S-DPO prompt that also lists "
+            "the candidates), or a template with {history} and optionally {candidates}. Default: 'history' for "
+            "likelihood ranking, the best measured; 'candidates' for generation mode."
+        },
     )
     negative_strategy: str = field(
         default="uniform",
@@ -120,6 +149,7 @@ class RecDataArguments:
     )
 
     def __post_init__(self):
+        item_nouns(self.item_noun)
         counts = {name: getattr(self, name) for name in ("num_train_users", "num_valid_users", "num_test_users")}
         if min(counts.values()) < 0:
             raise ValueError(f"User counts must be >= 0, got {counts}")
@@ -129,11 +159,39 @@ class RecDataArguments:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
         if self.interactions and not self.items:
             raise ValueError("--interactions needs --items (the file with item_id and title)")
-        if uses_candidates(resolve_template(self.prompt_style)) and self.num_negatives > self.num_candidates - 1:
+        self._check_negatives(self.prompt_style or "history")
+
+    def _check_negatives(self, prompt_style: str) -> None:
+        if uses_candidates(resolve_template(prompt_style)) and self.num_negatives > self.num_candidates - 1:
             raise ValueError(
                 f"num_negatives={self.num_negatives} must be at most num_candidates - 1 = {self.num_candidates - 1}: "
                 "the negatives are drawn from the candidates the prompt lists"
             )
+
+    def for_mode(self, ranking_mode: str = "likelihood") -> RecDataArguments:
+        """These arguments with `prompt_style` set: as given, else "candidates" for generation, "history" otherwise.
+
+        Example:
+        ```python
+        >>> args = RecDataArguments()
+        >>> args.for_mode("likelihood").prompt_style, args.for_mode("generation").prompt_style
+        ('history', 'candidates')
+        ```
+        """
+        style = self.prompt_style or ("candidates" if ranking_mode == "generation" else "history")
+        self._check_negatives(style)
+        return replace(self, prompt_style=style)
+
+    @property
+    def template(self) -> str:
+        """The prompt template to render: `prompt_style`, with a built-in one speaking of `item_noun`."""
+        style = self.prompt_style or "history"
+        return style if self.item_noun == DEFAULT_ITEM_NOUN else builtin_template(style, self.item_noun)
+
+    @property
+    def is_interaction_log(self) -> bool:
+        """Whether the data is an interaction log (own files or a registered name), not a preference dataset."""
+        return bool(self.interactions) or registered_name(self.dataset_name) is not None
 
 
 @dataclass
@@ -190,6 +248,7 @@ class RecipeResult:
     timings: dict[str, float]
     output_dir: str | None = None
     trainer: Any = field(default=None, repr=False)
+    data_args: RecDataArguments | None = None  # the settings the test users were ranked with
 
     def table(self, metrics: Sequence[str] = DEMO_METRICS) -> str:
         """The results as a plain-text table (`summary_table`)."""
@@ -213,9 +272,97 @@ def load_interaction_log(data_args: RecDataArguments) -> InteractionLog:
     ```
     """
     if data_args.interactions:
-        return load_interactions(data_args.interactions, data_args.items, name=Path(data_args.interactions).stem)
+        return load_interactions(
+            data_args.interactions,
+            data_args.items,
+            user_col=data_args.user_col,
+            item_col=data_args.item_col,
+            time_col=data_args.time_col or None,
+            title_col=data_args.title_col,
+            name=Path(data_args.interactions).stem,
+        )
     kwargs = {"data_dir": data_args.data_dir} if data_args.data_dir else {}
     return load_dataset_by_name(data_args.dataset_name, **kwargs)
+
+
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def load_preference_data(name: str):
+    """A preference dataset as a `DatasetDict` with a "train" split, as TRL's scripts load one.
+
+    `name` is a `save_to_disk` folder (what `dmpo-trl prepare` writes), a JSON/JSONL/parquet file, a folder of such
+    files (`train.jsonl`, `validation.jsonl`, ...), or a Hub id. Its rows need `prompt`, `chosen` and `rejected` (a
+    response or a list of K), plain text or conversational.
+
+    Example:
+    ```python
+    >>> data = load_preference_data("data/ml100k")  # doctest: +SKIP
+    >>> data["train"].column_names  # doctest: +SKIP
+    ['prompt', 'chosen', 'rejected', 'user', 'target']
+    ```
+    """
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
+        data = load_from_disk(str(path))
+    elif path.is_dir():
+        builder, files = _data_files(path)
+        data = load_dataset(builder, data_files=files)
+    elif path.is_file():
+        builder = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "json"
+        data = load_dataset(builder, data_files=str(path))
+    elif path.suffix or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No such file or folder: {name}")
+    else:
+        try:
+            data = load_dataset(name)
+        except Exception as exc:  # offline, no such repository, gated, ...: all the user's to fix
+            raise ValueError(
+                f"{name!r} is not a registered dataset ({', '.join(sorted(_registered()))}), a file or a folder, "
+                f"and loading it from the Hub failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
+    if isinstance(data, Dataset):
+        data = DatasetDict({"train": data})
+    if "train" not in data:
+        raise ValueError(f"{name}: no 'train' split (found {sorted(data)})")
+    for split, dataset in data.items():
+        missing = [c for c in PREFERENCE_COLUMNS if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"{name} [{split}]: missing column(s) {missing} (found {dataset.column_names})")
+    return data
+
+
+_SPLIT_NAMES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "eval": "validation",
+    "test": "test",
+}
+_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _data_files(folder: Path) -> tuple[str, dict[str, list[str]]]:
+    """(builder, data_files) for a folder of JSON/JSONL or parquet files; a file's stem names its split (train,
+    validation, test), any other file is training data. `split.json` is not data."""
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _DATA_SUFFIXES and f.name != SPLIT_FILE)
+    if not files:
+        raise FileNotFoundError(f"{folder}: neither a save_to_disk dataset nor a folder of JSON/JSONL/parquet files")
+    builders = {_DATA_SUFFIXES[f.suffix.lower()] for f in files}
+    if len(builders) > 1:
+        raise ValueError(f"{folder}: mixes JSON and parquet files; keep one format")
+    groups: dict[str, list[str]] = {}
+    for file in files:
+        groups.setdefault(_SPLIT_NAMES.get(file.stem.lower(), "train"), []).append(str(file))
+    return builders.pop(), groups
+
+
+def _registered() -> list[str]:
+    from .data import DATASETS
+
+    return list(DATASETS)
 
 
 def _seed(data_args: RecDataArguments, seed: int) -> int:
@@ -264,7 +411,7 @@ def build_datasets(
     """
     build = dict(
         num_negatives=data_args.num_negatives,
-        prompt_style=data_args.prompt_style,
+        prompt_style=data_args.template,
         num_candidates=data_args.num_candidates,
         negative_strategy=data_args.negative_strategy,
         conversational=conversational,
@@ -285,8 +432,11 @@ def evaluate_models(
     recipe_args: RecipeArguments | None = None,
     conversational: bool = False,
     seed: int = 0,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Rank `examples` with each named model (and `recipe_args.baselines`) on the same candidate lists.
+
+    `candidates` (one list per example) replaces the lists drawn with the split seed, e.g. a saved `split.json`'s.
 
     Example:
     ```python
@@ -299,7 +449,12 @@ def evaluate_models(
 
     recipe_args = recipe_args or RecipeArguments()
     seed = _seed(data_args, seed)
-    common = dict(num_candidates=data_args.num_candidates, seed=seed, negative_strategy=data_args.negative_strategy)
+    common = dict(
+        num_candidates=data_args.num_candidates,
+        seed=seed,
+        negative_strategy=data_args.negative_strategy,
+        candidates=candidates,
+    )
     results = {}
     for baseline in recipe_args.baselines:
         results[baseline] = evaluate_baseline(baseline, examples, log, **common)
@@ -309,7 +464,7 @@ def evaluate_models(
             tokenizer,
             examples,
             log,
-            prompt_style=data_args.prompt_style,
+            prompt_style=data_args.template,
             conversational=conversational,
             mode=recipe_args.ranking_mode,
             normalize=recipe_args.ranking_normalize,
@@ -349,6 +504,152 @@ def trained_name(training_args: DMPOConfig, model_args: RecModelConfig) -> str:
     return f"{name} (lora)" if model_args.use_peft else name
 
 
+# --- the saved split ----------------------------------------------------------------------------------------------
+
+
+SPLIT_FILE = "split.json"
+"""Written to `output_dir` by `run_recipe` (and to its folder by `dmpo-trl prepare`): who trained, who is tested."""
+
+
+def split_record(
+    data_args: RecDataArguments, log: InteractionLog, split: FewShotSplit, seed: int, conversational: bool
+) -> dict[str, Any]:
+    """The JSON form of a split: dataset, seed, user ids under "train", "valid", "test", each test user's candidate
+    list and target, and the data settings (`data`, `conversational`) that render and rank them again.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({f"u{i}": list("abcdefg") for i in range(9)}, {i: i for i in "abcdefghijkl"})
+    >>> args = RecDataArguments(num_train_users=4, num_test_users=3, num_candidates=4).for_mode()
+    >>> record = split_record(args, log, split_users(args, log), 0, False)
+    >>> len(record["train"]), len(record["test"]), len(record["candidates"][record["test"][0]])
+    (4, 3, 4)
+    ```
+    """
+    from .data import candidate_sets
+
+    sets = candidate_sets(log, split.test, data_args.num_candidates, seed, data_args.negative_strategy)
+    data = asdict(replace(data_args, split_seed=seed))
+    for key in ("interactions", "items", "data_dir"):
+        if data[key]:
+            data[key] = str(Path(data[key]).resolve())
+    return {
+        "dataset": log.name,
+        "seed": seed,
+        "train": [e.user for e in split.train],
+        "valid": [e.user for e in split.valid],
+        "test": [e.user for e in split.test],
+        "candidates": {e.user: candidates for e, (candidates, _) in zip(split.test, sets)},
+        "targets": {e.user: e.target for e in split.test},
+        "data": data,
+        "conversational": conversational,
+    }
+
+
+def write_split(record: dict[str, Any], folder: str | Path) -> Path:
+    """Write `record` to `folder/split.json` atomically (a temporary file renamed over it); returns the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SPLIT_FILE
+    temporary = folder / f".{SPLIT_FILE}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def load_split(path: str | Path) -> dict[str, Any]:
+    """Read a `split.json` (or the one inside a folder); `ValueError` when it is not one.
+
+    Example:
+    ```python
+    >>> load_split("outputs/ml100k")["test"][:3]  # doctest: +SKIP
+    ['12', '873', '301']
+    ```
+    """
+    path = Path(path)
+    path = path / SPLIT_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"No split file: {path}")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    missing = [k for k in ("dataset", "seed", "train", "valid", "test", "candidates", "data") if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a dmpo-trl split file (missing {missing})")
+    return record
+
+
+def split_data_arguments(record: dict[str, Any]) -> RecDataArguments:
+    """The `RecDataArguments` a split was made with (unknown keys from other versions are left out)."""
+    known = {f.name for f in dataclasses.fields(RecDataArguments)}
+    return RecDataArguments(**{k: v for k, v in record["data"].items() if k in known})
+
+
+def saved_test_users(record: dict[str, Any], log: InteractionLog) -> tuple[list[UserExample], list[list[str]]]:
+    """The split's test examples (rebuilt from `log`) and their saved candidate lists, in the saved order."""
+    max_history = record["data"].get("max_history", 10)
+    examples, candidates = [], []
+    for user in record["test"]:
+        if user not in log.sequences:
+            raise ValueError(f"split user {user!r} is not in the {log.name} log")
+        example = example_at(log, user, -1, max_history)
+        saved = record.get("targets", {}).get(user, example.target)
+        if saved != example.target:
+            raise ValueError(f"user {user!r}: the log's last item is {example.target!r}, the split saved {saved!r}")
+        examples.append(example)
+        candidates.append(record["candidates"][user])
+    return examples, candidates
+
+
+@dataclass
+class RecipeData:
+    """What the recipe trains on and ranks: datasets (built later for a log), the test users and their candidates."""
+
+    data_args: RecDataArguments  # the settings that render the ranking prompts
+    log: InteractionLog | None
+    split: FewShotSplit | None
+    preference: Any = None  # a DatasetDict when training on a preference dataset
+    record: dict[str, Any] | None = None  # the split.json of a prepared preference dataset
+    test: list[UserExample] = field(default_factory=list)
+    candidates: list[list[str]] | None = None
+
+
+def load_recipe_data(data_args: RecDataArguments, seed: int) -> RecipeData:
+    """Load the interaction log and split its users, or load a preference dataset (and the split saved beside it)."""
+    if data_args.is_interaction_log:
+        log = load_interaction_log(data_args)
+        split = split_users(data_args, log, seed)
+        return RecipeData(data_args, log, split, test=list(split.test))
+    preference = load_preference_data(data_args.dataset_name)
+    saved = Path(data_args.dataset_name) / SPLIT_FILE
+    if not saved.is_file():
+        return RecipeData(data_args, None, None, preference)
+    record = load_split(saved)
+    saved_args = split_data_arguments(record)
+    log = load_interaction_log(saved_args)
+    test, candidates = saved_test_users(record, log)
+    return RecipeData(saved_args, log, None, preference, record, test, candidates)
+
+
+def resolve_resume(training_args: DMPOConfig) -> str | None:
+    """`resume_from_checkpoint` as a checkpoint folder: a path as given, or "true" for the last one in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false", "no", "0"):
+        return None
+    if str(value).lower() in ("true", "yes", "1"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = training_args.output_dir
+        last = get_last_checkpoint(folder) if folder and Path(folder).is_dir() else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint true: no checkpoint-* folder in output_dir {folder!r}")
+        return last
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder {value}")
+    return str(value)
+
+
 def run_recipe(
     data_args: RecDataArguments,
     training_args: DMPOConfig,
@@ -358,9 +659,12 @@ def run_recipe(
 ) -> RecipeResult:
     """Build the data, load the model, rank before training, train with `DMPOTrainer`, rank after.
 
-    With `report_to` including "wandb", the trainer logs its metrics and this adds the ranking metrics and a table
-    of example recommendations (`dmpo_trl.tracking`), then closes the run. The ranking results are written to
-    `output_dir/<results_file>` and the model or adapter to `output_dir` (`recipe_args.save_final_model`).
+    `data_args.dataset_name` names an interaction log (split into users here) or a preference dataset (trained as
+    it is; ranked when a `split.json` from `dmpo-trl prepare` lies beside it). `output_dir` receives `split.json`
+    (before anything else is saved there), the model or adapter (`recipe_args.save_final_model`) and
+    `<results_file>`. `resume_from_checkpoint` (a folder, or "true" for the last one in `output_dir`) continues a
+    stopped run. With `report_to` including "wandb", the trainer logs its metrics and this adds the ranking metrics
+    and a table of example recommendations (`dmpo_trl.tracking`), then closes the run.
 
     Example:
     ```python
@@ -371,7 +675,9 @@ def run_recipe(
     """
     import torch
 
+    from .data import candidate_sets
     from .models import adapters_to_dtype, load_model_for_training
+    from .rows import check_row
     from .tracking import log_ranking_to_wandb, wandb_requested
     from .trainer import DMPOTrainer
 
@@ -388,31 +694,88 @@ def run_recipe(
         return time.perf_counter()
 
     clock = time.perf_counter()
-    log = load_interaction_log(data_args)
-    split = split_users(data_args, log, training_args.seed)
+    with user_inputs():
+        data_args = data_args.for_mode(recipe_args.ranking_mode)
+        resume = resolve_resume(training_args)
+        data = load_recipe_data(data_args, training_args.seed)
+    log, split, seed = data.log, data.split, _seed(data.data_args, training_args.seed)
     clock = lap("data_s", clock)
-    say(
-        f"Data: {log.name}, {len(split.train)} train / {len(split.valid)} valid / {len(split.test)} test users, "
-        f"{data_args.num_candidates} candidates per prompt, K={data_args.num_negatives} negatives"
-    )
+    if split is not None:
+        say(
+            f"Data: {log.name}, {len(split.train)} train / {len(split.valid)} valid / {len(split.test)} test users, "
+            f"{data_args.num_candidates} candidates per prompt, K={data_args.num_negatives} negatives"
+        )
+    else:
+        sizes = ", ".join(f"{name}: {len(rows)} rows" for name, rows in data.preference.items())
+        ranked = f"{len(data.test)} test users from its split.json" if data.record else "no test users to rank"
+        say(
+            f"Data: preference dataset {data_args.dataset_name} ({sizes}), trained as it is (the flags that build "
+            f"rows from an interaction log do not apply); {ranked}"
+        )
 
-    model, tokenizer, peft_config = load_model_for_training(model_args, training_args.gradient_checkpointing)
-    conversational = data_args.conversational
-    if conversational is None:
-        conversational = getattr(tokenizer, "chat_template", None) is not None
-    datasets = build_datasets(data_args, log, split, conversational, training_args.seed)
+    with user_inputs(OSError):
+        remote_code = {"trust_remote_code": True} if training_args.trust_remote_code else {}
+        model, tokenizer, peft_config = load_model_for_training(
+            model_args, training_args.gradient_checkpointing, **remote_code
+        )
+    if data.preference is not None:
+        with user_inputs():  # the first row decides (TRL's is_conversational may look at a list of K responses)
+            conversational, _ = check_row(data.preference["train"][0], 0)
+        if data_args.conversational is not None and data_args.conversational != conversational:
+            raise UsageError(
+                f"--conversational {data_args.conversational}, but {data_args.dataset_name} holds "
+                f"{'conversational' if conversational else 'plain-text'} rows"
+            )
+        if data.record is not None and data.record.get("conversational", conversational) != conversational:
+            raise UsageError(f"{data_args.dataset_name}: its rows and its split.json disagree on the chat format")
+        datasets = {"train": data.preference["train"]}
+        if "validation" in data.preference:
+            datasets["validation"] = data.preference["validation"]
+    else:
+        conversational = data_args.conversational
+        if conversational is None:
+            conversational = getattr(tokenizer, "chat_template", None) is not None
+        with user_inputs():
+            datasets = build_datasets(data_args, log, split, conversational, training_args.seed)
+            data.candidates = [
+                c
+                for c, _ in candidate_sets(
+                    log, split.test, data_args.num_candidates, seed, data_args.negative_strategy
+                )
+            ]
     clock = lap("model_s", clock)
     setup = "QLoRA (4-bit NF4)" if model_args.load_in_4bit else "LoRA" if model_args.use_peft else "full finetuning"
     say(f"Model: {model_args.model_name_or_path or 'SmolLM2-135M-Instruct (embedded)'}, {setup}")
 
-    trainer = DMPOTrainer(
-        model,
-        args=training_args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets.get("validation"),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    output_dir = training_args.output_dir
+    if output_dir and training_args.should_save:  # before any checkpoint or model is saved (and pushed) there
+        if data.record is not None:
+            record = {**data.record, "preference_data": str(Path(data_args.dataset_name).resolve())}
+        elif split is not None:
+            record = split_record(data_args, log, split, seed, conversational)
+        else:
+            users = datasets["train"]["user"] if "user" in datasets["train"].column_names else []
+            record = {
+                "dataset": data_args.dataset_name,
+                "seed": None,
+                "train": sorted(set(users)),
+                "valid": [],
+                "test": [],
+                "candidates": {},
+                "data": asdict(data_args),
+                "conversational": conversational,
+            }
+        write_split(record, output_dir)
+
+    with user_inputs():
+        trainer = DMPOTrainer(
+            model,
+            args=training_args,
+            train_dataset=datasets["train"],
+            eval_dataset=datasets.get("validation"),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     quantized = getattr(trainer.model, "is_loaded_in_4bit", False) or getattr(
         trainer.model, "is_loaded_in_8bit", False
     )
@@ -424,38 +787,35 @@ def run_recipe(
 
     name = trained_name(training_args, model_args)
     results: dict[str, dict[str, Any]] = {}
-    if recipe_args.evaluate_before or recipe_args.baselines:
-        say(f"Ranking {len(split.test)} test users before training")
+    ranking = dict(conversational=conversational, seed=training_args.seed, candidates=data.candidates)
+    if log is None and (recipe_args.evaluate_before or recipe_args.evaluate_after or recipe_args.baselines):
+        say("Ranking skipped: the preference dataset has no split.json (from `dmpo-trl prepare`) naming test users")
+    elif recipe_args.evaluate_before or recipe_args.baselines:
+        say(f"Ranking {len(data.test)} test users before training")
         models = {"zero-shot": trainer.model} if recipe_args.evaluate_before else {}
-        results.update(
-            evaluate_models(
-                models, tokenizer, log, split.test, data_args, recipe_args, conversational, training_args.seed
-            )
-        )
+        results.update(evaluate_models(models, tokenizer, log, data.test, data.data_args, recipe_args, **ranking))
         clock = lap("evaluate_before_s", clock)
         if verbose and results:
             print(summary_table(results))
 
-    say(f"Training ({name}) on {len(datasets['train'])} rows")
-    trainer.train()
+    say(f"Training ({name}) on {len(datasets['train'])} rows" + (f", resuming from {resume}" if resume else ""))
+    trainer.train(resume_from_checkpoint=resume)
     clock = lap("train_s", clock)
 
-    if recipe_args.evaluate_after:
-        say(f"Ranking {len(split.test)} test users after training")
+    if recipe_args.evaluate_after and log is not None:
+        say(f"Ranking {len(data.test)} test users after training")
         after = evaluate_models(
             {name: trainer.model},
             tokenizer,
             log,
-            split.test,
-            data_args,
+            data.test,
+            data.data_args,
             replace(recipe_args, baselines=[]),
-            conversational,
-            training_args.seed,
+            **ranking,
         )
         results.update(after)
         clock = lap("evaluate_after_s", clock)
 
-    output_dir = training_args.output_dir
     if recipe_args.save_final_model and output_dir:
         trainer.save_model(output_dir)
     if recipe_args.results_file and output_dir and results:
@@ -465,10 +825,10 @@ def run_recipe(
     if wandb_requested(training_args.report_to) and results:
         config = {"data": asdict(data_args), "recipe": asdict(recipe_args), "model": _jsonable(asdict(model_args))}
         log_ranking_to_wandb(
-            results, log, split.test, recipe_args.num_logged_examples, training_args.run_name, config, finish=True
+            results, log, data.test, recipe_args.num_logged_examples, training_args.run_name, config, finish=True
         )
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    return RecipeResult(results, list(trainer.state.log_history), timings, output_dir, trainer)
+    return RecipeResult(results, list(trainer.state.log_history), timings, output_dir, trainer, data.data_args)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -483,13 +843,80 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 RECIPE_DATACLASSES = (RecDataArguments, RecipeArguments, DMPOConfig, RecModelConfig)
 
+LOSS_TYPES = (
+    *MULTI_NEGATIVE_LOSSES,
+    *("hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired"),
+    *("apo_zero", "apo_down", "discopop", "sigmoid_norm"),
+)
+"""`loss_type` values: DMPO's K-negative losses, then TRL's pairwise ones (pairwise data only)."""
+
+TRAIN_ALIASES = {"--model": "--model_name_or_path", "--output": "--output_dir"}
+"""Other spellings `dmpo-trl train` and `demo` accept (the ones `prepare` and `evaluate` use)."""
+
+
+def command_parser(dataclass_types, prog: str, defaults: dict[str, Any] | None = None, aliases=None):
+    """A `trl.TrlParser` over `dataclass_types`, as every `dmpo-trl` subcommand parses its flags.
+
+    No abbreviations (`--num_negative` is refused, not taken for `--num_negatives`); a parse error raises
+    `dmpo_trl.cli.UsageError` (one line, exit status 2 from the command line) instead of printing the usage;
+    `defaults` replaces field defaults; `aliases` maps other spellings to existing flags
+    (`{"--seed": "--split_seed"}`).
+
+    Example:
+    ```python
+    >>> parser = command_parser([RecDataArguments], "dmpo-trl x", aliases={"--seed": "--split_seed"})
+    >>> parser.parse_args_and_config(["--dataset", "ml-1m", "--seed", "3"])[0].split_seed
+    3
+    ```
+    """
+    from trl import TrlParser
+
+    class Parser(TrlParser):
+        def error(self, message: str):
+            raise UsageError(message)
+
+    parser = Parser(dataclass_types, prog=prog, allow_abbrev=False)
+    if defaults:
+        unused = set(defaults) - {action.dest for action in parser._actions}
+        if unused:
+            raise ValueError(f"Unknown recipe settings: {sorted(unused)}")
+        parser.set_defaults_with_config(**defaults)
+    for alias, flag in (aliases or {}).items():
+        action = parser._option_string_actions[flag]
+        action.option_strings.append(alias)
+        parser._option_string_actions[alias] = action
+    return parser
+
+
+def parse_command_line(parser, argv: Sequence[str] | None) -> tuple:
+    """`parser.parse_args_and_config(argv)`, with every mistake (unknown flag, bad value, bad YAML file, a setting
+    a dataclass refuses) raised as `UsageError`."""
+    import warnings
+
+    import yaml
+
+    argv = list(argv) if argv is not None else None
+    if argv and argv[-1] == "--config":
+        raise UsageError("--config needs a YAML file")
+    with user_inputs(yaml.YAMLError), warnings.catch_warnings():
+        if not any(a.startswith(("--gradient_checkpointing", "--gradient-checkpointing")) for a in argv or []):
+            # every field reaches the dataclass, so the deprecated alias warns though nobody set it
+            warnings.filterwarnings("ignore", "`gradient_checkpointing` is deprecated", FutureWarning)
+        try:
+            return parser.parse_args_and_config(argv)
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith("Some specified arguments are not used"):
+                message = "unrecognized arguments: " + " ".join(ast.literal_eval(message.split(": ", 1)[1]))
+            raise UsageError(message) from exc
+
 
 def recipe_parser(prog: str = "dmpo-trl train", defaults: dict[str, Any] | None = None):
     """A `trl.TrlParser` over `RecDataArguments`, `RecipeArguments`, `DMPOConfig` and `RecModelConfig`.
 
     Every field is a flag (`--num_train_users 64`, `--loss_type sdpo`, `--load_in_4bit`); `--config file.yaml` sets
     any of them from a YAML mapping (command-line flags win), as TRL's own scripts do. `defaults` replaces field
-    defaults (the demo uses this).
+    defaults (the demo uses this). See `command_parser` for what it refuses.
 
     Example:
     ```python
@@ -500,21 +927,23 @@ def recipe_parser(prog: str = "dmpo-trl train", defaults: dict[str, Any] | None 
     (8, ['sdpo'], False)
     ```
     """
-    from trl import TrlParser
+    return command_parser(RECIPE_DATACLASSES, prog, defaults, TRAIN_ALIASES)
 
-    parser = TrlParser(RECIPE_DATACLASSES, prog=prog)
-    if defaults:
-        unused = set(defaults) - {action.dest for action in parser._actions}
-        if unused:
-            raise ValueError(f"Unknown recipe settings: {sorted(unused)}")
-        parser.set_defaults_with_config(**defaults)
-    return parser
+
+def check_loss_types(training_args: DMPOConfig) -> None:
+    """`ValueError` for a `loss_type` that neither DMPO nor TRL knows."""
+    losses = [training_args.loss_type] if isinstance(training_args.loss_type, str) else training_args.loss_type
+    unknown = [loss for loss in losses if loss not in LOSS_TYPES]
+    if unknown:
+        raise ValueError(f"Unknown loss_type {unknown}; choose from {list(LOSS_TYPES)}")
 
 
 def parse_recipe_arguments(
     argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None, prog: str = "dmpo-trl train"
 ) -> tuple[RecDataArguments, DMPOConfig, RecModelConfig, RecipeArguments]:
     """Parse flags (and `--config file.yaml`) into `(data_args, training_args, model_args, recipe_args)`.
+
+    A mistake raises `dmpo_trl.cli.UsageError` (a `ValueError`) with a one-line message.
 
     Example:
     ```python
@@ -524,9 +953,9 @@ def parse_recipe_arguments(
     (True, True, 8)
     ```
     """
-    data_args, recipe_args, training_args, model_args = recipe_parser(prog, defaults).parse_args_and_config(
-        list(argv) if argv is not None else None
-    )
+    data_args, recipe_args, training_args, model_args = parse_command_line(recipe_parser(prog, defaults), argv)
+    with user_inputs():
+        check_loss_types(training_args)
     return data_args, training_args, model_args, recipe_args
 
 

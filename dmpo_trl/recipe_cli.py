@@ -1,12 +1,17 @@
-"""`dmpo-trl train` and `dmpo-trl demo`: the recipe (`dmpo_trl.recipe`) from the command line.
+"""The `dmpo-trl` subcommands `prepare`, `train`, `evaluate` and `demo`, each parsing dataclasses with `trl.TrlParser`.
 
-Both parse every field of `RecDataArguments`, `RecipeArguments`, `DMPOConfig` and `RecModelConfig` as a flag with
-`trl.TrlParser`, and read `--config file.yaml` as TRL's own scripts do (flags override the file):
+`train` and `demo` parse every field of `RecDataArguments`, `RecipeArguments`, `DMPOConfig` and `RecModelConfig`;
+`prepare` parses `RecDataArguments` and `PrepareArguments`; `evaluate` parses `RecDataArguments` and
+`EvaluateArguments`. The same thing has the same flag everywhere, and each reads `--config file.yaml` as TRL's own
+scripts do (flags override the file):
 
 ```bash
+dmpo-trl prepare --num_train_users 100 --num_negatives 4 --output_dir data/ml100k
+dmpo-trl train --dataset_name data/ml100k --use_peft --output_dir out      # what prepare wrote
 dmpo-trl train --num_train_users 256 --num_negatives 4 --loss_type dmpo --use_peft --output_dir out
 dmpo-trl train --config recipe.yaml --learning_rate 1e-4
 dmpo-trl train --model_name_or_path Qwen/Qwen2.5-7B-Instruct --load_in_4bit --report_to wandb --output_dir out
+dmpo-trl evaluate --model_name_or_path out       # ranks out/split.json's test users on their saved candidates
 dmpo-trl demo                        # SmolLM2-135M + LoRA on few-shot MovieLens-100K, within 15 minutes on CPU
 dmpo-trl demo --num_test_users 200   # any flag changes the demo's settings
 ```
@@ -14,11 +19,16 @@ dmpo-trl demo --num_test_users 200   # any flag changes the demo's settings
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cli import UsageError, user_inputs
 
 
 def _prepare_process() -> None:
@@ -36,13 +46,16 @@ def _prepare_process() -> None:
 
 
 def _report(result, wall_s: float, data_args) -> None:
-    chance = 1 / data_args.num_candidates
-    print()
-    print(
-        f"Ranking {data_args.num_test_users} test users, {data_args.num_candidates} candidates each "
-        f"(a random pick has HitRatio@1 = {chance:.2f}):"
-    )
-    print(result.table())
+    data_args = result.data_args or data_args
+    if result.results:
+        users = next(iter(result.results.values()))["metrics"]["num_users"]
+        chance = 1 / data_args.num_candidates
+        print()
+        print(
+            f"Ranking {users} test users, {data_args.num_candidates} candidates each "
+            f"(a random pick has HitRatio@1 = {chance:.2f}):"
+        )
+        print(result.table())
     phases = {
         "data_s": "data",
         "model_s": "model",
@@ -99,4 +112,330 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     )
     result = run_recipe(data_args, training_args, model_args, recipe_args)
     _report(result, time.perf_counter() - started, data_args)
+    return 0
+
+
+# --- prepare ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrepareArguments:
+    """Where `dmpo-trl prepare` writes, in which format, and which model's chat template decides the row format."""
+
+    output_dir: str = field(
+        default=None, metadata={"help": "Output folder (required).", "aliases": ["--output"], "required": True}
+    )
+    format: str = field(
+        default="arrow", metadata={"help": "save_to_disk folder or JSONL files.", "choices": ["arrow", "jsonl"]}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model the data is for: with --conversational unset, rows are chat messages when its "
+            "tokenizer has a chat template, as `train` and `evaluate` decide (default: the embedded SmolLM2-135M).",
+            "aliases": ["--model"],
+        },
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the tokenizer's own code."})
+
+
+PREPARE_DEFAULTS = {"num_train_users": 100, "num_valid_users": 100, "num_test_users": 500, "split_seed": 0}
+DATA_ALIASES = {"--seed": "--split_seed", "--no-conversational": "--no_conversational"}
+
+
+def _data_parser(dataclass_types, prog: str, defaults: dict, aliases: dict):
+    from .recipe import command_parser
+
+    parser = command_parser(dataclass_types, prog, defaults)
+    conversational = parser._option_string_actions["--conversational"]
+    conversational.nargs, conversational.const = "?", True  # `--conversational` alone, as before, means true
+    parser.add_argument("--no_conversational", dest="conversational", action="store_false", help="plain-text prompts")
+    for alias, flag in aliases.items():
+        action = parser._option_string_actions[flag]
+        action.option_strings.append(alias)
+        parser._option_string_actions[alias] = action
+    return parser
+
+
+def _log_names() -> str:
+    from .data import DATASETS
+
+    return f"a registered log ({', '.join(sorted(DATASETS))}) or --interactions and --items files"
+
+
+def chat_template_decides(model_name_or_path, gguf_file=None, trust_remote_code: bool = False) -> bool:
+    """Whether the model's tokenizer has a chat template (what `conversational=None` means everywhere)."""
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model_path
+
+    path = resolve_model_path(model_name_or_path, gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return getattr(tokenizer, "chat_template", None) is not None
+
+
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    """`dmpo-trl prepare`: preference rows ("train", "validation") plus `split.json`, written to `--output_dir`.
+
+    Example:
+    ```python
+    >>> prepare_main(["--num_train_users", "64", "--output_dir", "data/ml100k"])  # doctest: +SKIP
+    0
+    ```
+    """
+    _prepare_process()
+    from datasets import DatasetDict
+
+    from .data import build_preference_dataset
+    from .recipe import RecDataArguments, load_interaction_log, split_record, split_users, write_split
+
+    parser = _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", PREPARE_DEFAULTS, DATA_ALIASES)
+    with user_inputs():
+        data_args, prepare_args = parse_args(parser, argv)
+        data_args = data_args.for_mode("likelihood")
+        if not data_args.is_interaction_log:
+            raise UsageError(f"Unknown dataset {data_args.dataset_name!r}; prepare reads {_log_names()}")
+        log = load_interaction_log(data_args)
+        split = split_users(data_args, log)
+    conversational = data_args.conversational
+    if conversational is None:
+        with user_inputs(OSError):
+            conversational = chat_template_decides(
+                prepare_args.model_name_or_path, prepare_args.gguf_file, prepare_args.trust_remote_code
+            )
+    seed = data_args.split_seed or 0
+    build = dict(
+        num_negatives=data_args.num_negatives,
+        prompt_style=data_args.template,
+        num_candidates=data_args.num_candidates,
+        negative_strategy=data_args.negative_strategy,
+        conversational=conversational,
+        seed=seed,
+    )
+    with user_inputs():
+        splits = {"train": split.train, "validation": split.valid}
+        data = DatasetDict(
+            {name: build_preference_dataset(log, rows, **build) for name, rows in splits.items() if rows}
+        )
+    output = Path(prepare_args.output_dir)
+    write_split(split_record(data_args, log, split, seed, conversational), output)
+    if prepare_args.format == "arrow":
+        data.save_to_disk(str(output))
+    else:
+        for name, dataset in data.items():
+            dataset.to_json(str(output / f"{name}.jsonl"), lines=True, force_ascii=False)
+    sizes = ", ".join(f"{name}: {len(dataset)} rows" for name, dataset in data.items())
+    kind = "chat-message" if conversational else "plain-text"
+    print(f"Wrote {log.name} {kind} preference data ({sizes}; K={data_args.num_negatives}) to {output}")
+    print(f"Held out: {len(split.test)} test users with their candidates, in {output / 'split.json'}")
+    return 0
+
+
+def parse_args(parser, argv: Sequence[str] | None) -> tuple:
+    from .recipe import parse_command_line
+
+    return parse_command_line(parser, argv)
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+
+
+EVALUATION_MODES = ("likelihood", "generation", "auc")  # `dmpo_trl.evaluation.MODES`
+EVALUATION_BASELINES = ("random", "popular")  # `dmpo_trl.evaluation.BASELINES`
+
+
+@dataclass
+class EvaluateArguments:
+    """What `dmpo-trl evaluate` ranks with (a model or a baseline), how, and where the results go."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id, local folder or .gguf file (default: the embedded SmolLM2-135M). A `dmpo-trl train` "
+            "output_dir ranks the test users and candidates of its split.json.",
+            "aliases": ["--model"],
+        },
+    )
+    baseline: str | None = field(
+        default=None, metadata={"help": "Rank with a baseline instead of a model.", "choices": EVALUATION_BASELINES}
+    )
+    split_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A split.json (from train or prepare) whose test users and candidates to rank; default: the "
+            "model folder's, if it has one; 'none': draw the users with the data flags."
+        },
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own code from the Hub."})
+    ranking_mode: str = field(
+        default="likelihood",
+        metadata={"help": "How the model ranks.", "choices": EVALUATION_MODES, "aliases": ["--mode"]},
+    )
+    ranking_normalize: bool = field(
+        default=False,
+        metadata={"help": "Rank by mean log-prob per token, not the sum.", "aliases": ["--normalize"]},
+    )
+    end_of_turn: bool = field(
+        default=True, metadata={"help": "Score the EOS / end-of-turn tokens after each title, as training does."}
+    )
+    ranking_batch_size: int = field(
+        default=20, metadata={"help": "Sequences per forward.", "aliases": ["--batch_size", "--batch-size"]}
+    )
+    max_new_tokens: int = field(default=32, metadata={"help": "Answer length in generation mode."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Model weights dtype.", "choices": ["auto", "bfloat16", "float16", "float32"]},
+    )
+    device: str | None = field(default=None, metadata={"help": "e.g. cpu, cuda (default: cuda when available)."})
+    show_progress: bool = field(default=True, metadata={"help": "Progress bar while ranking."})
+    results_file: str | None = field(
+        default=None, metadata={"help": "Write the result JSON there.", "aliases": ["--output"]}
+    )
+
+
+EVALUATE_DEFAULTS = {"num_train_users": 0, "num_valid_users": 0, "num_test_users": 500, "split_seed": 0}
+EVALUATE_ALIASES = {**DATA_ALIASES, "--num-users": "--num_test_users", "--no-progress": "--no_show_progress"}
+
+
+def _split_for_evaluation(eval_args: EvaluateArguments) -> Path | None:
+    if eval_args.split_file is not None:
+        return None if eval_args.split_file.lower() == "none" else Path(eval_args.split_file)
+    model = eval_args.model_name_or_path
+    if eval_args.baseline is None and model and (Path(model) / "split.json").is_file():
+        return Path(model) / "split.json"
+    return None
+
+
+def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
+    from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer
+
+    model = eval_args.model_name_or_path
+    if model and (Path(model) / "adapter_config.json").is_file():
+        args = RecModelConfig(use_peft=True, dtype=eval_args.dtype)
+        remote_code = {"trust_remote_code": True} if eval_args.trust_remote_code else {}
+        loaded, tokenizer = load_adapter_model(model, args, **remote_code)
+        return loaded.to(device), tokenizer
+    return load_model_and_tokenizer(
+        model, eval_args.gguf_file, dtype=eval_args.dtype, device=device, trust_remote_code=eval_args.trust_remote_code
+    )
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """`dmpo-trl evaluate`: rank test users' candidates with a model or a baseline; print and save the metrics.
+
+    With a split file (`--split_file`, or the `split.json` in a trained `--model_name_or_path` folder) the users,
+    candidates, prompt and data are the split's; data flags that differ from it are refused.
+
+    Example:
+    ```python
+    >>> evaluate_main(["--model_name_or_path", "outputs/ml100k"])  # doctest: +SKIP
+    0
+    ```
+    """
+    _prepare_process()
+    from .evaluation import evaluate_baseline, evaluate_ranking, format_table, save_result
+    from .recipe import (
+        RecDataArguments,
+        load_interaction_log,
+        load_split,
+        saved_test_users,
+        split_data_arguments,
+        split_users,
+    )
+
+    parser = _data_parser(
+        [RecDataArguments, EvaluateArguments], "dmpo-trl evaluate", EVALUATE_DEFAULTS, EVALUATE_ALIASES
+    )
+    with user_inputs():
+        data_args, eval_args = parse_args(parser, argv)
+        if eval_args.baseline and (eval_args.model_name_or_path or eval_args.gguf_file):
+            raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
+        if eval_args.baseline and eval_args.ranking_mode != "likelihood":
+            raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
+        split_path = _split_for_evaluation(eval_args)
+        candidates, record = None, None
+        if split_path is not None:
+            record = load_split(split_path)
+            defaults = parse_args(parser, [])[0]
+            changed = [
+                f.name
+                for f in dataclasses.fields(RecDataArguments)
+                if getattr(data_args, f.name) != getattr(defaults, f.name)
+            ]
+            if changed:
+                raise UsageError(
+                    f"{split_path} fixes the users, candidates and prompt; drop --{' --'.join(changed)}, "
+                    "or pass --split_file none to draw users with them"
+                )
+            data_args = split_data_arguments(record)
+            if data_args.conversational is None:
+                data_args.conversational = record.get("conversational")
+            log = load_interaction_log(data_args)
+            test, candidates = saved_test_users(record, log)
+        else:
+            data_args = data_args.for_mode(eval_args.ranking_mode)
+            if not data_args.is_interaction_log:
+                raise UsageError(
+                    f"Unknown dataset {data_args.dataset_name!r}; evaluate ranks the users of {_log_names()}"
+                )
+            log = load_interaction_log(data_args)
+            test = split_users(data_args, log).test
+    seed = data_args.split_seed or 0
+    if eval_args.baseline:
+        name = f"baseline:{eval_args.baseline}"
+        result = evaluate_baseline(
+            eval_args.baseline,
+            test,
+            log,
+            data_args.num_candidates,
+            seed,
+            negative_strategy=data_args.negative_strategy,
+            candidates=candidates,
+        )
+    else:
+        import torch
+
+        from .models import DEFAULT_MODEL
+
+        device = eval_args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        with user_inputs(OSError):
+            model, tokenizer = _load_for_evaluation(eval_args, device)
+        name = eval_args.model_name_or_path or DEFAULT_MODEL
+        result = evaluate_ranking(
+            model,
+            tokenizer,
+            test,
+            log,
+            num_candidates=data_args.num_candidates,
+            seed=seed,
+            prompt_style=data_args.template,
+            conversational=data_args.conversational,
+            mode=eval_args.ranking_mode,
+            normalize=eval_args.ranking_normalize,
+            batch_size=eval_args.ranking_batch_size,
+            progress=eval_args.show_progress,
+            negative_strategy=data_args.negative_strategy,
+            end_of_turn=eval_args.end_of_turn,
+            max_new_tokens=eval_args.max_new_tokens,
+            model_name=name,
+            candidates=candidates,
+        )
+        result["settings"].update(dtype=eval_args.dtype, device=device)
+    result["settings"].update(
+        max_history=data_args.max_history,
+        min_history=data_args.min_history,
+        split_file=str(split_path) if split_path else None,
+    )
+    written = save_result(result, eval_args.results_file) if eval_args.results_file else None
+    print(format_table({name: result}))
+    metrics = result["metrics"]
+    for key, value in metrics.items():
+        if key.endswith("_ci95"):
+            print(f"{key[: -len('_ci95')]} 95% CI: [{value[0]:.4f}, {value[1]:.4f}]")
+    where = f"the test users of {split_path}" if split_path else f"split seed {seed}"
+    print(f"{metrics['num_users']} users ({where}), {data_args.num_candidates} candidates, {result['wall_time_s']}s")
+    if written:
+        print(f"Wrote {written}")
     return 0

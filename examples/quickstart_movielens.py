@@ -36,11 +36,12 @@ data_args, training_args, model_args, recipe_args = demo_arguments(
 print(data_args)
 
 # %% [markdown]
-# `data_args` says which users and prompts to build: each prompt lists the user's last watched movies and
-# `num_candidates` candidates (the true next movie among random others); the training row's `rejected` field holds
-# K = `num_negatives` of those other candidates. The model is ranked on the same kind of candidate lists, for users
-# it never trained on. `training_args` is a `DMPOConfig` (TRL's `DPOConfig` plus `loss_type="dmpo"`), `model_args` a
-# `trl.ModelConfig` (`use_peft=True`: LoRA on every linear layer).
+# `data_args` says which users and prompts to build: each prompt lists the user's last watched movies and asks
+# which one comes next (the default history prompt); the training row's `chosen` is the true next movie and its
+# `rejected` field holds K = `num_negatives` movies the user never watched. The model is ranked by the likelihood of
+# each title in a list of `num_candidates` (the true next movie among random others), for users it never trained on.
+# `training_args` is a `DMPOConfig` (TRL's `DPOConfig` plus `loss_type="dmpo"`), `model_args` a `trl.ModelConfig`
+# (`use_peft=True`: LoRA on every linear layer).
 
 # %%
 result = run_recipe(data_args, training_args, model_args, recipe_args)

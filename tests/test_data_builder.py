@@ -162,3 +162,18 @@ def test_docstring_examples(module):
             example.want = want + "\n" if want else ""
         runner.run(test)
     assert runner.failures == 0
+
+
+def test_item_noun_changes_only_the_noun():
+    from dmpo_trl.data import builtin_template
+    from dmpo_trl.data.prompts import item_nouns
+
+    for style, movies in (("candidates", CANDIDATES_TEMPLATE), ("history", HISTORY_TEMPLATE)):
+        assert builtin_template(style) == movies == builtin_template(style, "movie/movies")
+        books = builtin_template(style, "books")
+        assert "movie" not in books and books == movies.replace("movies", "books").replace("movie", "book")
+        assert builtin_template(style, "person/people").count("people") == movies.count("movies")
+    assert builtin_template("Seen: {history}", "books") == "Seen: {history}"  # your own template is left alone
+    assert resolve_template(None) == HISTORY_TEMPLATE  # the default prompt
+    with pytest.raises(ValueError, match="item_noun"):
+        item_nouns("/")

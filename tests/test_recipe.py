@@ -8,10 +8,11 @@ from docstring_examples import run_docstring_examples
 from recipe_helpers import tiny_flags, write_tiny_log
 
 from dmpo_trl import recipe, recipe_cli
-from dmpo_trl.cli import main
+from dmpo_trl.cli import UsageError, main
 from dmpo_trl.models import RecModelConfig
 from dmpo_trl.recipe import (
     DEMO_SETTINGS,
+    SPLIT_FILE,
     RecDataArguments,
     RecipeArguments,
     demo_arguments,
@@ -56,14 +57,31 @@ def test_bad_settings_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="--items"):
         RecDataArguments(interactions="log.csv")
     with pytest.raises(ValueError, match="num_negatives=9 must be at most num_candidates - 1 = 4"):
-        RecDataArguments(num_candidates=5, num_negatives=9)
+        RecDataArguments(num_candidates=5, num_negatives=9, prompt_style="candidates")
     assert RecDataArguments(num_candidates=5, num_negatives=9, prompt_style="history").num_negatives == 9
+    with pytest.raises(ValueError, match="num_negatives=9"):  # generation mode lists the candidates
+        RecDataArguments(num_candidates=5, num_negatives=9).for_mode("generation")
+    with pytest.raises(ValueError, match="item_noun"):
+        RecDataArguments(item_noun="{x}")
+    with pytest.raises(UsageError, match="Unknown loss_type"):
+        parse_recipe_arguments(["--loss_type", "dmpo", "kto"])
+    with pytest.raises(UsageError, match="unrecognized arguments: --num_negative 4"):
+        parse_recipe_arguments(["--num_negative", "4"])  # no abbreviations
     with pytest.raises(ValueError, match="prompt_style"):
         RecDataArguments(prompt_style="{nothing}")
     with pytest.raises(ValueError, match="baselines"):
         RecipeArguments(baselines=["oracle"])
     with pytest.raises(ValueError, match="Unknown recipe settings"):
         demo_arguments(num_train_user=3)
+
+
+def test_defaults_are_the_best_measured_prompt():
+    """Likelihood ranking uses the history prompt (3x chance zero-shot in the quality study, where the candidate-list
+    prompt sat at chance); generation mode keeps the candidate list, which it needs to name a candidate."""
+    data_args, _, _, recipe_args = demo_arguments()
+    assert data_args.prompt_style is None and data_args.for_mode(recipe_args.ranking_mode).prompt_style == "history"
+    assert RecDataArguments().for_mode("generation").prompt_style == "candidates"
+    assert RecDataArguments(prompt_style="candidates").for_mode().prompt_style == "candidates"
 
 
 def test_demo_arguments():
@@ -96,6 +114,10 @@ def test_run_recipe_with_lora(tiny_log_files, tiny_model_dir, tmp_path):
     saved = json.loads((tmp_path / "out" / "ranking_results.json").read_text())
     assert set(saved["results"]) == set(result.results) and "train_s" in saved["timings"]
     assert (tmp_path / "out" / "adapter_config.json").is_file()  # the LoRA adapter, not the full model
+    split = tmp_path / "out" / SPLIT_FILE  # written before the model, so a push_to_hub carries it
+    assert split.stat().st_mtime_ns <= (tmp_path / "out" / "adapter_model.safetensors").stat().st_mtime_ns
+    assert json.loads(split.read_text())["test"] == zero_shot["users"]
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # written atomically, no temporary file left
 
 
 def test_full_finetuning_trains_every_weight(tiny_log_files, tiny_model_dir, tmp_path):
@@ -139,6 +161,67 @@ def test_demo_command_with_overrides(tiny_log_files, tiny_model_dir, tmp_path, c
     rows = [line.split()[0] for line in lines[header + 1 : header + 4]]
     assert rows == ["random", "zero-shot", "dmpo"]
     assert "a random pick has HitRatio@1 = 0.25" in out
+
+
+def test_resume_from_checkpoint(tiny_log_files, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    flags = tiny_flags(
+        tiny_log_files, tiny_model_dir, out, "--use_peft", "--no_evaluate_before", "--no_evaluate_after"
+    )
+    flags = [*flags, "--save_strategy", "steps", "--save_steps", "1"]  # the last --save_strategy wins
+    first = run_recipe(*parse_recipe_arguments(flags), verbose=False)
+    assert first.trainer.state.global_step == 2 and (out / "checkpoint-2").is_dir()
+
+    resumed = run_recipe(
+        *parse_recipe_arguments([*flags, "--max_steps", "3", "--resume_from_checkpoint", "true"]), verbose=False
+    )
+    state = resumed.trainer.state
+    assert state.global_step == 3
+    # the first two steps are the restored history of checkpoint-2; one new step was trained
+    restored = [e["loss"] for e in first.log_history if "loss" in e]
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    assert losses[:2] == restored and len(losses) == 3
+    explicit = run_recipe(
+        *parse_recipe_arguments(
+            [*flags, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"), "--output_dir",
+             str(tmp_path / "again")]
+        ),
+        verbose=False,
+    )  # fmt: skip
+    assert [e["loss"] for e in explicit.trainer.state.log_history if "loss" in e] == losses
+    with pytest.raises(UsageError, match="no checkpoint folder"):
+        run_recipe(*parse_recipe_arguments([*flags, "--resume_from_checkpoint", str(tmp_path / "nope")]))
+
+
+def test_trust_remote_code_reaches_model_and_tokenizer(tiny_log_files, tiny_model_dir, tmp_path, capsys):
+    """A model folder whose config and model class are its own code (`auto_map`) loads only when trusted."""
+    import shutil
+
+    model_dir = tmp_path / "remote-code-model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "configuration_tinyremote.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass TinyRemoteConfig(LlamaConfig):\n"
+        "    model_type = 'tinyremote'\n"
+    )
+    (model_dir / "modeling_tinyremote.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tinyremote import TinyRemoteConfig\n\n\n"
+        "class TinyRemoteForCausalLM(LlamaForCausalLM):\n    config_class = TinyRemoteConfig\n"
+    )
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(
+        model_type="tinyremote",
+        architectures=["TinyRemoteForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
+            "AutoModelForCausalLM": "modeling_tinyremote.TinyRemoteForCausalLM",
+        },
+    )
+    (model_dir / "config.json").write_text(json.dumps(config))
+    flags = tiny_flags(tiny_log_files, model_dir, tmp_path / "out", "--no_evaluate_before", "--no_evaluate_after")
+    assert main(["train", *flags]) == 2
+    assert "trust_remote_code" in capsys.readouterr().err
+    result = run_recipe(*parse_recipe_arguments([*flags, "--trust_remote_code"]), verbose=False)
+    assert type(result.trainer.model).__name__ == "TinyRemoteForCausalLM"
 
 
 def test_summary_table_keeps_only_the_chosen_metrics():

@@ -20,6 +20,7 @@ from .loaders import (
     load_recbole_atomic,
     recbole_example_dir,
     register_dataset,
+    registered_name,
 )
 from .log import InteractionLog, UserExample
 from .negatives import STRATEGIES, NegativeSampler, candidate_sets, example_rng, sample_negatives
@@ -28,6 +29,7 @@ from .prompts import (
     CANDIDATES_TEMPLATE,
     HISTORY_TEMPLATE,
     TEMPLATES,
+    builtin_template,
     render_prompt,
     render_titles,
     resolve_template,
@@ -50,6 +52,7 @@ __all__ = [
     "UserExample",
     "build_preference_dataset",
     "build_sft_dataset",
+    "builtin_template",
     "candidate_sets",
     "default_cache_dir",
     "example_at",
@@ -63,6 +66,7 @@ __all__ = [
     "load_recbole_atomic",
     "recbole_example_dir",
     "register_dataset",
+    "registered_name",
     "render_prompt",
     "render_titles",
     "resolve_template",

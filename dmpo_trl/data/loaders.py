@@ -27,6 +27,7 @@ __all__ = [
     "load_recbole_atomic",
     "recbole_example_dir",
     "register_dataset",
+    "registered_name",
 ]
 
 DATASETS: dict[str, Callable[..., InteractionLog]] = {name: partial(load_movielens, name) for name in MOVIELENS}
@@ -36,6 +37,19 @@ _ALIASES = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m", "ml100k": "mov
 def register_dataset(name: str, loader: Callable[..., InteractionLog]) -> None:
     """Make `load_dataset_by_name(name, **kwargs)` call `loader(**kwargs)`."""
     DATASETS[name.lower()] = loader
+
+
+def registered_name(name: str) -> str | None:
+    """The registry key `name` stands for ("ml-100k" -> "movielens-100k"), or None when it names no dataset.
+
+    Example:
+    ```python
+    >>> registered_name("ML-100K"), registered_name("my/preference-data")
+    ('movielens-100k', None)
+    ```
+    """
+    key = _ALIASES.get(name.lower(), name.lower())
+    return key if key in DATASETS else None
 
 
 def load_dataset_by_name(name: str, **kwargs) -> InteractionLog:
@@ -52,7 +66,7 @@ def load_dataset_by_name(name: str, **kwargs) -> InteractionLog:
     943
     ```
     """
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in DATASETS:
+    key = registered_name(name)
+    if key is None:
         raise ValueError(f"Unknown dataset {name!r}; choose from {sorted(DATASETS)} or call register_dataset()")
     return DATASETS[key](**kwargs)

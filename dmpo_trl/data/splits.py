@@ -106,7 +106,7 @@ def few_shot_split(
             f"min_history={min_history} items"
         )
         if strict:
-            raise ValueError(message + "; ask for fewer users, lower min_history, or pass strict=False to clamp")
+            raise ValueError(message + "; ask for fewer users or lower min_history")
         left = len(eligible)
         for split in ("test", "valid", "train"):
             counts[split] = min(counts[split], left)
