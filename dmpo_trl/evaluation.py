@@ -103,7 +103,7 @@ def build_ranking_prompts(
     examples: Sequence[UserExample],
     num_candidates: int = 20,
     seed: int = 0,
-    prompt_style: str = "candidates",
+    prompt_style: str | None = None,
     conversational: bool = False,
     negative_strategy: str = "uniform",
     *,
@@ -499,7 +499,7 @@ def evaluate_ranking(
     log: InteractionLog,
     num_candidates: int = 20,
     seed: int = 0,
-    prompt_style: str = "candidates",
+    prompt_style: str | None = None,
     conversational: bool | None = None,
     mode: str = "likelihood",
     normalize: bool = False,
@@ -523,7 +523,8 @@ def evaluate_ranking(
         log: the interaction log the examples come from (titles, sequences for negative sampling).
         num_candidates, seed, negative_strategy, popularity: passed to `candidate_sets`; the same values give the
             same candidate lists for every model, baseline and run.
-        prompt_style, list_style, answer_prefix: the prompt, as in `build_preference_dataset`.
+        prompt_style, list_style, answer_prefix: the prompt, as in `build_preference_dataset`; `prompt_style=None`
+            is the best measured: "history" for likelihood and AUC, "candidates" for generation.
         conversational: message-list prompts through the chat template; `None` = whether the tokenizer has one.
             Use the form the model was trained with.
         normalize: rank by mean log-probability per token instead of the sum.
@@ -550,6 +551,8 @@ def evaluate_ranking(
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}")
+    if prompt_style is None:  # the best measured: history for likelihood ranking, the candidate list for generation
+        prompt_style = "candidates" if mode == "generation" else "history"
     started = time.perf_counter()
     if conversational is None:
         conversational = getattr(tokenizer, "chat_template", None) is not None

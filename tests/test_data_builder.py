@@ -48,7 +48,7 @@ def listed_titles(prompt, section):
 
 
 def test_candidate_prompt_rows(log, examples):
-    ds = build_preference_dataset(log, examples, num_negatives=4, num_candidates=10, seed=1)
+    ds = build_preference_dataset(log, examples, num_negatives=4, num_candidates=10, seed=1, prompt_style="candidates")
     assert len(ds) == len(examples)
     assert {"prompt", "chosen", "rejected", "user", "target"} <= set(ds.column_names)
     sets = candidate_sets(log, examples, num_candidates=10, seed=1)
@@ -68,9 +68,9 @@ def test_candidate_prompt_rows(log, examples):
 
 
 def test_preference_rows_are_deterministic_per_seed(log, examples):
-    first = build_preference_dataset(log, examples, seed=5, num_candidates=12)
-    again = build_preference_dataset(log, examples, seed=5, num_candidates=12)
-    other = build_preference_dataset(log, examples, seed=6, num_candidates=12)
+    first = build_preference_dataset(log, examples, seed=5, num_candidates=12, prompt_style="candidates")
+    again = build_preference_dataset(log, examples, seed=5, num_candidates=12, prompt_style="candidates")
+    other = build_preference_dataset(log, examples, seed=6, num_candidates=12, prompt_style="candidates")
     assert first.to_list() == again.to_list()
     assert first["prompt"] != other["prompt"]
 
@@ -116,7 +116,7 @@ def test_custom_template_and_comma_lists(log, examples):
 
 def test_bad_arguments(log, examples):
     with pytest.raises(ValueError, match="num_negatives=20 must be at most num_candidates - 1 = 19"):
-        build_preference_dataset(log, examples, num_negatives=20)
+        build_preference_dataset(log, examples, num_negatives=20, prompt_style="candidates")
     with pytest.raises(ValueError, match="prompt_style must be one of"):
         build_preference_dataset(log, examples, prompt_style="Pick one of {candidates}")  # no {history}
     with pytest.raises(ValueError, match="fields \\['history', 'user'\\]"):
@@ -177,3 +177,12 @@ def test_item_noun_changes_only_the_noun():
     assert resolve_template(None) == HISTORY_TEMPLATE  # the default prompt
     with pytest.raises(ValueError, match="item_noun"):
         item_nouns("/")
+
+
+def test_default_prompt_is_the_history_prompt(log, examples):
+    """The default is the best measured prompt for likelihood ranking: the history, without a candidate list."""
+    ds = build_preference_dataset(log, examples[:5], num_negatives=3)
+    assert (
+        ds["prompt"] == build_preference_dataset(log, examples[:5], num_negatives=3, prompt_style="history")["prompt"]
+    )
+    assert all("candidates:" not in prompt for prompt in ds["prompt"])

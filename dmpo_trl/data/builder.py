@@ -51,7 +51,7 @@ def build_preference_dataset(
     log: InteractionLog,
     examples: Sequence[UserExample],
     num_negatives: int = 4,
-    prompt_style: str = "candidates",
+    prompt_style: str | None = None,
     num_candidates: int = 20,
     negative_strategy: str = "uniform",
     conversational: bool = False,
@@ -63,8 +63,9 @@ def build_preference_dataset(
 ) -> Dataset:
     """TRL preference rows: `prompt`, `chosen` (the target's title), `rejected` (K = `num_negatives` titles).
 
-    `prompt_style` is "candidates" (the S-DPO/LLaRA prompt listing `num_candidates` shuffled titles), "history"
-    (next-item prompt without candidates) or your own template string. With candidates, the K negatives are drawn
+    `prompt_style` is "history" (the default, `None`: next-item prompt without candidates, the best measured for
+    likelihood ranking), "candidates" (the S-DPO/LLaRA prompt listing `num_candidates` shuffled titles) or your own
+    template string. With candidates, the K negatives are drawn
     from the prompt's candidates, so every rejected title is one the model was offered; the candidate lists are
     the same as `candidate_sets(log, examples, num_candidates, seed, negative_strategy)`, which the evaluator
     uses. Without candidates, negatives come from `negative_strategy` over the whole catalog. Extra columns
@@ -108,7 +109,7 @@ def build_preference_dataset(
 def build_sft_dataset(
     log: InteractionLog,
     examples: Sequence[UserExample],
-    prompt_style: str = "candidates",
+    prompt_style: str | None = None,
     num_candidates: int = 20,
     negative_strategy: str = "uniform",
     conversational: bool = False,
