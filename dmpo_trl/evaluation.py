@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -48,6 +49,7 @@ from trl.data_utils import _tokenize
 from . import __version__
 from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
 from .data.prompts import uses_candidates
+from .journal import Journal, atomic_write_text
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
 from .scoring import Completion, Prompt, eval_mode, score_candidates, score_completions, tokenize_for_scoring
 
@@ -335,7 +337,7 @@ def _finish(result: dict, settings: dict, started: float, output: str | Path | N
 
 
 def save_result(result: dict, path: str | Path) -> Path:
-    """Write a result dict as indented JSON (creating parent folders); returns the path.
+    """Write a result dict as indented JSON, atomically (creating parent folders); returns the path.
 
     Example:
     ```python
@@ -344,10 +346,7 @@ def save_result(result: dict, path: str | Path) -> Path:
     'r.json'
     ```
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 def evaluate_baseline(
@@ -532,7 +531,12 @@ def evaluate_ranking(
             `tokenize_for_scoring`).
         batch_size: sequences per forward pass (likelihood, auc) or prompts per `generate` call (generation).
         max_new_tokens: answer length in generation mode.
-        output: also write the result as JSON there.
+        output: also write the result as JSON there (atomically). Each user's result is appended to
+            `progress_path(output)` as it finishes, so a rerun with the same output and settings continues where a
+            killed run stopped (and gives the same metrics); the journal goes once the result is written.
+
+    Under an accelerate/torchrun launch the users are split across the processes and their results gathered: every
+    process returns the whole result, which equals a single process's.
         candidates: one list of item ids per example (the target among them) to rank instead of drawn lists, e.g.
             a training run's `split.json` lists.
 
@@ -585,57 +589,108 @@ def evaluate_ranking(
         batch_size=batch_size,
         **({"max_new_tokens": max_new_tokens} if mode == "generation" else {}),
     )
-    bar = tqdm(total=len(items), desc=f"Evaluating ({mode})", disable=not progress)
-    if mode == "likelihood":
-        all_scores = []
-        for item in items:
-            scores = score_candidates(
-                model, tokenizer, item.prompt, item.completions, normalize, end_of_turn, batch_size
-            )
-            all_scores.append(scores.tolist())
-            bar.update()
-        result = _rank_result(items, all_scores, seed)
-    elif mode == "generation":
-        result = _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_tokens, seed, bar)
+    rank, world = _process_rank()
+    mine = list(range(rank, len(items), world))  # this process's share of the users
+    journal = Journal(progress_path(output, rank, world), settings) if output is not None else None
+    bar = tqdm(total=len(mine), desc=f"Evaluating ({mode})", disable=not progress or rank != 0)
+    done = dict(journal.done) if journal is not None else {}
+    bar.update(sum(index in done for index in mine))
+    todo = [index for index in mine if index not in done]
+
+    def finished(index: int, value) -> None:
+        done[index] = value
+        if journal is not None:
+            journal.append(index, value)
+        bar.update()
+
+    score: Callable = lambda p, c: score_candidates(  # noqa: E731
+        model, tokenizer, p, c, normalize, end_of_turn, batch_size
+    ).tolist()
+    if mode == "generation":
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            answers = generate_answers(model, tokenizer, [items[i].prompt for i in chunk], max_new_tokens)
+            for index, answer in zip(chunk, answers):
+                finished(index, answer)
     else:
-        result = _evaluate_auc(
-            model,
-            tokenizer,
-            items,
-            log,
-            seed,
-            prompt_style,
-            conversational,
-            normalize,
-            end_of_turn,
-            batch_size,
-            render,
-            bar,
-        )
+        with_candidates = uses_candidates(resolve_template(prompt_style))
+        for index in todo:
+            item = items[index]
+            if mode == "likelihood":
+                finished(index, score(item.prompt, item.completions))
+            elif with_candidates:  # auc: one two-candidate prompt per negative
+                wins = []
+                for prompt, completions, target_index in _pairwise_prompts(
+                    log, item, seed, prompt_style, conversational, **render
+                ):
+                    scores = score(prompt, completions)
+                    wins.append(pairwise_auc(scores[target_index], [scores[1 - target_index]]))
+                finished(index, wins)
+            else:  # auc, the prompt does not show candidates: one scoring of all candidates gives every pair
+                scores = score(item.prompt, item.completions)
+                finished(index, [pairwise_auc(scores[item.target_index], [scores[k]]) for k in item.negatives])
     bar.close()
-    return _finish(result, settings, started, output)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        done = {index: value for part in gather_object([done]) for index, value in part.items()}
+    values = [done[index] for index in range(len(items))]
+    if mode == "likelihood":
+        result = _rank_result(items, values, seed)
+    elif mode == "generation":
+        result = _generation_result(items, values, log, seed)
+    else:
+        result = _auc_result(items, values, seed)
+    result = _finish(result, settings, started, output if rank == 0 else None)
+    if journal is not None:
+        if world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()  # the results file is written before any journal goes
+        journal.remove()
+    return result
 
 
-def _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_tokens, seed, bar) -> dict:
+def progress_path(output: str | Path, rank: int = 0, world: int = 1) -> Path:
+    """The journal beside `output` where `evaluate_ranking` appends each user's result as it finishes.
+
+    Example:
+    ```python
+    >>> progress_path("out/ranking.json").name, progress_path("out/ranking.json", 1, 2).name
+    ('ranking.json.progress.jsonl', 'ranking.json.progress-1-of-2.jsonl')
+    ```
+    """
+    output = Path(output)
+    part = "" if world == 1 else f"-{rank}-of-{world}"
+    return output.with_name(f"{output.name}.progress{part}.jsonl")
+
+
+def _process_rank() -> tuple[int, int]:
+    """(rank, number of processes) under an accelerate/torchrun launch; (0, 1) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def _generation_result(items, answers, log, seed) -> dict:
     per_user, hits, valid = [], [], []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        answers = generate_answers(model, tokenizer, [item.prompt for item in chunk], max_new_tokens)
-        for item, answer in zip(chunk, answers):
-            named = named_candidates(answer, [log.titles[i] for i in item.candidates])
-            valid.append(float(len(named) == 1))
-            hits.append(float(named == [item.target_index]))
-            per_user.append(
-                {
-                    "user": item.example.user,
-                    "target": item.example.target,
-                    "candidates": item.candidates,
-                    "target_index": item.target_index,
-                    "answer": answer,
-                    "named": named,
-                }
-            )
-        bar.update(len(chunk))
+    for item, answer in zip(items, answers):
+        named = named_candidates(answer, [log.titles[i] for i in item.candidates])
+        valid.append(float(len(named) == 1))
+        hits.append(float(named == [item.target_index]))
+        per_user.append(
+            {
+                "user": item.example.user,
+                "target": item.example.target,
+                "candidates": item.candidates,
+                "target_index": item.target_index,
+                "answer": answer,
+                "named": named,
+            }
+        )
     metrics = {
         "hit_ratio@1": sum(hits) / len(hits) if hits else float("nan"),
         "valid_ratio": sum(valid) / len(valid) if valid else float("nan"),
@@ -645,25 +700,9 @@ def _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_token
     return {"metrics": metrics, "per_user": per_user}
 
 
-def _evaluate_auc(
-    model, tokenizer, items, log, seed, prompt_style, conversational, normalize, end_of_turn, batch_size, render, bar
-) -> dict:
+def _auc_result(items, all_wins, seed) -> dict:
     per_user, aucs = [], []
-    score: Callable = lambda p, c: score_candidates(  # noqa: E731
-        model, tokenizer, p, c, normalize, end_of_turn, batch_size
-    ).tolist()
-    with_candidates = uses_candidates(resolve_template(prompt_style))
-    for item in items:
-        if with_candidates:
-            wins = []
-            for prompt, completions, target_index in _pairwise_prompts(
-                log, item, seed, prompt_style, conversational, **render
-            ):
-                scores = score(prompt, completions)
-                wins.append(pairwise_auc(scores[target_index], [scores[1 - target_index]]))
-        else:  # the prompt does not show candidates: one scoring of all candidates gives every pair
-            scores = score(item.prompt, item.completions)
-            wins = [pairwise_auc(scores[item.target_index], [scores[k]]) for k in item.negatives]
+    for item, wins in zip(items, all_wins):
         auc = sum(wins) / len(wins)
         aucs.append(auc)
         per_user.append(
@@ -676,7 +715,6 @@ def _evaluate_auc(
                 "wins": wins,
             }
         )
-        bar.update()
     metrics = {
         "auc": sum(aucs) / len(aucs) if aucs else float("nan"),
         "auc_ci95": list(bootstrap_interval(aucs, seed=seed)),
