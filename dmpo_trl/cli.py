@@ -301,6 +301,13 @@ register_command(
 )
 
 
+# --- rank (dmpo_trl.ranking, whose module level imports only the standard library) -------------------------------
+from .ranking import add_rank_arguments, run_rank  # noqa: E402
+
+
+register_command(Command("rank", "rank each request's candidates with a trained model", add_rank_arguments, run_rank))
+
+
 # --- entry point ------------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from . import __version__
 from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
 from .data.prompts import uses_candidates
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
+from .provenance import provenance
 from .scoring import Completion, Prompt, eval_mode, score_candidates, score_completions, tokenize_for_scoring
 
 
@@ -287,10 +288,11 @@ def _settings(log: InteractionLog, examples: Sequence[UserExample], **settings) 
     return {"dataset": log.name, "num_users": len(examples), **settings, "dmpo_trl_version": __version__}
 
 
-def _finish(result: dict, settings: dict, started: float, output: str | Path | None) -> dict:
+def _finish(result: dict, settings: dict, started: float, output: str | Path | None, model=None) -> dict:
     result = {
         "metrics": result["metrics"],
         "settings": settings,
+        "provenance": provenance(model),
         **{k: v for k, v in result.items() if k != "metrics"},
     }
     result["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -302,6 +304,9 @@ def _finish(result: dict, settings: dict, started: float, output: str | Path | N
 def save_result(result: dict, path: str | Path) -> Path:
     """Write a result dict as indented JSON (creating parent folders); returns the path.
 
+    A result without a "provenance" entry gets one (`dmpo_trl.provenance`: versions, commit, the model's origin as
+    far as `settings["model"]` names it).
+
     Example:
     ```python
     >>> import tempfile, pathlib
@@ -310,6 +315,10 @@ def save_result(result: dict, path: str | Path) -> Path:
     ```
     """
     path = Path(path)
+    if "provenance" not in result:
+        model = (result.get("settings") or {}).get("model")
+        named = isinstance(model, str) and not model.startswith("baseline:")
+        result = {**result, "provenance": provenance(model if named else None)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
@@ -564,7 +573,7 @@ def evaluate_ranking(
             bar,
         )
     bar.close()
-    return _finish(result, settings, started, output)
+    return _finish(result, settings, started, output, model)
 
 
 def _evaluate_generation(model, tokenizer, items, log, batch_size, max_new_tokens, seed, bar) -> dict:
