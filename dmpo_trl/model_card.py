@@ -107,6 +107,9 @@ def build_model_card(
         paper_title=DMPOTrainer._paper["title"],
         paper_id=DMPOTrainer._paper["id"],
     )
+    card.data.pop("licence", None)  # TRL's template field, always the placeholder "license"
+    if base_model.get("package"):  # the embedded model: SmolLM2 is Apache-2.0, as this project
+        card.data.license = "apache-2.0"
     if adapter:
         card.data.library_name = "peft"
         card.data.pipeline_tag = "text-generation"
