@@ -143,10 +143,15 @@ class Ranker:
 
         from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer, resolve_model_path
 
-        if not Path(output_dir).exists() and len(str(output_dir).split("/")) == 2:  # a Hub repo id
+        if not Path(output_dir).exists():  # a Hub repo id, or a mistake
             from huggingface_hub import snapshot_download
 
-            output_dir = snapshot_download(str(output_dir))
+            try:
+                output_dir = snapshot_download(str(output_dir))
+            except Exception as error:
+                raise FileNotFoundError(
+                    f"{output_dir}: no such folder, nor a Hub repo that could be downloaded ({type(error).__name__})"
+                ) from error
         output_dir = Path(output_dir)
         path = output_dir / RANKER_FILE
         if not path.is_file():

@@ -90,6 +90,8 @@ def test_rank_command_user_errors_are_one_line_and_exit_2(lora_run, tmp_path, ca
     source.write_text('{"history": ["m1"], "candidates": "m2"}\n')
     assert main(args) == 2
     assert f"{source} line 1: field 'candidates' must be a non-empty list" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        Ranker.from_pretrained(tmp_path / "missing")
     args[2] = str(tmp_path)  # a folder without ranker.json
     assert main(args) == 2
     assert "holds no ranker.json" in capsys.readouterr().err
@@ -105,6 +107,12 @@ def test_full_finetuned_run_ranks_too(tiny_model_dir, tmp_path):
     test = split_users(args[0], load_interaction_log(args[0]), args[1].seed).test
     user = result.results["dmpo"]["per_user"][0]
     assert ranker.scores(list(test[0].history), user["candidates"]) == user["scores"]
+
+
+def test_prompt_defaults_are_the_evaluators():
+    from dmpo_trl.data import ANSWER_PREFIX
+
+    assert ranking.PromptSettings().answer_prefix == ANSWER_PREFIX
 
 
 def test_docstring_examples():
