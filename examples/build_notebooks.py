@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,26 @@ def cells_of(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
     return [(cell.cell_type, cell.source) for cell in notebook.cells]
 
 
+def tidy_streams(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Show stream outputs as a notebook front end displays them: consecutive stdout (or stderr) outputs merged,
+    and a line rewritten with carriage returns (a progress bar) kept at its last state."""
+    for cell in notebook.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            previous = outputs[-1] if outputs else {}
+            same_stream = previous.get("output_type") == "stream" and previous.get("name") == output.get("name")
+            if output.output_type == "stream" and same_stream:
+                previous.text += output.text
+                continue
+            outputs.append(output)
+        for output in outputs:
+            if output.output_type == "stream":
+                output.text = re.sub(r"[^\n]*\r(?=[^\n])", "", output.text)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    return notebook
+
+
 def execute(name: str, workdir: Path, timeout: int | None = None) -> nbformat.NotebookNode:
     """Run a notebook in `workdir` on its default settings and return it with its outputs."""
     import nbclient
@@ -79,7 +100,7 @@ def execute(name: str, workdir: Path, timeout: int | None = None) -> nbformat.No
     client.execute()
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
-    return notebook
+    return tidy_streams(notebook)
 
 
 def main(argv: list[str] | None = None) -> int:
