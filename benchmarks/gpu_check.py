@@ -437,7 +437,9 @@ def memory_check(args) -> int:
             f"(4-bit weights {result['weights_4bit_gib']:.2f} GiB) -> {verdict} the {BUDGET_GIB:.0f} GiB budget"
         )
     if args.json:
-        print(json.dumps(result))
+        from dmpo_trl.provenance import provenance
+
+        print(json.dumps({**result, "provenance": provenance()}))  # random weights: no model origin to record
     return 0 if result["under_22_gib"] in (True, None) else 1
 
 

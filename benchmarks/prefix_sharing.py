@@ -288,8 +288,11 @@ def main() -> None:
             records.append(record)
             print(json.dumps(record) if args.json else f"done: {record}", flush=True)
             if args.output:
+                from dmpo_trl.models import DEFAULT_MODEL
+                from dmpo_trl.provenance import provenance
+
                 with open(args.output, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json.dumps({**record, "provenance": provenance(DEFAULT_MODEL)}) + "\n")
     print_table(records)
 
 

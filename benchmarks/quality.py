@@ -491,7 +491,11 @@ def run_method(study: Study, method: Method) -> dict[str, Any]:
     import torch
 
     torch.manual_seed(study.seed)
+    from dmpo_trl.models import DEFAULT_MODEL
+    from dmpo_trl.provenance import provenance
+
     result: dict[str, Any] = {"method": method.name, "seed": study.seed, "config": asdict(study.cfg)}
+    result["provenance"] = provenance(None if method.kind == "baseline" else study.cfg.model or DEFAULT_MODEL)
     if method.kind == "baseline":
         result.update(run_baseline(study, method))
         return result
@@ -816,7 +820,15 @@ def report(cfg: QualityConfig) -> str:
         name: {k: v for k, v in entry.items() if not k.endswith("/per_user")}
         for name, entry in summary["methods"].items()
     }
-    payload = {"config": asdict(cfg), "methods": public, "comparisons": summary["comparisons"]}
+    from dmpo_trl.models import DEFAULT_MODEL
+    from dmpo_trl.provenance import provenance
+
+    payload = {
+        "config": asdict(cfg),
+        "provenance": provenance(cfg.model or DEFAULT_MODEL),
+        "methods": public,
+        "comparisons": summary["comparisons"],
+    }
     (out / "quality.json").write_text(json.dumps(payload, indent=1, default=_plain) + "\n")
     return text
 

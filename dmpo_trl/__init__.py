@@ -15,6 +15,7 @@ _EXPORTS = {
     "DMPOConfig": "config",
     "DMPOTrainer": "trainer",
     "DataCollatorForMultiPreference": "collator",
+    "Ranker": "ranking",
     "dmpo_loss": "losses",
     "pairwise_sigmoid_loss": "losses",
     "sdpo_loss": "losses",
@@ -24,6 +25,7 @@ __all__ = [
     "DMPOConfig",
     "DMPOTrainer",
     "DataCollatorForMultiPreference",
+    "Ranker",
     "dmpo_loss",
     "pairwise_sigmoid_loss",
     "sdpo_loss",
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .collator import DataCollatorForMultiPreference
     from .config import DMPOConfig
     from .losses import dmpo_loss, pairwise_sigmoid_loss, sdpo_loss
+    from .ranking import Ranker
     from .trainer import DMPOTrainer
 
 

@@ -114,6 +114,13 @@ for _name, _help in {
     register_command(Command(_name, _help, _no_arguments, _own(_name), own_parser=True))
 
 
+# --- rank (dmpo_trl.ranking, whose module level imports only the standard library) -------------------------------
+from .ranking import add_rank_arguments, run_rank  # noqa: E402
+
+
+register_command(Command("rank", "rank each request's candidates with a trained model", add_rank_arguments, run_rank))
+
+
 # --- entry point ------------------------------------------------------------------------------------------------
 
 

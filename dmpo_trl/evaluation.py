@@ -51,6 +51,7 @@ from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, re
 from .data.prompts import uses_candidates
 from .journal import Journal, atomic_write_text
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
+from .provenance import provenance
 from .scoring import Completion, Prompt, eval_mode, score_candidates, score_completions, tokenize_for_scoring
 
 
@@ -323,11 +324,12 @@ def _settings(log: InteractionLog, examples: Sequence[UserExample], **settings) 
     return {"dataset": log.name, "num_users": len(examples), **settings, "dmpo_trl_version": __version__}
 
 
-def _finish(result: dict, settings: dict, started: float, output: str | Path | None) -> dict:
+def _finish(result: dict, settings: dict, started: float, output: str | Path | None, model=None) -> dict:
     result = {
         "metrics": result["metrics"],
         "settings": settings,
         "users": [user["user"] for user in result["per_user"]],
+        "provenance": provenance(model),
         **{k: v for k, v in result.items() if k != "metrics"},
     }
     result["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -339,6 +341,9 @@ def _finish(result: dict, settings: dict, started: float, output: str | Path | N
 def save_result(result: dict, path: str | Path) -> Path:
     """Write a result dict as indented JSON, atomically (creating parent folders); returns the path.
 
+    A result without a "provenance" entry gets one (`dmpo_trl.provenance`: versions, commit, the model's origin as
+    far as `settings["model"]` names it).
+
     Example:
     ```python
     >>> import tempfile, pathlib
@@ -346,6 +351,10 @@ def save_result(result: dict, path: str | Path) -> Path:
     'r.json'
     ```
     """
+    if "provenance" not in result:
+        model = (result.get("settings") or {}).get("model")
+        named = isinstance(model, str) and not model.startswith("baseline:")
+        result = {**result, "provenance": provenance(model if named else None)}
     return atomic_write_text(path, json.dumps(result, indent=2) + "\n")
 
 
@@ -641,7 +650,7 @@ def evaluate_ranking(
         result = _generation_result(items, values, log, seed)
     else:
         result = _auc_result(items, values, seed)
-    result = _finish(result, settings, started, output if rank == 0 else None)
+    result = _finish(result, settings, started, output if rank == 0 else None, model)
     if journal is not None:
         if world > 1:
             from accelerate import PartialState

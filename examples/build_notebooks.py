@@ -1,16 +1,24 @@
-"""Build the example notebooks from their plain-script versions (the scripts are the source of truth).
+"""Build the example notebooks from their plain-script versions (the scripts are the source of truth), and store
+them with their outputs.
 
 Each `examples/<name>.py` is a Python script in the "percent" format: `# %%` starts a code cell,
-`# %% [markdown]` starts a markdown cell whose lines are comments (`# ` stripped). This writes `examples/<name>.ipynb`
-next to it, with no outputs. The test suite checks that the notebooks match their scripts and executes them.
+`# %% [markdown]` starts a markdown cell whose lines are comments (`# ` stripped). Building writes
+`examples/<name>.ipynb` next to it without outputs, unless the stored notebook already has exactly the script's
+cells (then it is left as it is, outputs included). `--execute` runs notebooks on their default settings (the
+embedded model; minutes on a CPU) and stores them with their outputs. `GPU_NOTEBOOKS` are executed only where CUDA
+is available. The test suite checks that the notebooks hold their scripts' cells and executes them with
+seconds-scale settings, without writing them.
 
-    python examples/build_notebooks.py          # rewrite every notebook
-    python examples/build_notebooks.py --check  # exit 1 when a notebook differs from its script
+    python examples/build_notebooks.py                                   # rebuild notebooks whose script changed
+    python examples/build_notebooks.py --check                           # exit 1 when one differs from its script
+    python examples/build_notebooks.py --execute quickstart_movielens    # run it and store its outputs
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +27,8 @@ import nbformat
 
 EXAMPLES = Path(__file__).resolve().parent
 NOTEBOOKS = ("quickstart_movielens", "dpo_to_dmpo", "qlora_consumer_gpu")
+GPU_NOTEBOOKS = ("qlora_consumer_gpu",)
+"""Notebooks whose outputs only mean something on a GPU: stored without outputs unless executed on one."""
 
 
 def script_cells(text: str) -> list[tuple[str, str]]:
@@ -53,19 +63,78 @@ def render(notebook: nbformat.NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
+def cells_of(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """`(cell_type, source)` of every cell: what a notebook shares with its script, outputs aside."""
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+def tidy_streams(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Show stream outputs as a notebook front end displays them: consecutive stdout (or stderr) outputs merged,
+    and a line rewritten with carriage returns (a progress bar) kept at its last state."""
+    for cell in notebook.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            previous = outputs[-1] if outputs else {}
+            same_stream = previous.get("output_type") == "stream" and previous.get("name") == output.get("name")
+            if output.output_type == "stream" and same_stream:
+                previous.text += output.text
+                continue
+            outputs.append(output)
+        for output in outputs:
+            if output.output_type == "stream":
+                output.text = re.sub(r"[^\n]*\r(?=[^\n])", "", output.text)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    return notebook
+
+
+def execute(name: str, workdir: Path, timeout: int | None = None) -> nbformat.NotebookNode:
+    """Run a notebook in `workdir` on its default settings and return it with its outputs."""
+    import nbclient
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in the stored outputs
+    notebook = build_notebook(EXAMPLES / f"{name}.py")
+    client = nbclient.NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+    return tidy_streams(notebook)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check that the notebooks are up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the notebooks hold their scripts")
+    parser.add_argument("--execute", nargs="+", choices=NOTEBOOKS, metavar="NAME", help="run and store outputs")
+    parser.add_argument("--workdir", type=Path, help="where executed notebooks run (default: a temporary folder)")
+    parser.add_argument("--timeout", type=int, help="seconds per cell when executing (default: none)")
     args = parser.parse_args(argv)
+    if args.execute:
+        import tempfile
+
+        import torch
+
+        for name in args.execute:
+            if name in GPU_NOTEBOOKS and not torch.cuda.is_available():
+                print(f"{name}: needs a GPU for its outputs; left without outputs")
+                continue
+            workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"{name}-"))
+            (EXAMPLES / f"{name}.ipynb").write_text(render(execute(name, workdir, args.timeout)))
+            print(f"{name}: executed in {workdir}, stored with its outputs")
+        return 0
     stale = []
     for name in NOTEBOOKS:
-        text = render(build_notebook(EXAMPLES / f"{name}.py"))
+        fresh = build_notebook(EXAMPLES / f"{name}.py")
         path = EXAMPLES / f"{name}.ipynb"
+        stored = nbformat.reads(path.read_text(), as_version=4) if path.is_file() else None
+        if stored is not None and cells_of(stored) == cells_of(fresh):
+            continue
         if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(path.name)
+            stale.append(path.name)
         else:
-            path.write_text(text)
+            path.write_text(render(fresh))
+            print(f"{path.name}: rebuilt from its script, without outputs (store them with --execute {name})")
     if stale:
         print(f"Out of date (run `python examples/build_notebooks.py`): {', '.join(stale)}")
         return 1

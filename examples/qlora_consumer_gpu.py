@@ -8,6 +8,10 @@
 # %% [markdown]
 # # DMPO with 4-bit QLoRA: a 7B recommender on a 24 GB GPU
 #
+# *This notebook is stored without outputs: its figures come from a GPU, and none was at hand when the other
+# notebooks were run and saved. Run it on a GPU (`DMPO_EXAMPLES_7B=/path/to/7b` for a 7B model), or on CPU, where
+# the embedded SmolLM2-135M runs the same code in 4-bit.*
+#
 # Full finetuning of a 7B model needs about 16 bytes per parameter (weights, gradients, two Adam moments, float32
 # master weights): over 100 GB. QLoRA stores the frozen base in 4-bit NF4 and trains small LoRA adapters on every
 # linear layer. In this library it is one switch, `load_in_4bit=True` (`--load_in_4bit` on the command line):

@@ -139,11 +139,32 @@ else:
     print(f"No saved study at {study}: run `python benchmarks/quality.py` in a clone of the repository.")
 
 # %% [markdown]
+# ## Rank with the trained model
+#
+# `Ranker.from_pretrained(output_dir)` restores a run's model and adapter, prompt settings and item catalogue;
+# `rank(history, candidates)` takes item ids or titles and returns `(candidate, score)` pairs, best first, scored
+# exactly as the evaluator scores them. From the shell, `dmpo-trl rank --model DIR --input requests.jsonl --output
+# ranked.jsonl` ranks every request of a JSON-lines file.
+
+# %%
+from dmpo_trl import Ranker
+
+
+ranker = Ranker.from_pretrained(training_args.output_dir)
+example, evaluated = split.test[0], result.results[trained]["per_user"][0]
+for item, score in ranker.rank(list(example.history), evaluated["candidates"]):
+    print(f"{score:9.3f}  {ranker.title(item)}{'   <- watched next' if item == example.target else ''}")
+same = ranker.scores(list(example.history), evaluated["candidates"]) == evaluated["scores"]
+print("same scores as the evaluator:", same)
+
+# %% [markdown]
 # ## What was saved
 #
-# `output_dir` holds the LoRA adapter and tokenizer (`trainer.save_model`) and `ranking_results.json` (every metric,
-# the candidate lists and each user's scores). Reload the adapter, or fold it into the weights, with
-# `dmpo_trl.models.load_adapter_model`:
+# `output_dir` holds the LoRA adapter and tokenizer (`trainer.save_model`), `ranking_results.json` (every metric,
+# the candidate lists, each user's scores, all settings, library versions and the commit), `ranker.json` (what
+# `Ranker` restores) and `README.md`, the model card (base model, ranking table, settings, the DMPO citation), all
+# written before the model so that `push_to_hub` uploads them. Reload the adapter, or fold it into the weights,
+# with `dmpo_trl.models.load_adapter_model`:
 
 # %%
 from dmpo_trl.models import load_adapter_model
