@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .journal import atomic_write_text
+
 
 __all__ = ["CARD_METRICS", "build_model_card", "ranking_table", "use_model_card"]
 
@@ -163,6 +165,6 @@ def use_model_card(trainer, output_dir: str | Path, **card_kwargs) -> None:
         kwargs.setdefault("hub_model_id", trainer.hub_model_id)
         if tags:
             kwargs["tags"] = [*kwargs.get("tags", ()), *([tags] if isinstance(tags, str) else tags)]
-        build_model_card(**kwargs).save(str(Path(output_dir) / "README.md"))
+        atomic_write_text(Path(output_dir) / "README.md", str(build_model_card(**kwargs)))
 
     trainer.create_model_card = create_model_card

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .journal import atomic_write_text
+
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +102,7 @@ def save_ranker_config(
         "prompt": asdict(prompt),
         "catalogue": {"dataset": dataset, "titles": {str(k): v for k, v in titles.items()}},
     }
-    path = Path(output_dir) / RANKER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n")
-    return path
+    return atomic_write_text(Path(output_dir) / RANKER_FILE, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -330,12 +329,12 @@ def run_rank(args: argparse.Namespace) -> int:
             return 2
     rankings = ranker.rank_batch([{k: v for k, v in r.items() if k != "_line"} for r in requests], args.progress)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w") as f:
-        for request, ranking in zip(requests, rankings):
-            request.pop("_line")
-            request["ranking"] = [{"item": c, "title": ranker.title(c), "score": s} for c, s in ranking]
-            f.write(json.dumps(request, ensure_ascii=False) + "\n")
+    lines = []
+    for request, ranking in zip(requests, rankings):
+        request.pop("_line")
+        request["ranking"] = [{"item": c, "title": ranker.title(c), "score": s} for c, s in ranking]
+        lines.append(json.dumps(request, ensure_ascii=False) + "\n")
+    atomic_write_text(output, "".join(lines))
     print(f"Ranked {len(requests)} requests with {args.model}: {output}")
     return 0
 

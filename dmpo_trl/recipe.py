@@ -48,6 +48,7 @@ from .data import (
     registered_name,
 )
 from .data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
+from .journal import atomic_write_text
 from .models import RecModelConfig
 
 
@@ -548,13 +549,7 @@ def split_record(
 
 def write_split(record: dict[str, Any], folder: str | Path) -> Path:
     """Write `record` to `folder/split.json` atomically (a temporary file renamed over it); returns the path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SPLIT_FILE
-    temporary = folder / f".{SPLIT_FILE}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
+    return atomic_write_text(Path(folder) / SPLIT_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def load_split(path: str | Path) -> dict[str, Any]:

@@ -75,3 +75,37 @@ def test_a_journal_with_other_settings_is_refused(tmp_path):
         evaluation.evaluate_ranking(
             model, tokenizer, examples, log, num_candidates=5, seed=4, batch_size=2, progress=False, output=output
         )
+
+
+def test_killed_training_resumes_to_the_unbroken_weights(tmp_path):
+    """`dmpo-trl train` killed with SIGKILL after its second checkpoint, rerun with `--resume_from_checkpoint true`,
+    ends with the weights of a run that was never killed (LoRA with dropout: the RNG state comes back too)."""
+    from recipe_helpers import tiny_flags, write_tiny_log
+    from safetensors.torch import load_file
+    from tiny_models import save_tiny
+
+    from dmpo_trl import cli
+
+    model_dir = save_tiny(tmp_path / "model")
+    log_files = write_tiny_log(tmp_path)
+    common = ["--use_peft", "--no_evaluate_before", "--no_evaluate_after", "--max_steps", "4"]
+    common += ["--save_strategy", "steps", "--save_steps", "1"]  # the last --save_strategy wins
+
+    unbroken = tmp_path / "unbroken"
+    assert cli.main(["train", *tiny_flags(log_files, model_dir, unbroken, *common)]) == 0
+
+    killed = tmp_path / "killed"
+    flags = tiny_flags(log_files, model_dir, killed, *common)
+    run = run_script(TESTS_DIR / "killed_training.py", 2, *flags)
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert (killed / "checkpoint-2").is_dir() and not (killed / "checkpoint-3").exists()
+    assert not (killed / "adapter_model.safetensors").exists()  # the final model was never saved
+
+    assert cli.main(["train", *flags, "--resume_from_checkpoint", "true"]) == 0
+    expected, resumed = (load_file(folder / "adapter_model.safetensors") for folder in (unbroken, killed))
+    assert expected.keys() == resumed.keys() and expected
+    largest = max((expected[name] - resumed[name]).abs().max().item() for name in expected)
+    print(f"largest adapter weight difference, resumed vs unbroken: {largest}")
+    assert largest <= 1e-6, largest
+    before = load_file(killed / "checkpoint-2" / "adapter_model.safetensors")
+    assert any((before[name] - resumed[name]).abs().max() > 0 for name in before)  # steps 3-4 did train
