@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 MODES = ("likelihood", "generation", "auc")
-BASELINES = ("random", "popular")
+BASELINES = ("random", "popular", "sasrec", "gru4rec", "bpr")  # the last three: `dmpo_trl.classic`
 
 
 @dataclass
@@ -325,13 +325,14 @@ def evaluate_baseline(
     popularity: Counter | None = None,
     output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Rank the same candidates as `evaluate_ranking` with a baseline: "random" or "popular".
+    """Rank the same candidates as `evaluate_ranking` with a baseline: "random", "popular", "sasrec", "gru4rec", "bpr".
 
     "random" draws one uniform score per candidate, seeded by (seed, user, target). "popular" scores a candidate
     by its count in `popularity` (default: `baseline_popularity(log, examples)`, which leaves out the evaluated
     targets). Ties are broken at random (seeded), so equal counts do not favour the target. `popularity` is also what
     `candidate_sets` draws popularity-matched negatives from, as in `evaluate_ranking`: to rank a model's candidates,
-    pass both the same `popularity` (or neither).
+    pass both the same `popularity` (or neither). "sasrec", "gru4rec" and "bpr" train Cornac's model on the log
+    minus the evaluated targets, with `dmpo_trl.classic.DEFAULT_SETTINGS` (needs the `classic` extra).
 
     Returns `{"metrics": {...}, "settings": {...}, "per_user": [...], "wall_time_s": ...}`.
 
@@ -353,6 +354,10 @@ def evaluate_baseline(
         for item in items:
             rng = random.Random(f"dmpo-trl-random|{seed}|{item.example.user}|{item.example.target}")
             all_scores.append([rng.random() for _ in item.candidates])
+    elif baseline != "popular":
+        from .classic import score_examples
+
+        all_scores = score_examples(baseline, log, examples, [item.candidates for item in items], seed=seed)
     else:
         counts = baseline_popularity(log, examples) if popularity is None else popularity
         all_scores = [[float(counts.get(i, 0)) for i in item.candidates] for item in items]
