@@ -300,9 +300,12 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
             v = row["valid_ndcg@5"]
             cells = f"{v[REGIMES[0]]:.3f}, {v[REGIMES[1]]:.3f}, {row['valid_ndcg@5_mean']:.3f}"
             lines.append(f"| {name} | `{json.dumps(row['setting'])}`{mark} | {cells} | {row['train_seconds']:.0f} |")
+    unfinished = [name for name, sel in summary["selection"].items() if not sel["grid_complete"]]
+    if unfinished:
+        lines += ["", f"Grid not finished (chosen among the settings run so far): {', '.join(unfinished)}."]
     unknown = {n: e["unknown_test_targets"] for n, e in methods.items() if "unknown_test_targets" in e}
     if unknown:
-        counts = next(iter(unknown.values()))
+        counts = ", ".join(f"{n} ({r})" for r, n in next(iter(unknown.values())).items())
         lines += ["", f"Test targets never seen in training (scored below every known item): {counts}.", ""]
     return "\n".join(lines) + "\n"
 
@@ -312,6 +315,22 @@ def git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def cornac_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor argument the Cornac model ran with: its defaults, overridden by `given`."""
+    import inspect
+
+    import cornac
+
+    model_class = {"sasrec": cornac.models.SASRec, "gru4rec": cornac.models.GRU4Rec, "bpr": cornac.models.BPR}[name]
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(model_class.__init__).parameters.items()
+        if k not in ("self", "seed")
+    }
+    fixed = {"num_threads": 1} if name == "bpr" else {}  # as dmpo_trl.classic runs it
+    return {**defaults, **given, **fixed, "seed": "the data seed (0 or 1)"}
 
 
 def report(args, cfg: QualityConfig) -> str:
@@ -326,6 +345,9 @@ def report(args, cfg: QualityConfig) -> str:
         "quality_config": {f.name: getattr(cfg, f.name) for f in fields(QualityConfig)},
         "grids": GRIDS,
         "selection_rule": SELECTION_RULE,
+        "cornac_settings": {
+            n: cornac_settings(n, m["setting"]) for n, m in summary["methods"].items() if n in CLASSIC
+        },
         "reference": REFERENCE,
         **summary,
     }
