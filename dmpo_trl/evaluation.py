@@ -46,6 +46,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import _tokenize
 
 from . import __version__
+from .classic import CLASSIC_BASELINES
 from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
 from .data.prompts import uses_candidates
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 MODES = ("likelihood", "generation", "auc")
-BASELINES = ("random", "popular", "sasrec", "gru4rec", "bpr")  # the last three: `dmpo_trl.classic`
+BASELINES = ("random", "popular")  # = `cli.EVALUATION_BASELINES`; evaluate_baseline also takes CLASSIC_BASELINES
 
 
 @dataclass
@@ -344,8 +345,8 @@ def evaluate_baseline(
     1.0
     ```
     """
-    if baseline not in BASELINES:
-        raise ValueError(f"Unknown baseline {baseline!r}; choose from {BASELINES}")
+    if baseline not in BASELINES + CLASSIC_BASELINES:
+        raise ValueError(f"Unknown baseline {baseline!r}; choose from {BASELINES + CLASSIC_BASELINES}")
     started = time.perf_counter()
     sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
     items = [RankingPrompt(e, c, t, "", []) for e, (c, t) in zip(examples, sets)]
