@@ -47,6 +47,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import _tokenize
 
 from . import __version__
+from .classic import CLASSIC_BASELINES
 from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
 from .data.prompts import uses_candidates
 from .journal import Journal, atomic_write_text
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 MODES = ("likelihood", "generation", "auc")
-BASELINES = ("random", "popular")
+BASELINES = ("random", "popular", *CLASSIC_BASELINES)  # = `recipe_cli.EVALUATION_BASELINES`
 
 
 @dataclass
@@ -369,13 +370,14 @@ def evaluate_baseline(
     output: str | Path | None = None,
     candidates: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Rank the same candidates as `evaluate_ranking` with a baseline: "random" or "popular".
+    """Rank the same candidates as `evaluate_ranking` with a baseline: "random", "popular", "sasrec", "gru4rec", "bpr".
 
     "random" draws one uniform score per candidate, seeded by (seed, user, target). "popular" scores a candidate
     by its count in `popularity` (default: `baseline_popularity(log, examples)`, which leaves out the evaluated
     targets). Ties are broken at random (seeded), so equal counts do not favour the target. `popularity` is also what
     `candidate_sets` draws popularity-matched negatives from, as in `evaluate_ranking`: to rank a model's candidates,
-    pass both the same `popularity` (or neither).
+    pass both the same `popularity` (or neither). "sasrec", "gru4rec" and "bpr" train Cornac's model on the log
+    minus the evaluated targets, with `dmpo_trl.classic.DEFAULT_SETTINGS` (needs the `classic` extra).
 
     `candidates` (one list of item ids per example) replaces the drawn lists, as in `evaluate_ranking`.
 
@@ -402,6 +404,10 @@ def evaluate_baseline(
         for item in items:
             rng = random.Random(f"dmpo-trl-random|{seed}|{item.example.user}|{item.example.target}")
             all_scores.append([rng.random() for _ in item.candidates])
+    elif baseline != "popular":
+        from .classic import score_examples
+
+        all_scores = score_examples(baseline, log, examples, [item.candidates for item in items], seed=seed)
     else:
         counts = baseline_popularity(log, examples) if popularity is None else popularity
         all_scores = [[float(counts.get(i, 0)) for i in item.candidates] for item in items]

@@ -50,6 +50,7 @@ from .data import (
 from .data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
 from .journal import atomic_write_text
 from .models import RecModelConfig
+from .recipe_cli import EVALUATION_BASELINES
 
 
 logger = logging.getLogger(__name__)
@@ -233,9 +234,9 @@ class RecipeArguments:
     show_progress: bool = field(default=True, metadata={"help": "Progress bars while ranking."})
 
     def __post_init__(self):
-        unknown = set(self.baselines) - {"random", "popular"}
+        unknown = set(self.baselines) - set(EVALUATION_BASELINES)
         if unknown:
-            raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from ['popular', 'random']")
+            raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from {list(EVALUATION_BASELINES)}")
         if self.ranking_batch_size < 1:
             raise ValueError(f"ranking_batch_size must be >= 1, got {self.ranking_batch_size}")
 

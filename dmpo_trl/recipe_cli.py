@@ -242,7 +242,8 @@ def parse_args(parser, argv: Sequence[str] | None) -> tuple:
 
 
 EVALUATION_MODES = ("likelihood", "generation", "auc")  # `dmpo_trl.evaluation.MODES`
-EVALUATION_BASELINES = ("random", "popular")  # `dmpo_trl.evaluation.BASELINES`
+# `dmpo_trl.evaluation.BASELINES` (sasrec, gru4rec, bpr: Cornac's, `pip install "dmpo-trl[classic]"`)
+EVALUATION_BASELINES = ("random", "popular", "sasrec", "gru4rec", "bpr")
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Classic recommenders as candidate scorers: SASRec, GRU4Rec and BPR (Cornac's), on the LLM's candidate lists.
+
+A practitioner weighs an LLM recommender against a sequential recommender trained on the same log. This module
+wraps Cornac's models (no model is written here) so that they rank exactly the candidate lists the LLM ranks:
+
+- `training_sequences(log, held_out)`: the interactions a model may learn from: every user's sequence, cut before
+  each held-out example's target (so held-out targets, and anything after them, are never seen); the same cut as
+  the `popular` baseline (`dmpo_trl.evaluation.baseline_popularity`).
+- `ClassicRecommender(name, seed, **settings).fit(sequences)`: trains Cornac's `SASRec`, `GRU4Rec` (one session per
+  user, in time order) or `BPR` (user-item pairs, order ignored).
+- `.score(user, candidates)`: one score per candidate, given the user's whole training sequence as history
+  (SASRec keeps its last `max_len` items). An item the model never saw in training gets a score below every item it
+  knows (ties among such items are broken at random by the ranking metrics), so it is neither dropped nor favoured.
+
+Cornac is optional: `pip install "dmpo-trl[classic]"`. Importing this module does not need it; using a model
+without it raises `ImportError` naming the extra.
+
+Example:
+```python
+>>> from dmpo_trl.data import InteractionLog, UserExample
+>>> log = InteractionLog({f"u{k}": ["a", "b", "c", "d"] for k in range(4)}, {i: i for i in "abcd"})
+>>> held_out = [UserExample("u0", ("b", "c"), "d", extra={"position": 3})]
+>>> training_sequences(log, held_out)["u0"]
+['a', 'b', 'c']
+>>> model = ClassicRecommender("bpr", seed=0, k=4, max_iter=5).fit(training_sequences(log, held_out))
+>>> len(model.score("u0", ["a", "d"]))
+2
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .data import InteractionLog, UserExample
+
+
+CLASSIC_BASELINES = ("sasrec", "gru4rec", "bpr")
+EXTRA = "classic"
+
+# Settings used when none are given (the benchmark tunes some of them on validation users).
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "sasrec": {"embedding_dim": 64, "n_epochs": 5, "max_len": 20, "batch_size": 256, "learning_rate": 1e-3},
+    "gru4rec": {"layers": [100], "n_epochs": 5, "batch_size": 256, "learning_rate": 0.05},
+    "bpr": {"k": 64, "max_iter": 100, "learning_rate": 0.01, "lambda_reg": 0.01},
+}
+
+
+def require_cornac():
+    """The `cornac` module, or an `ImportError` saying which extra installs it."""
+    try:
+        import cornac
+    except ImportError as error:
+        raise ImportError(
+            f'The classic baselines {CLASSIC_BASELINES} need Cornac: pip install "dmpo-trl[{EXTRA}]"'
+        ) from error
+    return cornac
+
+
+def training_sequences(log: InteractionLog, held_out: Sequence[UserExample]) -> dict[str, list[str]]:
+    """Every user's sequence, cut before each held-out example's target (`extra["position"]`, else the target's last
+    occurrence); users left with nothing are omitted.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u1": ["a", "b", "c"], "u2": ["a", "c"]}, {i: i for i in "abc"})
+    >>> training_sequences(log, [UserExample("u1", ("a",), "b", extra={"position": 1})])
+    {'u1': ['a'], 'u2': ['a', 'c']}
+    ```
+    """
+    cut: dict[str, int] = {}
+    for example in held_out:
+        if example.user not in log.sequences:
+            raise ValueError(f"held-out example for user {example.user!r}: that user is not in the log")
+        sequence = log.sequences[example.user]
+        position = example.extra.get("position")
+        if position is None:
+            if example.target not in sequence:
+                raise ValueError(f"held-out example for user {example.user!r}: target {example.target!r} not in log")
+            position = len(sequence) - 1 - sequence[::-1].index(example.target)
+        cut[example.user] = min(cut.get(example.user, len(sequence)), position)
+    out = {user: list(seq[: cut.get(user, len(seq))]) for user, seq in log.sequences.items()}
+    return {user: seq for user, seq in out.items() if seq}
+
+
+class ClassicRecommender:
+    """One of Cornac's `SASRec`, `GRU4Rec` or `BPR`, trained on `{user: [items in time order]}`, scoring candidates.
+
+    `settings` are passed to the Cornac model (see `DEFAULT_SETTINGS` for the ones used when omitted); `seed` seeds
+    its initialisation and sampling. Training uses torch's current thread count (set it with `torch.set_num_threads`).
+
+    Example:
+    ```python
+    >>> model = ClassicRecommender("bpr", seed=0, k=4, max_iter=5).fit({"u1": ["a", "b"], "u2": ["b", "c"]})
+    >>> model.unknown_items(["a", "z"])
+    ['z']
+    ```
+    """
+
+    def __init__(self, name: str, seed: int = 0, **settings: Any):
+        if name not in CLASSIC_BASELINES:
+            raise ValueError(f"Unknown classic baseline {name!r}; choose from {CLASSIC_BASELINES}")
+        self.name, self.seed = name, seed
+        self.settings = {**DEFAULT_SETTINGS[name], **settings}
+        self.model = None
+        self.sequences: dict[str, list[str]] = {}
+
+    def fit(self, sequences: dict[str, Sequence[str]]) -> ClassicRecommender:
+        """Train on `sequences` (each user's items, oldest first). Returns self."""
+        cornac = require_cornac()
+        self.sequences = {str(user): [str(i) for i in items] for user, items in sequences.items() if items}
+        if not self.sequences:
+            raise ValueError("no training interactions: every sequence is empty")
+        if self.name == "bpr":
+            triples = [(u, i, 1.0) for u, items in self.sequences.items() for i in dict.fromkeys(items)]
+            self.train_set = cornac.data.Dataset.from_uir(triples, seed=self.seed)
+            self.model = cornac.models.BPR(seed=self.seed, num_threads=1, **self.settings)
+        else:
+            import torch
+            from cornac.data import SequentialDataset
+
+            rows = [(u, u, i, t) for u, items in self.sequences.items() for t, i in enumerate(items)]
+            self.train_set = SequentialDataset.build(rows, fmt="USIT", seed=self.seed)
+            model_class = cornac.models.SASRec if self.name == "sasrec" else cornac.models.GRU4Rec
+            torch.manual_seed(self.seed)
+            self.model = model_class(seed=self.seed, **self.settings)
+        self.model.fit(self.train_set)
+        return self
+
+    @property
+    def num_interactions(self) -> int:
+        """How many interactions the model was trained on (BPR: distinct user-item pairs)."""
+        return len(self.train_set.uir_tuple[0])
+
+    def unknown_items(self, items: Sequence[str]) -> list[str]:
+        """The `items` the model never saw in training."""
+        return [i for i in items if str(i) not in self.train_set.iid_map]
+
+    def all_scores(self, user: str) -> np.ndarray:
+        """Scores of every training item (Cornac's item index order) for `user`, after their training sequence."""
+        if self.model is None:
+            raise RuntimeError("call fit() before scoring")
+        if user not in self.sequences:
+            raise KeyError(f"user {user!r} has no training interactions, so the {self.name} model cannot score for it")
+        if self.name == "bpr":
+            return np.asarray(self.model.score(self.train_set.uid_map[user]), dtype=np.float64)
+        history = [self.train_set.iid_map[i] for i in self.sequences[user]]
+        scores = self.model.score(self.train_set.uid_map[user], history)
+        return np.asarray(scores, dtype=np.float64).reshape(-1)[: self.train_set.num_items]
+
+    def score(self, user: str, candidates: Sequence[str]) -> list[float]:
+        """One score per candidate (higher = more likely next); unseen items score below every known item."""
+        scores = self.all_scores(user)
+        floor = float(scores.min()) - 1.0
+        index = self.train_set.iid_map
+        return [float(scores[index[str(i)]]) if str(i) in index else floor for i in candidates]
+
+
+def score_examples(
+    name: str,
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    candidates: Sequence[Sequence[str]],
+    seed: int = 0,
+    **settings: Any,
+) -> list[list[float]]:
+    """Train `name` on `training_sequences(log, examples)` and score each example's candidate list.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({f"u{k}": ["a", "b", "c"] for k in range(3)}, {i: i for i in "abcd"})
+    >>> example = UserExample("u0", ("a", "b"), "c", extra={"position": 2})
+    >>> [len(s) for s in score_examples("bpr", log, [example], [["c", "d"]], k=4, max_iter=5)]
+    [2]
+    ```
+    """
+    if len(candidates) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(candidates)} candidate lists")
+    model = ClassicRecommender(name, seed=seed, **settings).fit(training_sequences(log, examples))
+    return [model.score(e.user, c) for e, c in zip(examples, candidates)]
