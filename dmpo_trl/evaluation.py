@@ -604,7 +604,7 @@ def evaluate_ranking(
         batch_size=batch_size,
         **({"max_new_tokens": max_new_tokens} if mode == "generation" else {}),
     )
-    rank, world = _process_rank()
+    rank, world = process_rank()
     mine = list(range(rank, len(items), world))  # this process's share of the users
     journal = Journal(progress_path(output, rank, world), settings) if output is not None else None
     bar = tqdm(total=len(mine), desc=f"Evaluating ({mode})", disable=not progress or rank != 0)
@@ -680,13 +680,13 @@ def progress_path(output: str | Path, rank: int = 0, world: int = 1) -> Path:
     return output.with_name(f"{output.name}.progress{part}.jsonl")
 
 
-def _process_rank() -> tuple[int, int]:
+def process_rank() -> tuple[int, int]:
     """(rank, number of processes) under an accelerate/torchrun launch; (0, 1) otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU the processes form a gloo group
     return state.process_index, state.num_processes
 
 

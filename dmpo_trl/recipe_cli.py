@@ -336,7 +336,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     ```
     """
     _prepare_process()
-    from .evaluation import evaluate_baseline, evaluate_ranking, format_table, save_result
+    from .evaluation import evaluate_baseline, evaluate_ranking, format_table, process_rank, save_result
     from .recipe import (
         RecDataArguments,
         load_interaction_log,
@@ -422,8 +422,11 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             max_new_tokens=eval_args.max_new_tokens,
             model_name=name,
             candidates=candidates,
+            output=eval_args.results_file or None,  # a journal beside it lets a killed run continue
         )
         result["settings"].update(dtype=eval_args.dtype, device=device)
+    if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one reports
+        return 0
     result["settings"].update(
         max_history=data_args.max_history,
         min_history=data_args.min_history,

@@ -54,3 +54,27 @@ def test_two_processes_train_as_one(tmp_path, one_process, zero_stage):
         assert step_two["rewards/margins"] == pytest.approx(step_one["rewards/margins"], abs=1e-5)
     assert two["eval"]["eval_loss"] == pytest.approx(one["eval"]["eval_loss"], abs=1e-5)
     assert "eval_rewards/accuracies" in two["eval"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["likelihood", "generation"])
+def test_ranking_in_two_processes_equals_one(tmp_path, mode):
+    """The users are split across two gloo processes and gathered: the result equals a single process's."""
+    from resume_helpers import evaluation_inputs
+
+    from dmpo_trl.evaluation import evaluate_ranking
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    output = tmp_path / "two.json"
+    command = [torchrun, "--nproc_per_node", "2", "--master_port", "29534", str(TESTS_DIR / "multiprocess_ranking.py")]
+    result = subprocess.run(command + [str(output), mode], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads(output.read_text())
+    model, tokenizer, examples, log = evaluation_inputs()
+    one = evaluate_ranking(
+        model, tokenizer, examples, log, num_candidates=5, seed=3, mode=mode, batch_size=2, progress=False
+    )
+    assert two["metrics"] == one["metrics"] and two["per_user"] == one["per_user"]
+    assert two["users"] == [example.user for example in examples]
+    assert not list(tmp_path.glob("*.progress*"))  # both processes' journals are gone
