@@ -53,7 +53,15 @@ from .data.prompts import uses_candidates
 from .journal import Journal, atomic_write_text
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
 from .provenance import provenance
-from .scoring import Completion, Prompt, eval_mode, score_candidates, score_completions, tokenize_for_scoring
+from .scoring import (
+    Completion,
+    Prompt,
+    eval_mode,
+    score_candidates,
+    score_candidates_batch,
+    score_completions,
+    tokenize_for_scoring,
+)
 
 
 __all__ = [
@@ -529,6 +537,7 @@ def evaluate_ranking(
     model_name: str | None = None,
     output: str | Path | None = None,
     candidates: Sequence[Sequence[str]] | None = None,
+    users_per_forward: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a causal LM as a ranker of `num_candidates` items per example (see the module docstring for modes).
 
@@ -546,6 +555,8 @@ def evaluate_ranking(
             `tokenize_for_scoring`).
         batch_size: sequences per forward pass (likelihood, auc) or prompts per `generate` call (generation).
         max_new_tokens: answer length in generation mode.
+        users_per_forward: likelihood mode, models that take the packed layout: score this many users' candidates
+            in one forward (one packed row each); see `benchmarks/ranking_throughput.py` for what it gains.
         output: also write the result as JSON there (atomically). Each user's result is appended to
             `progress_path(output)` as it finishes, so a rerun with the same output and settings continues where a
             killed run stopped (and gives the same metrics); the journal goes once the result is written.
@@ -629,6 +640,14 @@ def evaluate_ranking(
                 finished(index, answer)
     else:
         with_candidates = uses_candidates(resolve_template(prompt_style))
+        if mode == "likelihood" and users_per_forward > 1:
+            for start in range(0, len(todo), users_per_forward):
+                chunk = todo[start : start + users_per_forward]
+                requests = [(items[i].prompt, items[i].completions) for i in chunk]
+                scored = score_candidates_batch(model, tokenizer, requests, normalize, end_of_turn, batch_size)
+                for index, scores in zip(chunk, scored):
+                    finished(index, scores.tolist())
+            todo = []
         for index in todo:
             item = items[index]
             if mode == "likelihood":

@@ -29,7 +29,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import _tokenize, common_prefix_length
 
-from .sharing import score_completions_shared, unsupported_reason
+from .sharing import score_completions_shared, score_many_shared, unsupported_reason
 
 
 Prompt = str | list[dict[str, Any]]
@@ -226,3 +226,34 @@ def score_candidates(
     prompt_ids, completions_ids = tokenize_for_scoring(tokenizer, prompt, completions, end_of_turn=end_of_turn)
     sums, counts = score_completions(model, tokenizer, prompt_ids, completions_ids, batch_size=batch_size)
     return sums / counts.clamp(min=1) if normalize else sums
+
+
+def score_candidates_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[tuple[Prompt, Sequence[Completion]]],
+    normalize: bool = False,
+    end_of_turn: bool = True,
+    batch_size: int | None = None,
+) -> list[torch.Tensor]:
+    """`score_candidates` for several (prompt, completions) requests, with one forward for all of them where the
+    model takes the packed layout (one packed row per request); otherwise one request after the other.
+
+    Example:
+    ```python
+    >>> requests = [("Next movie:", [" Heat", " Fargo"]), ("Then:", [" Babe"])]
+    >>> [s.shape for s in score_candidates_batch(model, tokenizer, requests)]  # doctest: +SKIP
+    [torch.Size([2]), torch.Size([1])]
+    ```
+    """
+    tokenized = [tokenize_for_scoring(tokenizer, prompt, completions, end_of_turn) for prompt, completions in requests]
+    if len(requests) > 1 and unsupported_reason(model) is None and all(p and all(c) for p, c in tokenized):
+        with eval_mode(model):
+            sums = score_many_shared(model, [(list(p), [list(c) for c in cs]) for p, cs in tokenized])
+        counts = [torch.tensor([len(c) for c in cs]) for _, cs in tokenized]
+        return [s / n.clamp(min=1) if normalize else s for s, n in zip(sums, counts)]
+    results = []
+    for prompt_ids, completions_ids in tokenized:
+        sums, counts = score_completions(model, tokenizer, prompt_ids, completions_ids, batch_size=batch_size)
+        results.append(sums / counts.clamp(min=1) if normalize else sums)
+    return results

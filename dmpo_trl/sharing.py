@@ -321,11 +321,25 @@ def score_completions_shared(model, prompt_ids: list[int], completions: list[lis
     >>> logps = score_completions_shared(model, tokenizer("Next:")["input_ids"], [[11, 2], [12, 2]])  # doctest: +SKIP
     ```
     """
-    batch = pad_rows([pack_row(prompt_ids, completions)], pad_token_id=0)
+    return score_many_shared(model, [(prompt_ids, completions)])[0]
+
+
+@torch.no_grad()
+def score_many_shared(model, requests: list[tuple[list[int], list[list[int]]]]) -> list[torch.Tensor]:
+    """`score_completions_shared` for several prompts in one forward: one packed row each, padded into a batch.
+
+    Only the positions some row scores go through the vocabulary projection (`logits_to_keep`).
+    """
+    batch = pad_rows([pack_row(prompt, completions) for prompt, completions in requests], pad_token_id=0)
     device = model.get_input_embeddings().weight.device
     batch = {key: value.to(device) for key, value in batch.items()}
-    positions = (batch["labels"][0] != -100).nonzero().squeeze(1)
+    scored = batch["labels"] != -100
+    positions = scored.any(dim=0).nonzero().squeeze(1)
     outputs = model(**packed_forward_kwargs(model, batch), logits_to_keep=positions)
-    token_logps = outputs.logits[0].float().log_softmax(-1).gather(-1, batch["labels"][0, positions].unsqueeze(-1))
-    scores = torch.zeros(len(completions), device=device)
-    return scores.index_add_(0, batch["owner"][0, positions], token_logps.squeeze(-1)).cpu()
+    labels, owner, keep = batch["labels"][:, positions], batch["owner"][:, positions], scored[:, positions]
+    token_logps = outputs.logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    results = []
+    for row, (_, completions) in enumerate(requests):
+        scores = torch.zeros(len(completions), device=device)
+        results.append(scores.index_add_(0, owner[row][keep[row]], token_logps[row][keep[row]]).cpu())
+    return results

@@ -380,3 +380,13 @@ def test_shared_scoring_equals_unshared(tokenizer, tiny_model):
     unshared, same_counts = score_completions(tiny_model, tokenizer, prompt, completions, share_prompt=False)
     torch.testing.assert_close(shared, unshared, atol=1e-4, rtol=0)
     assert counts.tolist() == same_counts.tolist() == [len(c) for c in completions]
+
+
+def test_several_users_per_forward_give_the_same_scores(tokenizer, tiny_model, small_log):
+    examples = last_item_examples(small_log, [f"u{k}" for k in range(7)], max_history=3)
+    kwargs = dict(num_candidates=5, seed=2, progress=False)
+    one = evaluate_ranking(tiny_model, tokenizer, examples, small_log, **kwargs)
+    batched = evaluate_ranking(tiny_model, tokenizer, examples, small_log, users_per_forward=3, **kwargs)
+    for a, b in zip(one["per_user"], batched["per_user"]):
+        torch.testing.assert_close(torch.tensor(a["scores"]), torch.tensor(b["scores"]), atol=1e-4, rtol=0)
+    assert [u["rank"] for u in one["per_user"]] == [u["rank"] for u in batched["per_user"]]
