@@ -403,39 +403,37 @@ def synthetic_row(rng, prompt: int, response: int, k: int) -> dict:
 
 
 def fit_sweep(records: list[dict]) -> dict:
-    """Least squares over both layouts: step_s = overhead + a_layout * tokens + b * sequences * length^2.
+    """The `ATTENTION_LENGTH` of `dmpo_trl.collator` that best predicts each shape's shared/unshared time ratio.
 
-    Returns the figures `dmpo_trl.collator` uses: `packed_token_cost` = a_shared / a_unshared (what a packed token
-    costs in unshared tokens) and `attention_length` = a_unshared / b (the length whose attention costs as much as
-    its tokens).
+    Cost model: sequences x (length + length^2 / attention_length) per layout. The fit is on ratios (least squares
+    of log ratios) because each shape's two layouts ran side by side, so a busy machine's slowdown cancels in the
+    ratio and not in the absolute times.
     """
-    import numpy as np
+    import math
 
-    rows = [r for r in records if r["method"] == "sweep" and "step_s" in r]
-    features = np.array(
-        [
-            [
-                1.0,
-                r["sequences"] * r["length"] * (r["layout"] == "shared"),
-                r["sequences"] * r["length"] * (r["layout"] == "unshared"),
-                r["sequences"] * r["length"] ** 2,
-            ]
-            for r in rows
-        ]
-    )
-    times = np.array([r["step_s"] for r in rows])
-    coefficients, *_ = np.linalg.lstsq(features, times, rcond=None)
-    overhead, shared, unshared, area = (float(c) for c in coefficients)
-    predicted = features @ coefficients
+    pairs = {}
+    for r in records:
+        if r["method"] == "sweep" and "step_s" in r:
+            pairs.setdefault((r["prompt_tokens"], r["response_tokens"]), {})[r["layout"]] = r
+
+    def predicted(pair, attention_length):
+        cost = {name: r["sequences"] * (r["length"] + r["length"] ** 2 / attention_length) for name, r in pair.items()}
+        return cost["shared"] / cost["unshared"]
+
+    def measured(pair):
+        return pair["shared"]["step_s"] / pair["unshared"]["step_s"]
+
+    def error(attention_length):
+        return sum(math.log(predicted(pair, attention_length) / measured(pair)) ** 2 for pair in pairs.values())
+
+    best = min(range(200, 20001, 100), key=error)
     return {
         "method": "fit",
-        "overhead_s": round(overhead, 3),
-        "ms_per_shared_token": round(shared * 1e3, 3),
-        "ms_per_unshared_token": round(unshared * 1e3, 3),
-        "us_per_length_squared": round(area * 1e6, 5),
-        "packed_token_cost": round(shared / unshared, 3),
-        "attention_length": round(unshared / area) if area > 0 else None,
-        "max_relative_error": round(float(np.max(np.abs(predicted - times) / times)), 3),
+        "attention_length": best,
+        "ratios": {
+            f"P={p} C={c}": {"measured": round(measured(pair), 2), "predicted": round(predicted(pair, best), 2)}
+            for (p, c), pair in pairs.items()
+        },
     }
 
 
@@ -464,8 +462,30 @@ def print_policy_table(records: list[dict]) -> None:
                 f"{r['length']:>6} {r['sequences'] * r['length']:>6} {r['step_s']:>7.2f}"
             )
     for r in records:
-        if r["method"] == "fit":
+        if r["method"] in ("fit", "environment"):
             print(r)
+
+
+def environment() -> dict:
+    """Library versions, git commit and machine, printed with the figures."""
+    from importlib.metadata import version
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    return {
+        "method": "environment",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "-uno") else ""),
+        "python": sys.version.split()[0],
+        **{name: version(name) for name in ("torch", "transformers", "trl", "peft", "datasets")},
+        "cpus": os.cpu_count(),
+        "threads": int(os.environ.get("BENCH_THREADS", os.cpu_count())),
+        "load_average": os.getloadavg(),
+    }
 
 
 def progress(message: str) -> None:
@@ -552,6 +572,12 @@ def main() -> None:
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     records = []
+    if args.policy or args.sweep:
+        records.append(environment())
+        print(json.dumps(records[-1]), flush=True)
+        if args.output:
+            with open(args.output, "a") as f:
+                f.write(json.dumps(records[-1]) + "\n")
     jobs = [("check",)] if args.check else []
     if args.policy:
         rounds, movielens_k = (1, 4) if args.quick else (args.rounds, 0)

@@ -26,10 +26,8 @@ from trl.trainer.utils import pad
 from .sharing import pack_row, pad_rows
 
 
-#: What a packed token costs, in unshared tokens (fitted, see above).
-PACKED_TOKEN_COST = 1.2
 #: Sequence length at which a sequence's attention costs as much as its per-token work (fitted, see above).
-ATTENTION_LENGTH = 4000
+ATTENTION_LENGTH = 3000
 #: `share_prompt="auto"` never packs a row longer than this: the dense mask and attention grow with its square.
 MAX_PACKED_LENGTH = 4096
 
@@ -69,9 +67,9 @@ def layout_lengths(
     }
 
 
-def layout_cost(sequences: int, length: int, packed: bool) -> float:
-    """Relative cost of a training step over `sequences` rows of `length` tokens, in unshared tokens."""
-    return sequences * (length * (PACKED_TOKEN_COST if packed else 1.0) + length**2 / ATTENTION_LENGTH)
+def layout_cost(sequences: int, length: int) -> float:
+    """Relative cost of a training step over `sequences` rows of `length` tokens: tokens plus attention."""
+    return sequences * (length + length**2 / ATTENTION_LENGTH)
 
 
 def shares_prompt(
@@ -93,7 +91,7 @@ def shares_prompt(
     lengths = layout_lengths(examples, max_length, pad_to_multiple_of)
     if max_packed_length is not None and lengths["shared"][1] > max_packed_length:
         return False
-    return layout_cost(*lengths["shared"], packed=True) < layout_cost(*lengths["unshared"], packed=False)
+    return layout_cost(*lengths["shared"]) < layout_cost(*lengths["unshared"])
 
 
 @dataclass
