@@ -1,17 +1,26 @@
 """Batching rows with one chosen and K rejected responses (K may differ between rows), shared or unshared.
 
 Prefix sharing (`dmpo_trl.sharing`) packs a row into one sequence of P + sum(C_k + 1) tokens with a dense L x L block
-attention mask, so it saves the repeated prompt but pays attention over the whole packed row. `share_prompt="auto"`
-decides per batch with `shares_prompt`, from token counts alone:
+attention mask: it saves the repeated prompt but pays attention over the whole packed row, so with responses much
+longer than the prompt it costs more than it saves. `share_prompt="auto"` decides per batch with `shares_prompt`, from
+token counts alone:
 
-    cost(layout) = sequences x (L + L^2 / ATTENTION_LENGTH)      L = the layout's padded sequence length
+    cost(layout) = sequences x (L + L^2 / ATTENTION_LENGTH)      L = the layout's padded length after max_length
 
-and shares when the packed cost is the lower one and the packed row is at most `MAX_PACKED_LENGTH` tokens. The
-linear term is the per-token work (projections, MLP, LM head); the quadratic one the attention over the dense mask.
-ATTENTION_LENGTH is the length at which a sequence's attention costs as much as its per-token work; it was fitted to
-step times of both layouts (`python benchmarks/prefix_sharing.py --sweep`, SmolLM2-135M + LoRA r=8, fp32, 2 CPU
-threads; figures in `benchmarks/results/prefix_sharing_policy.md`):
-FIT_PLACEHOLDER
+and packs when that cost is the lower one and the packed row has at most `MAX_PACKED_LENGTH` tokens (the mask and
+attention grow with L^2; at 4096 tokens a float mask is 64 MB per row). ATTENTION_LENGTH = 3000 is the length whose
+attention costs as much as its per-token work, fitted to the shared/unshared step-time ratio of each shape measured
+side by side (`python benchmarks/prefix_sharing.py --sweep`: SmolLM2-135M + LoRA r=8, fp32, gradient
+checkpointing, 2 CPU threads, K=4, one row per step; `benchmarks/results/prefix_sharing_policy.md`):
+
+    prompt P, response C (tokens)    450/8   100/50  30/150  450/100  200/200  30/400
+    shared / unshared, measured      0.13    0.34    1.08    0.34     0.65     1.89     (a busy machine)
+    shared / unshared, rule          0.22    0.50    1.04    0.39     0.74     1.39
+
+The sweep alone fits 2500; with two pairs measured on a quiet machine (prompt and responses ~160 words each: 0.71;
+prompt ~20 words, responses ~300 words: 1.25) it fits 3100. Only the side on which a ratio falls changes the
+decision, and the rule puts every measured shape on its side. The figures come from a CPU; other hardware may
+balance tokens and attention differently (not measured here): `share_prompt=True` or `False` overrides the rule.
 """
 
 from __future__ import annotations
