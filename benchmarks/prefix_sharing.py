@@ -3,7 +3,7 @@
 SmolLM2-135M-Instruct (the embedded default) + LoRA r=8 on all linear layers, MovieLens-100K rows from the data
 builder with the 20-candidate prompt, one row (K+1 responses) per optimizer step, the same rows for every method:
 
-- `shared`: DMPOTrainer (prefix sharing on, the default)
+- `shared`: DMPOTrainer with `prefix_sharing=True`
 - `naive`: DMPOTrainer with `prefix_sharing=False`
 - `trl_pairs`: TRL's DPOTrainer on the row exploded into K (chosen, rejected_k) pairs, all K in one step
 
@@ -18,10 +18,12 @@ with the prompt run once (`shared`) against the prompt repeated per candidate (`
 
 The sharing policy (`prefix_sharing="auto"`, `dmpo_trl.collator.shares_prompt`) is measured in one process, one
 model, the variants interleaved step by step (shared, unshared, auto, shared, ...) on the same rows so that a busy
-machine slows them alike; figures are medians:
+machine slows them alike; a step is `DMPOTrainer.training_step` (policy and reference forwards, backward, with
+gradient checkpointing) plus the optimizer update, one row per step, `max_length=1024`; figures are medians over
+`--rounds` rounds, each round on its own row:
 
     python benchmarks/prefix_sharing.py --policy            # MovieLens K=8, UltraFeedback-shaped, short prompt/long
-    python benchmarks/prefix_sharing.py --policy --quick    # one round, MovieLens at K=4 (about two minutes)
+    python benchmarks/prefix_sharing.py --policy --quick    # one round, MovieLens at K=4
     python benchmarks/prefix_sharing.py --sweep             # step time of each layout against its token counts
 """
 
