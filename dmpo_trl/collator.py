@@ -17,7 +17,7 @@ checkpointing, 2 CPU threads, K=4, one row per step; `benchmarks/results/prefix_
     shared / unshared, measured      0.13    0.34    1.08    0.34     0.65     1.89     (a busy machine)
     shared / unshared, rule          0.22    0.50    1.04    0.39     0.74     1.39
 
-The sweep alone fits 2500; with two pairs measured on a quiet machine (prompt and responses ~160 words each: 0.71;
+The sweep alone fits 2500; with two pairs measured earlier (prompt and responses ~160 words each: 0.71;
 prompt ~20 words, responses ~300 words: 1.25) it fits 3100. Only the side on which a ratio falls changes the
 decision, and the rule puts every measured shape on its side. The figures come from a CPU; other hardware may
 balance tokens and attention differently (not measured here): `share_prompt=True` or `False` overrides the rule.
