@@ -36,8 +36,8 @@ class DMPOConfig(DPOConfig):
             Run each prompt once for all of its K+1 responses (one packed sequence with a block attention mask) in the
             policy and reference forwards. Log-probs and gradients equal the unshared path's; the tokens fall from
             (K+1)(P+C) to about P+(K+1)(C+1), but attention runs over the whole packed row. `"auto"` decides per
-            batch from token counts (short responses after a long prompt share, long responses do not; the rule and
-            its measurements are in `dmpo_trl.collator`), `True` always shares, `False` never does. The command line
+            batch from token counts (short responses after a long prompt share, responses much longer than the
+            prompt do not; the rule and its measurements are in `dmpo_trl.collator`), `True` always shares, `False` never does. The command line
             takes `auto`, `true` or `false`. Models whose attention cannot take a custom mask fall back to the
             unshared path with a warning. TRL's pairwise-only loss types always run unshared.
 
