@@ -37,9 +37,9 @@ class DMPOConfig(DPOConfig):
             policy and reference forwards. Log-probs and gradients equal the unshared path's; the tokens fall from
             (K+1)(P+C) to about P+(K+1)(C+1), but attention runs over the whole packed row. `"auto"` decides per
             batch from token counts (short responses after a long prompt share, responses much longer than the
-            prompt do not; the rule and its measurements are in `dmpo_trl.collator`), `True` always shares, `False` never does. The command line
-            takes `auto`, `true` or `false`. Models whose attention cannot take a custom mask fall back to the
-            unshared path with a warning. TRL's pairwise-only loss types always run unshared.
+            prompt do not; the rule and its measurements are in `dmpo_trl.collator`), `True` always shares, `False`
+            never does. The command line takes `auto`, `true` or `false`. Models whose attention cannot take a custom
+            mask fall back to the unshared path with a warning. TRL's pairwise-only loss types always run unshared.
 
     One default differs from `DPOConfig`: left unset, `bf16` is TRL's `True` where a GPU supports bf16 (or with
     `use_cpu=True`) and `False` on a machine without one, where TRL's default stops with "Your setup doesn't support
