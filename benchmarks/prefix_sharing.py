@@ -445,16 +445,21 @@ def print_policy_table(records: list[dict]) -> None:
         print(
             f"\n{'rows':>13} {'K':>2} {'P':>4} {'C':>4} {'packed':>6} {'unsh.tok':>8} "
             f"{'shared s':>9} {'unshared s':>10} {'auto s':>7} {'auto shares':>11} "
-            f"{'unsh/sh':>8} {'auto/best':>9}"
+            f"{'unsh/sh':>8} {'auto/best':>9} {'paired unsh/sh':>14} {'paired auto/best':>16}"
         )
         for r in policy:
             best = min(r["shared_s"], r["unshared_s"])
+            rounds = list(zip(r["shared_all_s"], r["unshared_all_s"], r["auto_all_s"], strict=True))
+            paired_unshared = statistics.median(unshared / shared for shared, unshared, _ in rounds)
+            paired_auto = statistics.median(auto / min(shared, unshared) for shared, unshared, auto in rounds)
             print(
                 f"{r['shape']:>13} {r['k']:>2} {r['prompt_tokens']:>4} {r['response_tokens']:>4} "
                 f"{r['shared_length']:>6} {r['unshared_tokens']:>8} {r['shared_s']:>9.2f} {r['unshared_s']:>10.2f} "
                 f"{r['auto_s']:>7.2f} {str(r['auto_shares']) + '/' + str(r['rounds']):>11} "
-                f"{r['unshared_s'] / r['shared_s']:>7.2f}x {r['auto_s'] / best:>8.2f}x"
+                f"{r['unshared_s'] / r['shared_s']:>7.2f}x {r['auto_s'] / best:>8.2f}x "
+                f"{paired_unshared:>13.2f}x {paired_auto:>15.2f}x"
             )
+        print("paired: the median over rounds of each round's own ratio (steps run back to back)")
     sweep = [r for r in records if r["method"] == "sweep" and "step_s" in r]
     if sweep:
         print(f"\n{'P':>4} {'C':>4} {'layout':>9} {'seqs':>4} {'length':>6} {'tokens':>6} {'step s':>7}")
