@@ -1,9 +1,32 @@
-"""Batching rows with one chosen and K rejected responses (K may differ between rows)."""
+"""Batching rows with one chosen and K rejected responses (K may differ between rows), shared or unshared.
+
+Prefix sharing (`dmpo_trl.sharing`) packs a row into one sequence of P + sum(C_k + 1) tokens with a dense L x L block
+attention mask: it saves the repeated prompt but pays attention over the whole packed row, so with responses much
+longer than the prompt it costs more than it saves. `share_prompt="auto"` decides per batch with `shares_prompt`, from
+token counts alone:
+
+    cost(layout) = sequences x (L + L^2 / ATTENTION_LENGTH)      L = the layout's padded length after max_length
+
+and packs when that cost is the lower one and the packed row has at most `MAX_PACKED_LENGTH` tokens (the mask and
+attention grow with L^2; at 4096 tokens a float mask is 64 MB per row). ATTENTION_LENGTH = 3000 is the length whose
+attention costs as much as its per-token work, fitted to the shared/unshared step-time ratio of each shape measured
+side by side (`python benchmarks/prefix_sharing.py --sweep`: SmolLM2-135M + LoRA r=8, fp32, gradient
+checkpointing, 2 CPU threads, K=4, one row per step; `benchmarks/results/prefix_sharing_policy.md`):
+
+    prompt P, response C (tokens)    450/8   100/50  30/150  450/100  200/200  30/400
+    shared / unshared, measured      0.13    0.34    1.08    0.34     0.65     1.89     (a busy machine)
+    shared / unshared, rule          0.22    0.50    1.04    0.39     0.74     1.39
+
+The sweep alone fits 2500; with two pairs measured earlier (prompt and responses ~160 words each: 0.71;
+prompt ~20 words, responses ~300 words: 1.25) it fits 3100. Only the side on which a ratio falls changes the
+decision, and the rule puts every measured shape on its side. The figures come from a CPU; other hardware may
+balance tokens and attention differently (not measured here): `share_prompt=True` or `False` overrides the rule.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
@@ -40,6 +63,74 @@ def rejected_layout(num_rejected: list[int]) -> dict[str, torch.Tensor]:
     }
 
 
+#: Sequence length at which a sequence's attention costs as much as its per-token work (fitted, see above).
+ATTENTION_LENGTH = 3000
+#: `share_prompt="auto"` never packs a row longer than this: the dense mask and attention grow with its square.
+MAX_PACKED_LENGTH = 4096
+
+SharePrompt = bool | Literal["auto"]
+
+
+def _round_up(length: int, multiple: int | None) -> int:
+    return -(-length // multiple) * multiple if isinstance(multiple, int) and multiple > 0 else length
+
+
+def layout_lengths(
+    examples: list[dict[str, Any]], max_length: int | None = None, pad_to_multiple_of: int | None = None
+) -> dict[str, tuple[int, int]]:
+    """`{"shared": (sequences, padded length), "unshared": (sequences, padded length)}` of a batch in each layout.
+
+    Lengths are the collator's own, after its `max_length` cut (`keep_start`) and `pad_to_multiple_of` rounding.
+
+    Example:
+    ```python
+    >>> layout_lengths([{"prompt_ids": [1, 2, 3], "chosen_ids": [4], "rejected_ids": [[5, 6], [7]]}])
+    {'shared': (1, 9), 'unshared': (3, 5)}
+    ```
+    """
+    packed, unshared, sequences = 0, 0, 0
+    for example in examples:
+        prompt = len(example["prompt_ids"])
+        completions = [len(example["chosen_ids"]), *map(len, example["rejected_ids"])]
+        if max_length is not None:
+            completions = [min(c, max(max_length - prompt, 0)) for c in completions]
+        packed = max(packed, prompt - 1 + sum(c + 1 for c in completions))
+        full = prompt + max(completions)
+        unshared = max(unshared, full if max_length is None else min(full, max_length))
+        sequences += len(completions)
+    return {
+        "shared": (len(examples), _round_up(packed, pad_to_multiple_of)),
+        "unshared": (sequences, _round_up(unshared, pad_to_multiple_of)),
+    }
+
+
+def layout_cost(sequences: int, length: int) -> float:
+    """Relative cost of a training step over `sequences` rows of `length` tokens: tokens plus attention."""
+    return sequences * (length + length**2 / ATTENTION_LENGTH)
+
+
+def shares_prompt(
+    examples: list[dict[str, Any]],
+    max_length: int | None = None,
+    pad_to_multiple_of: int | None = None,
+    max_packed_length: int | None = MAX_PACKED_LENGTH,
+) -> bool:
+    """Whether prefix sharing is the cheaper layout for this batch (the `share_prompt="auto"` rule, module docstring).
+
+    Example:
+    ```python
+    >>> short = {"prompt_ids": list(range(400)), "chosen_ids": [1], "rejected_ids": [[2], [3], [4]]}
+    >>> long = {"prompt_ids": [1, 2], "chosen_ids": list(range(300)), "rejected_ids": [list(range(300))] * 3}
+    >>> shares_prompt([short]), shares_prompt([long])
+    (True, False)
+    ```
+    """
+    lengths = layout_lengths(examples, max_length, pad_to_multiple_of)
+    if max_packed_length is not None and lengths["shared"][1] > max_packed_length:
+        return False
+    return layout_cost(*lengths["shared"]) < layout_cost(*lengths["unshared"])
+
+
 @dataclass
 class DataCollatorForMultiPreference(DataCollatorMixin):
     """
@@ -53,7 +144,10 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
 
     With `share_prompt=True` each row becomes one packed sequence instead (see `dmpo_trl.sharing`): the prompt once,
     then a block per response, with `position_ids`, `block_ids` (for the block attention mask), `labels` (the token
-    each position predicts) and `owner` (which sequence, in the layout above, a scored position belongs to).
+    each position predicts) and `owner` (which sequence, in the layout above, a scored position belongs to). With
+    `share_prompt="auto"` each batch takes the layout that `shares_prompt` finds cheaper, packing no row longer than
+    `max_packed_length` (module docstring); a batch left unshared is exactly the `share_prompt=False` batch.
+    `"auto"` never shares with `truncation_mode="keep_end"`, which the packed layout cannot reproduce.
 
     Optional `ref_chosen_logps` (float per row) and `ref_rejected_logps` (a list per row, at least K long) are passed
     through, the latter flattened in the same order as the rejected sequences.
@@ -75,11 +169,24 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     max_length: int | None = None
     truncation_mode: str = "keep_start"
     pad_to_multiple_of: int | None = None
-    share_prompt: bool = False
+    share_prompt: SharePrompt = False
+    max_packed_length: int | None = MAX_PACKED_LENGTH
     return_tensors: str = "pt"
 
+    def __post_init__(self):
+        if self.share_prompt not in (True, False, "auto"):
+            raise ValueError(f"share_prompt must be True, False or 'auto', got {self.share_prompt!r}.")
+
+    def uses_shared_layout(self, examples: list[dict[str, Any]]) -> bool:
+        """The layout `torch_call` gives these rows: `share_prompt` itself, or the per-batch rule for `"auto"`."""
+        if self.share_prompt != "auto":
+            return bool(self.share_prompt)
+        if self.truncation_mode != "keep_start":
+            return False
+        return shares_prompt(examples, self.max_length, self.pad_to_multiple_of, self.max_packed_length)
+
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self._shared(examples) if self.share_prompt else self._unshared(examples)
+        batch = self._shared(examples) if self.uses_shared_layout(examples) else self._unshared(examples)
         batch.update(rejected_layout([len(example["rejected_ids"]) for example in examples]))
         if "ref_chosen_logps" in examples[0]:
             batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])

@@ -79,11 +79,14 @@ class DMPOConfig(DPOConfig):
         max_negatives (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many rejected responses per row, subsampled without replacement (seeded by `seed` and
             the row index). `None` keeps them all.
-        prefix_sharing (`bool`, *optional*, defaults to `True`):
+        prefix_sharing (`str` or `bool`, *optional*, defaults to `"auto"`):
             Run each prompt once for all of its K+1 responses (one packed sequence with a block attention mask) in the
-            policy and reference forwards. Log-probs and gradients equal the unshared path's; the cost falls from
-            (K+1)(P+C) to about P+(K+1)(C+1) tokens. Models whose attention cannot take a custom mask fall back to the
-            unshared path with a warning. TRL's pairwise-only loss types always run unshared.
+            policy and reference forwards. Log-probs and gradients equal the unshared path's; the tokens fall from
+            (K+1)(P+C) to about P+(K+1)(C+1), but attention runs over the whole packed row. `"auto"` decides per
+            batch from token counts (short responses after a long prompt share, responses much longer than the
+            prompt do not; the rule and its measurements are in `dmpo_trl.collator`), `True` always shares, `False`
+            never does. The command line takes `auto`, `true` or `false`. Models whose attention cannot take a custom
+            mask fall back to the unshared path with a warning. TRL's pairwise-only loss types always run unshared.
 
     One default differs from `DPOConfig`: left unset, `bf16` is TRL's `True` where a GPU supports bf16 (or with
     `use_cpu=True`) and `False` on a machine without one, where TRL's default stops with "Your setup doesn't support
@@ -114,9 +117,14 @@ class DMPOConfig(DPOConfig):
         metadata={"help": "Keep at most this many rejected responses per row (seeded subsample). None keeps all."},
     )
 
-    prefix_sharing: bool = field(
-        default=True,
-        metadata={"help": "Run each prompt once for all of its responses (packed sequence, block attention mask)."},
+    # `str` rather than `bool | str`: HfArgumentParser would turn the union into a bool flag. Normalised below.
+    prefix_sharing: str = field(
+        default="auto",
+        metadata={
+            "help": "Run each prompt once for all of its responses (packed sequence, block attention mask): 'auto' "
+            "(per batch, where it is cheaper), 'true' (always) or 'false' (never).",
+            "choices": ["auto", "true", "false", "True", "False"],
+        },
     )
 
     def __post_init__(self):
@@ -124,5 +132,10 @@ class DMPOConfig(DPOConfig):
             self.bf16 = False
         super().__post_init__()  # TRL makes `loss_type` a list and checks `len(loss_weights)` against it
         check_loss_types(self.loss_type)
+        sharing = {"auto": "auto", "true": True, "false": False}
+        if not isinstance(self.prefix_sharing, bool):
+            if str(self.prefix_sharing).lower() not in sharing:
+                raise ValueError(f"`prefix_sharing` must be auto, true or false, got {self.prefix_sharing!r}.")
+            self.prefix_sharing = sharing[str(self.prefix_sharing).lower()]
         if self.max_negatives is not None and self.max_negatives < 1:
             raise ValueError(f"`max_negatives` must be >= 1 or None, got {self.max_negatives}.")

@@ -231,7 +231,7 @@ class DMPOTrainer(DPOTrainer):
                 max_length=args.max_length,
                 truncation_mode=args.truncation_mode,
                 pad_to_multiple_of=args.pad_to_multiple_of,
-                share_prompt=getattr(args, "prefix_sharing", True) and not self._pairwise_only,
+                share_prompt=False if self._pairwise_only else getattr(args, "prefix_sharing", "auto"),
             )
         super().__init__(
             model=model,
