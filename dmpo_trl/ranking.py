@@ -260,15 +260,27 @@ class Ranker:
         """
         from tqdm.auto import tqdm
 
+        from .evaluation import process_rank
+
         for index, request in enumerate(requests):
             missing = [key for key in ("history", "candidates") if not isinstance(request, dict) or key not in request]
             if missing:
                 raise RankRequestError(f"request {index}: missing field {missing[0]!r}")
             self.check(request["history"], request["candidates"], f"request {index}")
-        return [
-            self._ranked(r["candidates"], self.scores(r["history"], r["candidates"], f"request {index}"))
-            for index, r in enumerate(tqdm(requests, desc="Ranking", unit="request", disable=not progress))
-        ]
+        rank, world = process_rank()  # under torchrun/accelerate each process ranks its share, then all are gathered
+        mine = range(rank, len(requests), world)
+        ranked = {
+            index: self._ranked(
+                requests[index]["candidates"],
+                self.scores(requests[index]["history"], requests[index]["candidates"], f"request {index}"),
+            )
+            for index in tqdm(mine, desc="Ranking", unit="request", disable=not progress or rank != 0)
+        }
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            ranked = {index: value for part in gather_object([ranked]) for index, value in part.items()}
+        return [ranked[index] for index in range(len(requests))]
 
 
 # --- dmpo-trl rank ----------------------------------------------------------------------------------------------
@@ -328,6 +340,10 @@ def run_rank(args: argparse.Namespace) -> int:
             print(f"dmpo-trl rank: error: {error}", file=sys.stderr)
             return 2
     rankings = ranker.rank_batch([{k: v for k, v in r.items() if k != "_line"} for r in requests], args.progress)
+    from .evaluation import process_rank
+
+    if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one writes
+        return 0
     output = Path(args.output)
     lines = []
     for request, ranking in zip(requests, rankings):

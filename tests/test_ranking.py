@@ -117,3 +117,27 @@ def test_prompt_defaults_are_the_evaluators():
 
 def test_docstring_examples():
     assert run_docstring_examples(ranking) == 0
+
+
+def test_rank_command_in_two_processes_equals_one(lora_run, tmp_path):
+    """`torchrun --nproc_per_node 2 -m dmpo_trl.cli rank ...`: each process ranks its share, the first writes all."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    output_dir = lora_run[2]
+    requests = [{"history": [f"m{k}"], "candidates": [f"m{k + 1}", f"m{k + 2}", "m9"]} for k in range(5)]
+    source = tmp_path / "requests.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    command = [torchrun, "--nproc_per_node", "2", "--master_port", "29535", "-m", "dmpo_trl.cli", "rank"]
+    command += ["--model", str(output_dir), "--input", str(source), "--output", str(tmp_path / "two.jsonl")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (
+        main(["rank", "--model", str(output_dir), "--input", str(source), "--output", str(tmp_path / "one.jsonl")])
+        == 0
+    )
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
