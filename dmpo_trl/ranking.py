@@ -126,7 +126,12 @@ class Ranker:
 
     @classmethod
     def from_pretrained(
-        cls, output_dir: str | Path, device: str | None = None, merge: bool = False, cache_dir: str | None = None
+        cls,
+        output_dir: str | Path,
+        device: str | None = None,
+        merge: bool = False,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
     ) -> Ranker:
         """Restore the model (or base model + adapter), tokenizer, prompt settings and catalogue of a run.
 
@@ -137,6 +142,7 @@ class Ranker:
             merge: fold a LoRA adapter into the weights (faster, equal up to rounding); default: keep it apart, so
                 the scores are exactly those of the trained model.
             cache_dir: where a GGUF base model is converted (default: `dmpo_trl.models.default_cache_dir()`).
+            trust_remote_code: run the model's own code from its folder or Hub repo (off unless asked).
         """
         import torch
 
@@ -168,9 +174,13 @@ class Ranker:
                 load.pop("model_name_or_path", None), load.pop("gguf_file", None), cache_dir
             )
             model_args = RecModelConfig(**load, use_peft=True)
-            model, tokenizer = load_adapter_model(output_dir, model_args, merge=merge, device=device)
+            model, tokenizer = load_adapter_model(
+                output_dir, model_args, merge=merge, device=device, trust_remote_code=trust_remote_code
+            )
         else:
-            model, tokenizer = load_model_and_tokenizer(output_dir, dtype=base.get("dtype") or "float32")
+            model, tokenizer = load_model_and_tokenizer(
+                output_dir, dtype=base.get("dtype") or "float32", trust_remote_code=trust_remote_code
+            )
         quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         if not quantized:
             model.to(device)
@@ -295,6 +305,9 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="JSON lines: each request plus its ranking, best first")
     parser.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available)")
     parser.add_argument("--merge", action="store_true", help="fold a LoRA adapter into the weights first")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true", help="run the model's own code from its folder (off by default)"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 
@@ -332,7 +345,9 @@ def run_rank(args: argparse.Namespace) -> int:
         print(f"dmpo-trl rank: error: {args.model} holds no {RANKER_FILE} (a folder saved by `dmpo-trl train`)",
               file=sys.stderr)  # fmt: skip
         return 2
-    ranker = Ranker.from_pretrained(args.model, device=args.device, merge=args.merge)
+    ranker = Ranker.from_pretrained(
+        args.model, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
+    )
     for request in requests:
         try:
             ranker.check(request["history"], request["candidates"], f"{args.input} line {request['_line']}")

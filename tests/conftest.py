@@ -27,3 +27,20 @@ def tiny_model(tokenizer):
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama saved to disk, loadable by path (what TRL does for `ref_model=None`)."""
     return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def fresh_remote_code_modules():
+    """Forget the `transformers_modules` packages that remote-code tests import, and the module caches they put on
+    `sys.path`, so that one test's cached modules never hide another's."""
+    import sys
+
+    def forget():
+        for name in [name for name in sys.modules if name.split(".")[0] == "transformers_modules"]:
+            del sys.modules[name]
+
+    path = list(sys.path)
+    forget()
+    yield
+    forget()
+    sys.path[:] = path

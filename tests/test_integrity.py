@@ -185,7 +185,7 @@ def custom_code_model(directory: Path, sentinel: Path) -> Path:
     return directory
 
 
-def test_model_code_runs_only_when_asked(tmp_path, monkeypatch):
+def test_model_code_runs_only_when_asked(tmp_path, monkeypatch, fresh_remote_code_modules):
     import transformers.dynamic_module_utils as dynamic
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # keep the user's cache clean

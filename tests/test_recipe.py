@@ -193,9 +193,16 @@ def test_resume_from_checkpoint(tiny_log_files, tiny_model_dir, tmp_path):
         run_recipe(*parse_recipe_arguments([*flags, "--resume_from_checkpoint", str(tmp_path / "nope")]))
 
 
-def test_trust_remote_code_reaches_model_and_tokenizer(tiny_log_files, tiny_model_dir, tmp_path, capsys):
+def test_trust_remote_code_reaches_model_and_tokenizer(
+    tiny_log_files, tiny_model_dir, tmp_path, capsys, monkeypatch, fresh_remote_code_modules
+):
     """A model folder whose config and model class are its own code (`auto_map`) loads only when trusted."""
     import shutil
+
+    import transformers.dynamic_module_utils as dynamic
+
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # keep the user's cache clean
+    monkeypatch.setattr("transformers.utils.hub.HF_MODULES_CACHE", str(tmp_path / "modules"), raising=False)
 
     model_dir = tmp_path / "remote-code-model"
     shutil.copytree(tiny_model_dir, model_dir)
