@@ -108,8 +108,8 @@ def resolve_template(prompt_style: str | None) -> str:
     >>> try:
     ...     resolve_template("Seen: {history}. Pick {k}.")
     ... except ValueError as error:
-    ...     print(str(error).split(";")[0])
-    prompt template 'Seen: {history}. Pick {k}.': unknown field {k}
+    ...     print(str(error).split("; ")[-1])
+    got 'Seen: {history}. Pick {k}.': unknown field {k} (fields ['history', 'k'])
     ```
     """
     if prompt_style is not None and not isinstance(prompt_style, str):
@@ -139,8 +139,8 @@ def _checked_fields(template: str) -> frozenset[str]:
 
     def refuse(problem: str):
         return ValueError(
-            f"prompt template {template!r}: {problem}; a template is a format string using {{history}} and "
-            f"optionally {{candidates}} / {{num_candidates}} (built-in: {sorted(TEMPLATES)}), literal braces as {{{{ }}}}"
+            f"prompt_style must be one of {sorted(TEMPLATES)} or a format string using {{history}} and optionally "
+            f"{{candidates}} / {{num_candidates}} (literal braces as {{{{ }}}}); got {template!r}: {problem}"
         )
 
     try:
@@ -152,9 +152,8 @@ def _checked_fields(template: str) -> frozenset[str]:
         if name is None:
             continue
         if name not in FIELDS:
-            known = ", ".join(f"{{{f}}}" for f in sorted(FIELDS))
-            what = "an empty field {}" if not name else f"unknown field {{{name}}}"
-            raise refuse(f"{what}; the fields are {known}")
+            used = sorted({part[1] for part in parts if part[1] is not None})
+            raise refuse(f"{'an empty field {}' if not name else f'unknown field {{{name}}}'} (fields {used})")
         if "{" in spec or "}" in spec:
             raise refuse(f"field {{{name}}} has a field inside its format spec {spec!r}")
         try:
