@@ -82,10 +82,10 @@ def builtin_template(prompt_style: str | None, item_noun: str = DEFAULT_ITEM_NOU
     True
     ```
     """
-    prompt_style = prompt_style or "history"
-    if prompt_style not in _GENERIC_TEMPLATES:
-        return prompt_style
     singular, plural = item_nouns(item_noun)
+    prompt_style = "history" if prompt_style in (None, "") else prompt_style
+    if not isinstance(prompt_style, str) or prompt_style not in _GENERIC_TEMPLATES:
+        return prompt_style  # your own template: resolve_template checks it
     return _GENERIC_TEMPLATES[prompt_style].replace("{items}", plural).replace("{item}", singular)
 
 

@@ -6,6 +6,7 @@ column. Line numbers assume one record per physical line (no quoted fields spann
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -145,26 +146,36 @@ def _decoded(path: Path, encoding: str, sep: str) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        # utf-8-sig counts positions after the byte order mark
+        skip = 3 if data.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name == "utf-8-sig" else 0
+        start, end = exc.start + skip, exc.end + skip
+        line = data.count(b"\n", 0, start) + 1
         lines = data.split(b"\n")
-        bad = data[exc.start : exc.end]
+        bad = data[start:end]
+        shown = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
         where = ""
         if len(sep) >= 1 and sep != "sniff":
             line_start = sum(len(raw) + 1 for raw in lines[: line - 1])
-            field = data[line_start : exc.start].count(sep.encode())
+            field = data[line_start:start].count(sep.encode())
             names = lines[0].decode(encoding, errors="replace").strip("\r").split(sep)
             if line > 1 and field < len(names):
                 where = f" in column {names[field].strip()!r}"
         raise ValueError(
-            f"{path}, line {line}: bytes {bad!r}{where} are not {encoding} text; save the file as UTF-8"
+            f"{path}, line {line}: bytes {bad!r}{where} are not {shown} text; save the file as UTF-8"
         ) from None
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Stripped strings (object dtype); missing values (None, NaN, NA) become "", never the text "nan"."""
+    missing = series.isna()
+    return series.astype("string").where(~missing, "").fillna("").str.strip().astype(object)
 
 
 def _as_ids(series: pd.Series) -> pd.Series:
     """Ids as stripped strings; missing values become "" (also "nan", "None", "null", "<NA>" written as text)."""
     if pd.api.types.is_float_dtype(series) and series.dropna().mod(1).eq(0).all():
         series = series.astype("Int64")
-    text = series.astype("string").fillna("").str.strip().astype(object)
+    text = _as_text(series)
     return text.where(~text.str.lower().isin(_MISSING_WORDS), "")
 
 
@@ -177,7 +188,7 @@ def _check_ids(table: Table, column: str, what: str) -> pd.Series:
     ids = _as_ids(raw)
     missing = ids == ""
     if missing.any():
-        shown = raw.astype("string").fillna("")
+        shown = _as_text(raw)
         empty = missing & (shown.str.strip() == "")
         table.first_error(empty, f"empty {what} id in column {column!r}")
         table.first_error(missing, f"missing {what} id ({{value}}) in column {column!r}", column)
@@ -193,7 +204,7 @@ def _parse_times(table: Table, column: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_datetime64_any_dtype(raw):
         table.first_error(raw.isna(), f"missing timestamp in column {column!r}")
         return raw
-    text = raw.astype("string").fillna("").str.strip()
+    text = _as_text(raw)
     numbers = pd.to_numeric(text.where(text.str.lower() != "nan", ""), errors="coerce")
     is_number = numbers.notna()
     if is_number.sum() * 2 >= len(text):
@@ -249,8 +260,8 @@ def log_from_tables(
     items.frame = items.frame.assign(**{item_col: _check_ids(items, item_col, "item")})
     item_frame = items.frame
     duplicated = item_frame[item_col].duplicated()
-    items.first_error(duplicated, "item id {value} appears more than once", item_col)
-    titles_text = item_frame[title_col].astype("string").fillna("").str.strip()
+    items.first_error(duplicated, f"item id {{value}} in column {item_col!r} appears more than once", item_col)
+    titles_text = _as_text(item_frame[title_col])
     items.first_error(titles_text == "", f"item {{value}} has an empty {title_col!r}", item_col)
     titles = dict(zip(item_frame[item_col], titles_text.astype(object)))
 
@@ -264,7 +275,7 @@ def log_from_tables(
         examples = ", ".join(repr(i) for i in list(titles)[:3])
         interactions.first_error(
             unknown,
-            f"item id {{value}} is not in the item file {items.source} (its ids look like {examples})",
+            f"item id {{value}} in column {item_col!r} is not in the item file {items.source} (its ids look like {examples})",
             item_col,
         )
     ratings = None
