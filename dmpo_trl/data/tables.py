@@ -260,7 +260,7 @@ def log_from_tables(
     items.frame = items.frame.assign(**{item_col: _check_ids(items, item_col, "item")})
     item_frame = items.frame
     duplicated = item_frame[item_col].duplicated()
-    items.first_error(duplicated, f"item id {{value}} in column {item_col!r} appears more than once", item_col)
+    items.first_error(duplicated, f"item id {{value}} appears more than once in column {item_col!r}", item_col)
     titles_text = _as_text(item_frame[title_col])
     items.first_error(titles_text == "", f"item {{value}} has an empty {title_col!r}", item_col)
     titles = dict(zip(item_frame[item_col], titles_text.astype(object)))
@@ -275,7 +275,8 @@ def log_from_tables(
         examples = ", ".join(repr(i) for i in list(titles)[:3])
         interactions.first_error(
             unknown,
-            f"item id {{value}} in column {item_col!r} is not in the item file {items.source} (its ids look like {examples})",
+            f"item id {{value}} is not in the item file {items.source} (column {item_col!r}; that file writes ids "
+            f"like {examples})",
             item_col,
         )
     ratings = None
@@ -334,7 +335,10 @@ def load_interactions(
     Every interaction must name a known item; a `time_col` value is a number (e.g. unix seconds) or a date
     string (`time_col=None` keeps file order). Sequences are sorted by time, ties in file order. Users appear only
     through their interactions, so every user in the log has at least one. With `min_rating`, interactions rated
-    below it are dropped. Bad input raises `ValueError` naming the file and line, or the missing column.
+    below it are dropped. Ids are compared as text (1 and "001" differ); an interaction repeated exactly (same user,
+    item, time and rating) is dropped with a warning that says how many. Bad input (a missing column, an empty,
+    NaN or None id, an unparseable time, an item without a title, bytes that are not UTF-8, a line with more fields
+    than the header) raises `ValueError` naming the file, the line (parquet: row) and the column.
 
     Example:
     ```python
