@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -23,6 +23,29 @@ class InteractionLog:
     titles: dict[str, str]
     name: str = "custom"
 
+    def __post_init__(self):
+        """Ids are non-empty strings, every title a non-empty string, every item in a sequence has a title."""
+        for what, mapping in (("sequences", self.sequences), ("titles", self.titles)):
+            if not isinstance(mapping, Mapping):
+                raise ValueError(f"InteractionLog: {what} must be a dict, got {type(mapping).__name__}")
+        for item, title in self.titles.items():
+            _check_id(item, f"titles: key {item!r}", "item")
+            if not isinstance(title, str) or not title.strip():
+                raise ValueError(
+                    f"InteractionLog: titles[{item!r}]: the title must be a non-empty string, got {title!r}"
+                )
+        for user, items in self.sequences.items():
+            _check_id(user, f"sequences: key {user!r}", "user")
+            if not isinstance(items, (list, tuple)):
+                raise ValueError(
+                    f"InteractionLog: sequences[{user!r}]: a sequence is a list of ids, not {type(items).__name__}"
+                )
+            for position, item in enumerate(items):
+                where = f"sequences[{user!r}][{position}]"
+                _check_id(item, where, "item")
+                if item not in self.titles:
+                    raise ValueError(f"InteractionLog: {where}: item {item!r} has no title in `titles`")
+
     @property
     def num_users(self) -> int:
         return len(self.sequences)
@@ -35,6 +58,16 @@ class InteractionLog:
         """Interaction counts per item, over `users` (all users when None)."""
         users = self.sequences.keys() if users is None else users
         return Counter(item for user in users for item in self.sequences[user])
+
+
+def _check_id(value, where: str, what: str) -> None:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"InteractionLog: {where}: {what} id {value!r} is {type(value).__name__}; ids are strings (str(id)), "
+            "as the loaders give them"
+        )
+    if not value.strip():
+        raise ValueError(f"InteractionLog: {where}: empty {what} id")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,11 @@ column. Line numbers assume one record per physical line (no quoted fields spann
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,63 +74,167 @@ def read_table(
     """Read a delimited or parquet file as strings, keeping each record's line number.
 
     `sep=None` picks the separator from the extension (`.csv` -> ",", `.tsv`/`.tab` -> tab, `.parquet`) and
-    sniffs it otherwise. With `header=False` the columns are named "0", "1", ... Blank lines are skipped.
+    sniffs it otherwise. With `header=False` the columns are named "0", "1", ... Blank lines are skipped. A line with
+    more fields than the header, bytes that are not `encoding` text, an empty file or a header naming a column twice
+    raise `ValueError` naming the file (and the line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
     kind = "parquet" if sep is None and _file_kind(path) == "parquet" else (sep or _file_kind(path))
     if kind == "parquet":
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises its own types for files that are not parquet
+            raise ValueError(f"{path}: cannot read the file as parquet: {exc}") from exc
+        frame.columns = [str(c).strip() for c in frame.columns]
+        _refuse_repeated_columns(list(frame.columns), str(path))
         frame.insert(len(frame.columns), "_line", range(1, len(frame) + 1))
         return Table(frame, str(path), unit="row")
+    # header=None: the header line is read as data, so a longer line is an error rather than a silent index column
     options = dict(dtype=str, keep_default_na=False, skip_blank_lines=False, encoding=encoding, quoting=quoting)
+    options.update(header=None)
     if kind == "sniff":
         options.update(sep=None, engine="python")
     elif len(kind) > 1:  # multi-character separators such as "::" need pandas' python engine
         options.update(sep=kind, engine="python")
     else:
         options.update(sep=kind)
-    if not header:
-        options.update(header=None)
     source = path
     if len(kind) > 1 and kind != "sniff":  # e.g. MovieLens-1M's "::": the C parser is much faster on tabs
-        text = path.read_text(encoding=encoding)
+        text = _decoded(path, encoding, kind)
         if "\t" not in text:
             source, options["sep"] = io.StringIO(text.replace(kind, "\t")), "\t"
             del options["engine"], options["encoding"]
     try:
         frame = pd.read_csv(source, **options)
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        _decoded(path, encoding, kind)  # raises, naming the line
+        raise
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (no header line)") from None
+    except (pd.errors.ParserError, csv.Error) as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            expected, line, saw = found.groups()
+            raise ValueError(f"{path}, line {line}: {saw} fields, but the first line has {expected}") from None
         raise ValueError(f"{path}: cannot parse the file: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    first_line = 2 if header else 1
-    frame["_line"] = range(first_line, len(frame) + first_line)
+    frame = frame.fillna("")  # fields missing at the end of a short line (the python engine gives NaN)
+    frame["_line"] = range(1, len(frame) + 1)
     blank = (frame.drop(columns="_line") == "").all(axis=1)
-    return Table(frame[~blank], str(path))
+    frame = frame[~blank]
+    if header:
+        if frame.empty:
+            raise ValueError(f"{path}: the file is empty (no header line)")
+        names = [str(c).strip() for c in frame.iloc[0].drop("_line")]
+        _refuse_repeated_columns(names, str(path))
+        frame = frame.iloc[1:].set_axis([*names, "_line"], axis=1)
+    else:
+        frame.columns = [*(str(c) for c in range(len(frame.columns) - 1)), "_line"]
+    return Table(frame.reset_index(drop=True), str(path))
+
+
+def _refuse_repeated_columns(names: list[str], source: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{source}: the header names column {repeated[0]!r} more than once")
+
+
+def _decoded(path: Path, encoding: str, sep: str) -> str:
+    """The file's text; bytes that are not `encoding` raise `ValueError` naming the line and the column."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        # utf-8-sig counts positions after the byte order mark
+        skip = 3 if data.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name == "utf-8-sig" else 0
+        start, end = exc.start + skip, exc.end + skip
+        line = data.count(b"\n", 0, start) + 1
+        lines = data.split(b"\n")
+        bad = data[start:end]
+        shown = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
+        where = ""
+        if len(sep) >= 1 and sep != "sniff":
+            line_start = sum(len(raw) + 1 for raw in lines[: line - 1])
+            field = data[line_start:start].count(sep.encode())
+            names = lines[0].decode(encoding, errors="replace").strip("\r").split(sep)
+            if line > 1 and field < len(names):
+                where = f" in column {names[field].strip()!r}"
+        raise ValueError(
+            f"{path}, line {line}: bytes {bad!r}{where} are not {shown} text; save the file as UTF-8"
+        ) from None
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Stripped strings (object dtype); missing values (None, NaN, NA) become "", never the text "nan"."""
+    missing = series.isna()
+    return series.astype("string").where(~missing, "").fillna("").str.strip().astype(object)
 
 
 def _as_ids(series: pd.Series) -> pd.Series:
-    """Ids as stripped strings; missing values become ""."""
+    """Ids as stripped strings; missing values become "" (also "nan", "None", "null", "<NA>" written as text)."""
     if pd.api.types.is_float_dtype(series) and series.dropna().mod(1).eq(0).all():
         series = series.astype("Int64")
-    return series.astype("string").fillna("").str.strip().astype(object)
+    text = _as_text(series)
+    return text.where(~text.str.lower().isin(_MISSING_WORDS), "")
+
+
+_MISSING_WORDS = {"nan", "none", "null", "<na>", "nat"}
+
+
+def _check_ids(table: Table, column: str, what: str) -> pd.Series:
+    """The column as ids; a missing one raises `ValueError` naming the file, line and column."""
+    raw = table.frame[column]
+    ids = _as_ids(raw)
+    missing = ids == ""
+    if missing.any():
+        shown = _as_text(raw)
+        empty = missing & (shown.str.strip() == "")
+        table.first_error(empty, f"empty {what} id in column {column!r}")
+        table.first_error(missing, f"missing {what} id ({{value}}) in column {column!r}", column)
+    return ids
 
 
 def _parse_times(table: Table, column: str) -> pd.Series:
-    """Numbers (e.g. unix seconds) or date strings; the kind is chosen by the first record."""
+    """Numbers (e.g. unix seconds) or date strings, whichever most records are; a value of the other kind, or of
+    neither, raises `ValueError` naming the line. Dates with and without a time zone may not be mixed."""
     raw = table.frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        table.first_error(raw.notna(), f"timestamp {{value}} in column {column!r} is a boolean", column)
     if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_datetime64_any_dtype(raw):
-        parsed = raw
-    else:
-        text = raw.astype("string").fillna("").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce")
-        if len(text) and pd.notna(numbers.iloc[0]):
-            parsed = numbers
-        else:
-            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+        table.first_error(raw.isna(), f"missing timestamp in column {column!r}")
+        return raw
+    text = _as_text(raw)
+    numbers = pd.to_numeric(text.where(text.str.lower() != "nan", ""), errors="coerce")
+    is_number = numbers.notna()
+    if is_number.sum() * 2 >= len(text):
+        table.first_error(
+            ~is_number, f"cannot parse timestamp {{value}} in column {column!r}: the column holds numbers", column
+        )
+        return numbers
+    table.first_error(
+        is_number, f"timestamp {{value}} in column {column!r} is a number, but the column holds dates", column
+    )
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    except ValueError:  # "Mixed timezones detected": different offsets are fine, with and without a zone are not
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+        zoned = text.map(_has_zone)
+        first = zoned.dropna().iloc[0] if zoned.notna().any() else None
+        table.first_error(
+            zoned.notna() & (zoned != first),
+            f"timestamp {{value}} in column {column!r} mixes dates with and without a time zone",
+            column,
+        )
     table.first_error(parsed.isna(), f"cannot parse timestamp {{value}} in column {column!r}", column)
     return parsed
+
+
+def _has_zone(value: str) -> bool | None:
+    try:
+        return pd.Timestamp(value).tzinfo is not None
+    except (ValueError, TypeError):
+        return None
 
 
 def log_from_tables(
@@ -142,37 +249,63 @@ def log_from_tables(
     min_rating: float | None = None,
     name: str = "custom",
 ) -> InteractionLog:
-    """Validate two tables and build the log. Sequences are sorted by time; ties keep file order."""
+    """Validate two tables and build the log. Sequences are sorted by time; ties keep file order.
+
+    Interactions repeated exactly (same user, item, time and rating, on several lines) are dropped with a warning
+    that says how many; without a time column a repeat is a new interaction and is kept.
+    """
     items.require(item_col, title_col)
     interactions.require(user_col, item_col, time_col, rating_col if min_rating is not None else None)
 
-    item_frame = items.frame.assign(**{item_col: _as_ids(items.frame[item_col])})
-    items.frame = item_frame
-    items.first_error(item_frame[item_col] == "", f"empty item id in column {item_col!r}")
+    items.frame = items.frame.assign(**{item_col: _check_ids(items, item_col, "item")})
+    item_frame = items.frame
     duplicated = item_frame[item_col].duplicated()
-    items.first_error(duplicated, "item id {value} appears more than once", item_col)
-    titles_text = item_frame[title_col].astype("string").fillna("").str.strip()
+    items.first_error(duplicated, f"item id {{value}} appears more than once in column {item_col!r}", item_col)
+    titles_text = _as_text(item_frame[title_col])
     items.first_error(titles_text == "", f"item {{value}} has an empty {title_col!r}", item_col)
     titles = dict(zip(item_frame[item_col], titles_text.astype(object)))
 
-    frame = interactions.frame.assign(
-        **{user_col: _as_ids(interactions.frame[user_col]), item_col: _as_ids(interactions.frame[item_col])}
+    users = _check_ids(interactions, user_col, "user")
+    interactions.frame = interactions.frame.assign(
+        **{user_col: users, item_col: _check_ids(interactions, item_col, "item")}
     )
-    interactions.frame = frame
-    interactions.first_error(frame[user_col] == "", f"empty user id in column {user_col!r}")
-    interactions.first_error(frame[item_col] == "", f"empty item id in column {item_col!r}")
+    frame = interactions.frame
     unknown = ~frame[item_col].isin(titles.keys())
-    interactions.first_error(unknown, f"item id {{value}} is not in the item file {items.source}", item_col)
+    if unknown.any():
+        examples = ", ".join(repr(i) for i in list(titles)[:3])
+        interactions.first_error(
+            unknown,
+            f"item id {{value}} is not in the item file {items.source} (column {item_col!r}; that file writes ids "
+            f"like {examples})",
+            item_col,
+        )
+    ratings = None
     if min_rating is not None:
         ratings = pd.to_numeric(frame[rating_col], errors="coerce")
         interactions.first_error(ratings.isna(), f"cannot parse rating {{value}} in column {rating_col!r}", rating_col)
+    times = _parse_times(interactions, time_col) if time_col is not None and not frame.empty else None
+    if times is not None:
+        key = pd.DataFrame({"user": frame[user_col], "item": frame[item_col], "time": times})
+        if ratings is not None:
+            key["rating"] = ratings
+        repeated = key.duplicated()
+        if repeated.any():
+            first = int(interactions.frame.at[repeated.idxmax(), "_line"])
+            warnings.warn(
+                f"{interactions.source}: dropped {int(repeated.sum())} of {len(frame)} interactions that repeat an "
+                f"earlier line exactly (same {user_col}, {item_col}, {time_col}"
+                f"{', ' + rating_col if ratings is not None else ''}); the first is at {interactions.unit} {first}",
+                stacklevel=3,
+            )
+            frame, times = frame[~repeated], times[~repeated]
+            ratings = ratings[~repeated] if ratings is not None else None
+    if ratings is not None:
         frame = frame[ratings >= min_rating]
     if frame.empty:
         kept = f" with {rating_col} >= {min_rating}" if min_rating is not None else ""
         raise ValueError(f"{interactions.source}: no interactions{kept}, so no user has a sequence")
-    if time_col is not None:
-        order = _parse_times(interactions, time_col).loc[frame.index]
-        frame = frame.loc[order.sort_values(kind="stable").index]
+    if times is not None:
+        frame = frame.loc[times.loc[frame.index].sort_values(kind="stable").index]
     grouped = frame.groupby(user_col, sort=False)[item_col].agg(list)
     users = sorted(grouped.index, key=natural_key)
     return InteractionLog(sequences={u: grouped[u] for u in users}, titles=titles, name=name)
@@ -180,7 +313,8 @@ def log_from_tables(
 
 def natural_key(value: str) -> tuple[int, int | str]:
     """Sort numeric ids numerically ("2" < "10"), then everything else as text."""
-    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+    value = str(value)
+    return (0, int(value), "") if value.isdecimal() else (1, 0, value)
 
 
 def load_interactions(
@@ -201,7 +335,10 @@ def load_interactions(
     Every interaction must name a known item; a `time_col` value is a number (e.g. unix seconds) or a date
     string (`time_col=None` keeps file order). Sequences are sorted by time, ties in file order. Users appear only
     through their interactions, so every user in the log has at least one. With `min_rating`, interactions rated
-    below it are dropped. Bad input raises `ValueError` naming the file and line, or the missing column.
+    below it are dropped. Ids are compared as text (1 and "001" differ); an interaction repeated exactly (same user,
+    item, time and rating) is dropped with a warning that says how many. Bad input (a missing column, an empty,
+    NaN or None id, an unparseable time, an item without a title, bytes that are not UTF-8, a line with more fields
+    than the header) raises `ValueError` naming the file, the line (parquet: row) and the column.
 
     Example:
     ```python
