@@ -333,6 +333,9 @@ def read_requests(path: str | Path) -> list[dict[str, Any]]:
 
 def run_rank(args: argparse.Namespace) -> int:
     """`dmpo-trl rank`: rank every request of `--input` with `--model`, write `--output`."""
+    from .recipe_cli import _prepare_process
+
+    _prepare_process()  # the CLI's process settings (OpenMP waits, bitsandbytes' optional-kernel notice)
     try:
         requests = read_requests(args.input)
     except FileNotFoundError:
