@@ -50,13 +50,6 @@ from quality import Method, common_training_args, conversational, fmt, interval,
 DEFAULT_METHODS = ["random", "popular", "zero-shot", "dmpo-k4-cross", "dmpo-k4-in"]
 SOURCE_DOMAIN = "Action,Adventure,Sci-Fi,Thriller,War,Western,Crime"
 TARGET_DOMAIN = "Comedy,Romance,Children's,Animation,Musical,Drama"
-# (a, b): the paired difference a - b is reported, when both ran
-COMPARISONS = [
-    ("dmpo-k4-cross", "zero-shot"),
-    ("dmpo-k4-cross", "dmpo-k4-in"),
-    ("dmpo-k4-in", "zero-shot"),
-    ("dmpo-k4-cross", "popular"),
-]
 
 
 @dataclass
@@ -176,13 +169,12 @@ def load_split(cfg: CrossDomainConfig):
         source_interactions=sum(map(len, source.sequences.values())),
         target_interactions=sum(map(len, target.sequences.values())),
     )
-    needs_in_domain = any(parse_method(m).kind == "in" for m in cfg.methods)
     split = cross_domain_split(
         source,
         target,
         num_train_users=cfg.num_train_users,
         num_test_users=cfg.num_test_users,
-        num_target_train_users=cfg.num_train_users if needs_in_domain else 0,
+        num_target_train_users=cfg.num_train_users,  # always dealt, so the other groups do not depend on methods
         max_history=cfg.max_history,
         min_history=cfg.min_history,
         seed=cfg.seed,
@@ -312,6 +304,18 @@ def per_user(result: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"hit_ratio@1": hits_at_k(ranks, 1), "ndcg@5": ndcg_at_k(ranks, 5)}
 
 
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The paired differences a - b to report: cross-domain against zero-shot, in-domain and popular; in-domain
+    against zero-shot (those that ran)."""
+    pairs = []
+    for a in names:
+        if a.endswith("-cross"):
+            pairs += [(a, "zero-shot"), (a, a.removesuffix("-cross") + "-in"), (a, "popular")]
+        if a.endswith("-in"):
+            pairs.append((a, "zero-shot"))
+    return [(a, b) for a, b in pairs if b in names]
+
+
 def summarize(cfg: CrossDomainConfig) -> dict[str, Any]:
     runs = Path(cfg.results_dir) / "runs"
     results = {m: json.loads((runs / f"{m}.json").read_text()) for m in cfg.methods if (runs / f"{m}.json").is_file()}
@@ -339,7 +343,7 @@ def summarize(cfg: CrossDomainConfig) -> dict[str, Any]:
             "wall_seconds": result["wall_seconds"],
         }
     comparisons = []
-    for a, b in COMPARISONS:
+    for a, b in comparison_pairs(list(values)):
         if a in values and b in values:
             for metric in ("hit_ratio@1", "ndcg@5"):
                 mean, low, high = interval(values[a][metric] - values[b][metric])

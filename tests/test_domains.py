@@ -1,7 +1,12 @@
+import importlib.util
+import json
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from docstring_examples import run_docstring_examples
+from recipe_helpers import write_tiny_log
 
 from dmpo_trl.data import (
     InteractionLog,
@@ -95,3 +100,57 @@ def test_item_labels_from_table_and_grouplens_genres(tmp_path):
 
 def test_docstring_examples():
     assert run_docstring_examples(domains) == 0
+
+
+def load_cross_domain():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_domain.py"
+    spec = importlib.util.spec_from_file_location("cross_domain_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # trains two tiny models
+def test_cross_domain_study_two_logs_runs_resumes_and_refuses_bad_flags(tmp_path, tiny_model_dir, capsys):
+    cross_domain = load_cross_domain()
+    movies, movie_items = write_tiny_log(tmp_path)
+    games = tmp_path / "games.csv"
+    games.write_text(
+        "user_id,item_id,timestamp\n" + "".join(f"g{u},x{(u + t) % 12},{t}\n" for u in range(10) for t in range(6))
+    )
+    game_items = tmp_path / "game_items.csv"
+    game_items.write_text("item_id,title\n" + "".join(f"x{k},Game {k}\n" for k in range(12)))
+    results = tmp_path / "results"
+    methods = ["random", "popular", "zero-shot", "dmpo-k2-cross", "dmpo-k2-in"]
+    argv = [
+        "--model", str(tiny_model_dir), "--train_interactions", str(games), "--train_items", str(game_items),
+        "--test_interactions", movies, "--test_items", movie_items, "--methods", *methods,
+        "--num_train_users", "6", "--num_test_users", "5", "--num_candidates", "4", "--max_history", "3",
+        "--min_history", "3", "--num_train_epochs", "1", "--learning_rate", "1e-2",
+        "--results_dir", str(results), "--work_dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    cross_domain.main(argv)
+    summary = json.loads((results / "cross_domain.json").read_text())
+    assert list(summary["methods"]) == methods and all(m["num_users"] == 5 for m in summary["methods"].values())
+    assert summary["provenance"]["libraries"]["trl"] and summary["config"]["num_train_users"] == 6
+    pairs = [(c["a"], c["b"]) for c in summary["comparisons"] if c["metric"] == "hit_ratio@1"]
+    assert pairs[:2] == [("dmpo-k2-cross", "zero-shot"), ("dmpo-k2-cross", "dmpo-k2-in")]
+    runs = {m: json.loads((results / "runs" / f"{m}.json").read_text()) for m in methods}
+    test_users = {u["user"] for u in runs["zero-shot"]["ranking"]["per_user"]}
+    movie_ids = {f"m{k}" for k in range(30)}
+    for name in methods:
+        assert all(set(u["candidates"]) <= movie_ids for u in runs[name]["ranking"]["per_user"])
+    cross, within = runs["dmpo-k2-cross"]["train"], runs["dmpo-k2-in"]["train"]
+    assert cross["domain"] == "games" and cross["rows"] == 6 and set(cross["users"]) <= {f"g{u}" for u in range(10)}
+    assert within["domain"] == "interactions" and not set(within["users"]) & test_users
+    assert "| dmpo-k2-cross | 6 rows of games | 5 |" in (results / "cross_domain.md").read_text()
+
+    capsys.readouterr()
+    cross_domain.main(argv)  # a rerun finds every result and trains nothing
+    assert capsys.readouterr().out.count("done already") == len(methods)
+
+    with pytest.raises(SystemExit) as exit_info:
+        cross_domain.main(["--train_interactions", str(games), "--results_dir", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "two logs need all of" in capsys.readouterr().err
