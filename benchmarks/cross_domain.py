@@ -329,6 +329,10 @@ def summarize(cfg: CrossDomainConfig) -> dict[str, Any]:
         ]
         if not same:
             raise ValueError(f"{name} ranked other users or candidates than {next(iter(results))}")
+    test_users = {u["user"] for u in reference}
+    for name, result in results.items():
+        if test_users & set((result.get("train") or {}).get("users", ())):
+            raise ValueError(f"{name} trained on test users")  # cross_domain_split never deals them out twice
     values = {name: per_user(result) for name, result in results.items()}
     methods = {}
     for name, result in results.items():
