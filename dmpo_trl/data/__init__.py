@@ -10,6 +10,15 @@ train = build_preference_dataset(log, split.train, num_negatives=4, prompt_style
 """
 
 from .builder import build_preference_dataset, build_sft_dataset
+from .domains import (
+    CatalogueSplit,
+    CrossDomainSplit,
+    cross_domain_split,
+    item_labels_from_table,
+    parse_domain,
+    restrict_log,
+    split_catalogue,
+)
 from .download import ChecksumError, DownloadError, default_cache_dir
 from .loaders import (
     DATASETS,
@@ -23,6 +32,7 @@ from .loaders import (
     registered_name,
 )
 from .log import InteractionLog, UserExample
+from .movielens import load_movielens_genres
 from .negatives import STRATEGIES, NegativeSampler, candidate_sets, example_rng, sample_negatives
 from .prompts import (
     ANSWER_PREFIX,
@@ -44,7 +54,9 @@ __all__ = [
     "HISTORY_TEMPLATE",
     "STRATEGIES",
     "TEMPLATES",
+    "CatalogueSplit",
     "ChecksumError",
+    "CrossDomainSplit",
     "DownloadError",
     "FewShotSplit",
     "InteractionLog",
@@ -54,21 +66,27 @@ __all__ = [
     "build_sft_dataset",
     "builtin_template",
     "candidate_sets",
+    "cross_domain_split",
     "default_cache_dir",
     "example_at",
     "example_rng",
     "few_shot_split",
+    "item_labels_from_table",
     "leave_last_out",
     "load_dataset_by_name",
     "load_grouplens",
+    "load_movielens_genres",
     "load_interactions",
     "load_movielens",
     "load_recbole_atomic",
     "recbole_example_dir",
     "register_dataset",
     "registered_name",
+    "parse_domain",
     "render_prompt",
     "render_titles",
     "resolve_template",
+    "restrict_log",
     "sample_negatives",
+    "split_catalogue",
 ]

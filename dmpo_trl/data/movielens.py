@@ -225,3 +225,50 @@ def load_movielens(
     if not (folder / release.ratings_file).is_file():
         raise FileNotFoundError(f"The downloaded archive has no {release.dirname}/{release.ratings_file}")
     return load_grouplens(folder, min_rating=min_rating, name=name)
+
+
+GROUPLENS_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+_GENRE_FIELDS = ("class", "genre", "genres")
+
+
+def load_movielens_genres(data_dir: str | Path | None = None) -> dict[str, frozenset[str]]:
+    """Each MovieLens item's genres, from the folder `load_movielens_dir` reads (default: the copy inside `recbole`).
+
+    Reads RecBole's `ml-100k.item` (`class` field, space-separated), GroupLens `u.item` (19 genre flags, named by
+    `u.genre` when present) or `movies.dat` ("Action|Comedy").
+
+    Example (uses the copy inside recbole when installed):
+    ```python
+    >>> sorted(load_movielens_genres()["1"])  # doctest: +SKIP
+    ['Animation', "Children's", 'Comedy']
+    ```
+    """
+    folder = Path(data_dir) if data_dir is not None else recbole_example_dir("ml-100k")
+    if folder is None:
+        raise FileNotFoundError("No MovieLens folder given and no recbole package with ml-100k: pass data_dir")
+    for sub in (folder, *(folder / r.dirname for r in MOVIELENS.values())):
+        atomic = [p for p in sorted(sub.glob("*.item")) if p.name != "u.item"] if sub.is_dir() else []
+        if atomic:
+            table = read_table(atomic[0], "\t", quoting=csv.QUOTE_NONE)
+            table.frame.columns = [c.split(":", 1)[0] for c in table.frame.columns]
+            field_ = next((f for f in _GENRE_FIELDS if f in table.frame.columns), _GENRE_FIELDS[0])
+            table.require("item_id", field_)
+            return {i.strip(): frozenset(g.split()) for i, g in zip(table.frame["item_id"], table.frame[field_])}
+        read = dict(encoding="latin-1", quoting=csv.QUOTE_NONE, header=False)
+        if (sub / "u.item").is_file():
+            frame = read_table(sub / "u.item", "|", **read).frame.drop(columns="_line")
+            names = list(GROUPLENS_GENRES)
+            if (sub / "u.genre").is_file():
+                names = [line.split("|")[0] for line in (sub / "u.genre").read_text("latin-1").splitlines() if line]
+            flags = frame.iloc[:, -len(names) :].to_numpy()
+            return {
+                str(i).strip(): frozenset(n for n, f in zip(names, row) if str(f).strip() == "1")
+                for i, row in zip(frame.iloc[:, 0], flags)
+            }
+        if (sub / "movies.dat").is_file():
+            frame = read_table(sub / "movies.dat", "::", **read).frame
+            return {str(i).strip(): frozenset(g.split("|")) for i, g in zip(frame["0"], frame["2"])}
+    raise FileNotFoundError(f"No MovieLens item file with genres (*.item, u.item or movies.dat) in {folder}")
