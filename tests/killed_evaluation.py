@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from resume_helpers import evaluation_inputs
+from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
 from dmpo_trl import evaluation, journal
 
@@ -23,18 +23,7 @@ def main(output: str, mode: str, kill_after: int) -> None:
 
         journal.Journal.append = append_then_die
     model, tokenizer, examples, log = evaluation_inputs()
-    evaluation.evaluate_ranking(
-        model,
-        tokenizer,
-        examples,
-        log,
-        num_candidates=5,
-        seed=3,
-        mode=mode,
-        batch_size=2,
-        progress=False,
-        output=output,
-    )
+    evaluation.evaluate_ranking(model, tokenizer, examples, log, mode=mode, output=output, **RANKING_SETTINGS)
 
 
 if __name__ == "__main__":

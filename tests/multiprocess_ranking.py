@@ -6,17 +6,14 @@ process ranks its share of the users, the results are gathered, and the first pr
 
 import sys
 
-from resume_helpers import evaluation_inputs
+from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
 from dmpo_trl.evaluation import evaluate_ranking, process_rank
 
 
 def main(output: str, mode: str) -> None:
     model, tokenizer, examples, log = evaluation_inputs()
-    result = evaluate_ranking(
-        model, tokenizer, examples, log, num_candidates=5, seed=3, mode=mode, batch_size=2, progress=False,
-        output=output,
-    )  # fmt: skip
+    result = evaluate_ranking(model, tokenizer, examples, log, mode=mode, output=output, **RANKING_SETTINGS)
     assert result["metrics"]["num_users"] == len(examples), result["metrics"]  # every process gets the whole result
     assert process_rank()[1] == 2
 

@@ -17,3 +17,7 @@ def evaluation_inputs(num_users: int = 9):
     examples = [example_at(log, user, -1, 3) for user in log.sequences]
     tokenizer = build_tokenizer()
     return build_model(tokenizer, seed=5).eval(), tokenizer, examples, log
+
+
+#: How the kill-and-resume and multi-process tests rank `evaluation_inputs()` (plus `mode`).
+RANKING_SETTINGS = dict(num_candidates=5, seed=3, batch_size=2, progress=False)

@@ -60,7 +60,7 @@ def test_two_processes_train_as_one(tmp_path, one_process, zero_stage):
 @pytest.mark.parametrize("mode", ["likelihood", "generation"])
 def test_ranking_in_two_processes_equals_one(tmp_path, mode):
     """The users are split across two gloo processes and gathered: the result equals a single process's."""
-    from resume_helpers import evaluation_inputs
+    from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
     from dmpo_trl.evaluation import evaluate_ranking
 
@@ -72,9 +72,7 @@ def test_ranking_in_two_processes_equals_one(tmp_path, mode):
     assert result.returncode == 0, result.stderr[-3000:]
     two = json.loads(output.read_text())
     model, tokenizer, examples, log = evaluation_inputs()
-    one = evaluate_ranking(
-        model, tokenizer, examples, log, num_candidates=5, seed=3, mode=mode, batch_size=2, progress=False
-    )
+    one = evaluate_ranking(model, tokenizer, examples, log, mode=mode, **RANKING_SETTINGS)
     assert two["metrics"] == one["metrics"] and two["per_user"] == one["per_user"]
     assert two["users"] == [example.user for example in examples]
     assert not list(tmp_path.glob("*.progress*"))  # both processes' journals are gone

@@ -26,10 +26,10 @@ def without_timing(result: dict) -> dict:
 
 @pytest.mark.parametrize("mode", ["likelihood", "generation", "auc"])
 def test_killed_evaluation_resumes_to_the_unbroken_result(tmp_path, mode, monkeypatch):
-    from resume_helpers import evaluation_inputs
+    from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
     model, tokenizer, examples, log = evaluation_inputs()
-    settings = dict(num_candidates=5, seed=3, mode=mode, batch_size=2, progress=False)
+    settings = dict(RANKING_SETTINGS, mode=mode)
     evaluation.evaluate_ranking(model, tokenizer, examples, log, output=tmp_path / "unbroken.json", **settings)
 
     output = tmp_path / "killed.json"
