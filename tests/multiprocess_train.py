@@ -1,17 +1,25 @@
 """Trains DMPO on a tiny model in however many processes torchrun starts; rank 0 writes what happened as JSON.
 
-Run by tests/test_multiprocess.py as `torchrun --nproc_per_node 2 tests/multiprocess_train.py OUT.json [ZERO_STAGE]`
-(DDP, or DeepSpeed ZeRO at that stage), and as `python tests/multiprocess_train.py OUT.json` for the single-process
-run it is compared with: the global batch is 4 rows either way (4 // processes per process), so both runs see the
-same rows in the same steps.
+Run by tests/test_multiprocess.py as `torchrun --nproc_per_node 2 tests/multiprocess_train.py OUT.json [MODE]`
+(MODE: none for DDP, `2`/`3` for DeepSpeed ZeRO at that stage, `fsdp` for FSDP2), and as
+`python tests/multiprocess_train.py OUT.json` for the single-process run it is compared with: the global batch is 4
+rows either way (4 // processes per process), so both runs see the same rows in the same steps.
+
+FSDP on CPU: `TrainingArguments(fsdp=...)` builds accelerate's FSDP plugin, but accelerate switches a launch to FSDP
+only for GPU-type backends (CUDA, XPU, NPU...); a gloo CPU launch stays DDP. `seed_fsdp_state` initialises
+accelerate's shared state the way a GPU launch would (distributed type FSDP, the Trainer's own plugin), so the
+Trainer then runs accelerate's FSDP2 path unchanged (`fully_shard` over gloo).
 """
 
 import json
 import os
 import sys
 
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, TorchDynamoPlugin
 from datasets import Dataset
 from tiny_models import build_model, build_tokenizer
+from torch.distributed.tensor import DTensor
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
 
@@ -23,10 +31,20 @@ ROWS = [
 ] * 6
 
 
-def main(output_path: str, zero_stage: int | None = None) -> None:
+def seed_fsdp_state(args: DMPOConfig) -> None:
+    """Set accelerate's shared state to FSDP with the plugin the Trainer builds from `args` (module docstring)."""
+    plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
+    state = AcceleratorState(cpu=True, fsdp_plugin=plugin, dynamo_plugin=TorchDynamoPlugin(), _from_accelerator=True)
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def main(output_path: str, mode: str | None = None) -> None:
     tokenizer = build_tokenizer()
-    deepspeed = None
-    if zero_stage is not None:
+    deepspeed, zero_stage, fsdp = None, None, mode == "fsdp"
+    if mode is not None and not fsdp:
+        zero_stage = int(mode)
         deepspeed = {
             "zero_optimization": {"stage": zero_stage},
             **dict.fromkeys(
@@ -48,7 +66,11 @@ def main(output_path: str, zero_stage: int | None = None) -> None:
         learning_rate=1e-2,
         prefix_sharing=True,
         deepspeed=deepspeed,
+        fsdp=fsdp or None,
+        fsdp_config={"version": 2, "reshard_after_forward": True} if fsdp else None,
     )
+    if fsdp:
+        seed_fsdp_state(args)
     trainer = DMPOTrainer(
         build_model(tokenizer),
         ref_model=build_model(tokenizer, seed=1),
@@ -64,6 +86,10 @@ def main(output_path: str, zero_stage: int | None = None) -> None:
         record = {
             "world_size": trainer.accelerator.num_processes,
             "deepspeed": trainer.is_deepspeed_enabled,
+            "fsdp": trainer.is_fsdp_enabled,
+            # under FSDP each process holds a shard of the weights (DTensors), not a full copy
+            "sharded": [n for n, p in trainer.model_wrapped.named_parameters() if isinstance(p, DTensor)],
+            "parameters": [n for n, _ in trainer.model_wrapped.named_parameters()],
             "prefix_sharing": shared,
             "log": trainer.state.log_history,
             "eval": metrics,
@@ -73,4 +99,4 @@ def main(output_path: str, zero_stage: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -12,7 +12,7 @@ import pytest
 TESTS_DIR = Path(__file__).parent
 
 
-def run_training(output: Path, processes: int, zero_stage: int | None = None) -> dict:
+def run_training(output: Path, processes: int, mode: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     env["DS_ACCELERATOR"] = "cpu"
     script = str(TESTS_DIR / "multiprocess_train.py")
@@ -21,8 +21,9 @@ def run_training(output: Path, processes: int, zero_stage: int | None = None) ->
     else:
         torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
         command = [torchrun, "--nproc_per_node", str(processes), "--master_port", "29533", script]
-    stage = [] if zero_stage is None else [str(zero_stage)]
-    result = subprocess.run(command + [str(output), *stage], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command + [str(output), *([mode] if mode else [])], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(output.read_text())
 
@@ -33,16 +34,23 @@ def one_process(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero_stage", [None, 2, 3], ids=["ddp", "zero2", "zero3"])
-def test_two_processes_train_as_one(tmp_path, one_process, zero_stage):
-    """Two gloo processes (DDP, or DeepSpeed ZeRO-2/3 on its CPU accelerator) give the single-process losses, with
-    K lists and prefix sharing. (accelerate runs FSDP only on GPU-type backends, so it has no CPU test here.)"""
-    if zero_stage is not None:
+@pytest.mark.parametrize("mode", [None, "2", "3", "fsdp"], ids=["ddp", "zero2", "zero3", "fsdp2"])
+def test_two_processes_train_as_one(tmp_path, one_process, mode):
+    """Two gloo processes (DDP, DeepSpeed ZeRO-2/3 on its CPU accelerator, or FSDP2 through accelerate; see
+    multiprocess_train.py for how FSDP runs on CPU) give the single-process losses, with K lists and prefix
+    sharing."""
+    if mode in ("2", "3"):
         pytest.importorskip("deepspeed")
-    two = run_training(tmp_path / "two.json", processes=2, zero_stage=zero_stage)
+    two = run_training(tmp_path / "two.json", processes=2, mode=mode)
     one = one_process
     assert (two["world_size"], one["world_size"]) == (2, 1)
-    assert two["deepspeed"] is (zero_stage is not None)
+    assert two["deepspeed"] is (mode in ("2", "3"))
+    assert two["fsdp"] is (mode == "fsdp")
+    if mode == "fsdp":  # every decoder layer's weights are sharded across the two processes
+        layers = [name for name in two["parameters"] if ".layers." in name]
+        assert layers and set(layers) <= set(two["sharded"])
+    else:
+        assert two["sharded"] == []
     assert two["prefix_sharing"] is True and one["prefix_sharing"] is True
     steps_two, steps_one = ([log for log in run["log"] if "loss" in log] for run in (two, one))
     assert len(steps_two) == len(steps_one) == 4
