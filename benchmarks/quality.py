@@ -9,6 +9,13 @@ learning rate, LoRA) and ranked on the same held-out users and candidate lists:
   of the DMPO curve); `sdpo-k4`: the S-DPO softmax loss with 4 negatives; `dmpo-kK`: DMPO with K negatives;
 - `sft+dmpo-kK`: the paper's recipe, an SFT stage (the `sft` adapter, merged) then DMPO with the SFT model as the
   reference. It gets the SFT steps plus the DMPO steps.
+- `<preference method>@<negatives>`: the same method with other training negatives than `--train_negatives`:
+  `@uniform`, `@popularity`, `@popularity_matched`, or `@model` (mined each epoch from the model being trained,
+  `dmpo_trl.mining`), `@model50` (50% of the K mined, the rest uniform), e.g. `dmpo-k4@model50`.
+
+Training rows: one per training user (its last item) by default; `--targets_per_user N` (0: all) makes each training
+user's latest N items targets, and `--num_train_rows` keeps a seeded, nested sample of the rows, so a rows curve
+(100 / 1,000 / all rows) is one `--results_dir` per `--num_train_rows`.
 
 Two candidate regimes are scored for every model: `uniform` (19 unseen movies drawn uniformly, the common protocol)
 and `popularity_matched` (negatives drawn around the target's popularity rank, so popularity alone is near chance).
@@ -66,6 +73,9 @@ DEFAULT_METHODS = [
 ]
 REGIMES = ("uniform", "popularity_matched")
 _PREFERENCE = re.compile(r"^(?:(?P<sft>sft)\+)?(?P<loss>dmpo|sdpo)-k(?P<k>\d+)$")
+_DMPO_K = re.compile(r"^dmpo-k\d+$")  # the points of the K curve (default training negatives)
+MIN_HISTORY = 5  # items before a target, as few_shot_split's default
+_NEGATIVES = re.compile(r"^(?P<strategy>uniform|popularity|popularity_matched|model)(?P<percent>\d{1,3})?$")
 
 
 @dataclass
@@ -78,7 +88,17 @@ class QualityConfig:
     dataset_name: str = field(default="movielens-100k", metadata={"help": "Registered dataset."})
     interactions: str | None = field(default=None, metadata={"help": "Your own log (user_id,item_id,timestamp)."})
     items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})
-    num_train_users: int = field(default=100, metadata={"help": "Few-shot training users (one row each)."})
+    num_train_users: int = field(default=100, metadata={"help": "Few-shot training users."})
+    targets_per_user: int = field(
+        default=1,
+        metadata={"help": "Rows per training user: its latest items as targets (1: the last one; 0: all)."},
+    )
+    num_train_rows: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training rows (seeded, nested across sizes)."}
+    )
+    mining_pool_size: int = field(
+        default=30, metadata={"help": "Items scored per row and epoch for @model training negatives."}
+    )
     num_test_users: int = field(default=80, metadata={"help": "Held-out users ranked per seed."})
     more_test_users: int = field(
         default=0,
@@ -129,6 +149,11 @@ class QualityConfig:
     def __post_init__(self):
         for name in self.methods:
             parse_method(name)
+        if self.targets_per_user < 0 or (self.num_train_rows is not None and self.num_train_rows < 1):
+            raise ValueError(
+                f"targets_per_user must be >= 0 (0: all) and num_train_rows >= 1, got {self.targets_per_user} and "
+                f"{self.num_train_rows}"
+            )
         self.generation_methods = [name for name in self.generation_methods if name != "none"]
         if self.evaluate_on == "valid" and self.num_valid_users < 1:
             raise ValueError("evaluate_on='valid' needs num_valid_users >= 1")
@@ -162,10 +187,30 @@ class Method:
     loss: str | None = None
     k: int = 0
     after_sft: bool = False
+    negatives: str | None = None  # None: `train_negatives`; "model": mined
+    model_fraction: float = 1.0  # with "model": the share of the K mined
+
+    @property
+    def base(self) -> str:
+        """The name without its `@negatives` suffix."""
+        return self.name.split("@")[0]
 
 
 def parse_method(name: str) -> Method:
-    """`random`, `popular`, `zero-shot`, `sft`, `dpo`, `dmpo-kK`, `sdpo-kK`, `sft+dmpo-kK`, `sft+sdpo-kK`."""
+    """`random`, `popular`, `zero-shot`, `sft`, `dpo`, `dmpo-kK`, `sdpo-kK`, `sft+dmpo-kK`, `sft+sdpo-kK`; a
+    preference method may end in `@uniform`, `@popularity`, `@popularity_matched`, `@model` or `@model<percent>`."""
+    base, at, suffix = name.partition("@")
+    if at:
+        method = parse_method(base)
+        match = _NEGATIVES.match(suffix)
+        percent = int(match["percent"]) if match and match["percent"] else 100
+        if method.kind != "preference" or not match or percent > 100 or (match["percent"] and suffix[:5] != "model"):
+            raise ValueError(
+                f"Unknown method {name!r}: only preference methods take @negatives (uniform, popularity, "
+                "popularity_matched, model, or model<percent> such as model50)"
+            )
+        method.name, method.negatives, method.model_fraction = name, match["strategy"], percent / 100
+        return method
     if name in ("random", "popular"):
         return Method(name, "baseline")
     if name in ("zero-shot", "sft"):
@@ -197,7 +242,7 @@ def split_users(cfg: QualityConfig, log, seed: int):
     after the training users in the seeded order, so adding them changes none of the others."""
     from dataclasses import replace
 
-    from dmpo_trl.data import few_shot_split
+    from dmpo_trl.data import few_shot_split, sample_examples
 
     split = few_shot_split(
         log,
@@ -205,12 +250,24 @@ def split_users(cfg: QualityConfig, log, seed: int):
         num_valid_users=0,
         num_test_users=cfg.num_test_users,
         max_history=cfg.max_history,
+        min_history=MIN_HISTORY,
         seed=seed,
     )
     train_end, valid_end = cfg.num_train_users, cfg.num_train_users + cfg.num_valid_users
+    train = split.train[:train_end]
+    if cfg.targets_per_user != 1:  # the training users' latest items, as few_shot_split(targets_per_user=...) does
+        from dmpo_trl.data import example_at, target_positions
+
+        per_user = cfg.targets_per_user or None
+        train = [
+            example_at(log, e.user, position, cfg.max_history)
+            for e in train
+            for position in target_positions(len(log.sequences[e.user]), MIN_HISTORY, per_user)
+        ]
+    train = sample_examples(train, cfg.num_train_rows, seed)
     return replace(
         split,
-        train=split.train[:train_end],
+        train=train,
         valid=split.train[train_end:valid_end],
         test=split.test + split.train[valid_end:],
     )
@@ -369,18 +426,38 @@ def sft_model(study: Study):
 
 
 def train_preference(study: Study, method: Method, model, tokenizer, output_dir: Path):
+    """The trained `DMPOTrainer`, the steps it took and its log (every round's, with negatives mined per epoch)."""
     from dmpo_trl import DMPOConfig, DMPOTrainer
     from dmpo_trl.data import build_preference_dataset
+    from dmpo_trl.mining import MinedNegativesTraining, NegativeMiner
 
     cfg = study.cfg
-    rows = build_preference_dataset(study.log, study.split.train, method.k, **row_settings(study, tokenizer))
-    rows = rows.select_columns(["prompt", "chosen", "rejected"])
     args = DMPOConfig(
         **common_training_args(cfg, study.seed, output_dir, method.name), loss_type=[method.loss], beta=cfg.beta
     )
+    settings = row_settings(study, tokenizer)
+    if method.negatives == "model":
+        miner = NegativeMiner(
+            study.log,
+            method.k,
+            method.model_fraction,
+            cfg.mining_pool_size,
+            prompt_style=settings["prompt_style"],
+            conversational=settings["conversational"],
+            seed=study.seed,
+        )
+        training = MinedNegativesTraining(
+            model, miner, study.split.train, args, processing_class=tokenizer, peft_config=lora(cfg)
+        )
+        output = training.train()
+        return training.trainer, output.global_step, training.log_history
+    if method.negatives is not None:
+        settings["negative_strategy"] = method.negatives
+    rows = build_preference_dataset(study.log, study.split.train, method.k, **settings)
+    rows = rows.select_columns(["prompt", "chosen", "rejected"])
     trainer = DMPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
-    return trainer
+    return trainer, trainer.state.global_step, trainer.state.log_history
 
 
 def train(study: Study, method: Method):
@@ -393,17 +470,18 @@ def train(study: Study, method: Method):
     if method.kind == "sft":
         model, tokenizer = load_base(study.cfg)
         trainer = train_sft(study, model, tokenizer, output_dir)
+        steps, log_history = trainer.state.global_step, trainer.state.log_history
     else:
         model, tokenizer = sft_model(study) if method.after_sft else load_base(study.cfg)
-        trainer = train_preference(study, method, model, tokenizer, output_dir)
+        trainer, steps, log_history = train_preference(study, method, model, tokenizer, output_dir)
     learning_rate, epochs = study.cfg.training_settings(method.name)
     info = {
         "learning_rate": learning_rate,
         "num_train_epochs": epochs,
         "seconds": round(time.perf_counter() - started, 1),
         "rows": len(trainer.train_dataset),
-        "steps": trainer.state.global_step,
-        "log_history": trainer.state.log_history,
+        "steps": steps,
+        "log_history": log_history,
     }
     return trainer.model, tokenizer, info
 
@@ -620,7 +698,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
     """Paired bootstrap intervals of HitRatio@1 differences (same users, same candidates) for the claims."""
-    dmpo = [m for m in methods if m.startswith("dmpo-k")]
+    dmpo = [m for m in methods if _DMPO_K.match(m)]
     pairs = []
     for regime in REGIMES:
         key = f"{regime}/sum"
@@ -632,6 +710,10 @@ def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
                 pairs.append((regime, best, other))
         if "dmpo-k4" in methods and "dpo" in methods:
             pairs.append((regime, "dmpo-k4", "dpo"))
+        for name in methods:  # other training negatives against the same method with the default ones
+            base = name.split("@")[0]
+            if base != name and base in methods:
+                pairs.append((regime, name, base))
     out = []
     for regime, a, b in dict.fromkeys(pairs):
         key = f"{regime}/sum/per_user"
@@ -688,6 +770,12 @@ def _spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def train_rows(cfg: QualityConfig) -> str:
+    per_user = "every item" if cfg.targets_per_user == 0 else f"their last {cfg.targets_per_user} item(s)"
+    rows = f", at most {cfg.num_train_rows} rows" if cfg.num_train_rows is not None else ""
+    return f"targets: {per_user} with {MIN_HISTORY}+ items before{rows}"
+
+
 def ranked_count(cfg: QualityConfig) -> str:
     if cfg.evaluate_on == "valid":
         return f"{cfg.num_valid_users} validation users ranked (evaluate_on=valid)"
@@ -699,7 +787,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     lines = [
         "# Quality study: MovieLens-100K, SmolLM2-135M-Instruct + LoRA",
         "",
-        f"Seeds {summary['seeds']}; per seed {cfg.num_train_users} train users, {ranked_count(cfg)}, "
+        f"Seeds {summary['seeds']}; per seed {cfg.num_train_users} train users ({train_rows(cfg)}), "
+        f"{ranked_count(cfg)}, "
         f"{cfg.num_candidates} candidates, prompt `{cfg.prompt_style}`, history {cfg.max_history}, training negatives "
         f"`{cfg.train_negatives}`; every method {cfg.num_train_epochs:g} epoch(s), batch {cfg.batch_size}, lr "
         f"{cfg.learning_rate:g}, LoRA r={cfg.lora_r}, beta {cfg.beta:g}. Means over the pooled test users with 95% "
@@ -740,7 +829,7 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         "Same users and candidates, so the interval of the per-user difference decides (a win: it excludes 0).",
         "",
     ]
-    if sum(name.startswith("dmpo-k") for name in methods) > 1:
+    if sum(bool(_DMPO_K.match(name)) for name in methods) > 1:
         lines[-2] += (
             " The DMPO row compared is the best K on these test users: a selected maximum, so read its wins as "
             "optimistic; `dmpo-k4 vs dpo` is listed as well."
@@ -785,7 +874,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         if "dpo" in methods:
             ks.append(1)
             points.append(methods["dpo"][f"{regime}/sum"]["hit_ratio@1"])
-        for name in sorted((n for n in names if n.startswith("dmpo-k")), key=lambda n: int(n[6:])):
+        for name in sorted((n for n in names if _DMPO_K.match(n)), key=lambda n: int(n[6:])):
             ks.append(int(name[6:]))
             points.append(methods[name][f"{regime}/sum"]["hit_ratio@1"])
         if ks:
@@ -798,7 +887,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 methods[baseline]["uniform/sum"]["hit_ratio@1"][0], ls=style, c="gray", label=f"{baseline}, uniform"
             )
     right.set_xscale("log", base=2)
-    ticks = sorted({1, *(int(n[6:]) for n in names if n.startswith("dmpo-k"))})
+    ticks = sorted({1, *(int(n[6:]) for n in names if _DMPO_K.match(n))})
     right.set_xticks(ticks, [str(k) for k in ticks])
     right.set_xlabel("K negatives (K=1: DPO)")
     right.set_title("HitRatio@1 against K")

@@ -46,9 +46,11 @@ from .data import (
     load_dataset_by_name,
     load_interactions,
     registered_name,
+    sample_examples,
 )
 from .data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
 from .journal import atomic_write_text
+from .mining import DEFAULT_POOL_SIZE
 from .models import RecModelConfig
 from .recipe_cli import EVALUATION_BASELINES
 
@@ -74,6 +76,9 @@ __all__ = [
     "summary_table",
     "write_split",
 ]
+
+TRAINING_NEGATIVES = (*STRATEGIES, "model")
+"""`negative_strategy` values: the drawn ones (also used for the evaluation candidates), and "model" (mined)."""
 
 DEMO_METRICS = ("hit_ratio@1", "ndcg@5")
 """The metrics of the before/after table."""
@@ -118,7 +123,18 @@ class RecDataArguments:
         default=DEFAULT_ITEM_NOUN,
         metadata={"help": "What the built-in prompts call the items, plural ('books'; 'person/people' if irregular)."},
     )
-    num_train_users: int = field(default=100, metadata={"help": "Users whose last item is a training row."})
+    num_train_users: int = field(default=100, metadata={"help": "Users whose latest items are training rows."})
+    targets_per_user: int = field(
+        default=1,
+        metadata={
+            "help": "Training rows per training user: their latest items with at least min_history items before "
+            "them, each a target (1: the last item; 0: every such item). Valid and test users give one row each."
+        },
+    )
+    num_train_rows: int | None = field(
+        default=None,
+        metadata={"help": "Keep at most this many training rows (a seeded sample, nested across sizes)."},
+    )
     num_valid_users: int = field(
         default=0, metadata={"help": "Users for the trainer's preference eval set (eval_strategy)."}
     )
@@ -137,7 +153,23 @@ class RecDataArguments:
     )
     negative_strategy: str = field(
         default="uniform",
-        metadata={"help": "How candidates/negatives are drawn.", "choices": list(STRATEGIES)},
+        metadata={
+            "help": "How candidates/negatives are drawn; 'model': training negatives mined each epoch from the model "
+            "being trained (the highest-scored wrong items of a uniform pool, see dmpo_trl.mining), evaluation "
+            "candidates uniform.",
+            "choices": list(TRAINING_NEGATIVES),
+        },
+    )
+    model_negative_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "With --negative_strategy model: the share of the K negatives mined from the model (rounded "
+            "half up); the rest are drawn uniformly each epoch."
+        },
+    )
+    mining_pool_size: int = field(
+        default=DEFAULT_POOL_SIZE,
+        metadata={"help": "With --negative_strategy model: uniform items scored per training row and epoch."},
     )
     conversational: bool | None = field(
         default=None,
@@ -159,12 +191,28 @@ class RecDataArguments:
             raise ValueError(f"num_candidates must be >= 2 (the target and a negative), got {self.num_candidates}")
         if self.num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
+        if self.negative_strategy not in TRAINING_NEGATIVES:
+            raise ValueError(f"Unknown negative_strategy {self.negative_strategy!r}; choose from {TRAINING_NEGATIVES}")
+        if not 0.0 <= self.model_negative_fraction <= 1.0:
+            raise ValueError(f"model_negative_fraction must be between 0 and 1, got {self.model_negative_fraction}")
+        if self.mining_pool_size < 1:
+            raise ValueError(f"mining_pool_size must be >= 1, got {self.mining_pool_size}")
+        if self.targets_per_user < 0:
+            raise ValueError(f"targets_per_user must be >= 0 (0: every position), got {self.targets_per_user}")
+        if self.num_train_rows is not None and self.num_train_rows < 1:
+            raise ValueError(f"num_train_rows must be >= 1 (or unset: all rows), got {self.num_train_rows}")
         if self.interactions and not self.items:
             raise ValueError("--interactions needs --items (the file with item_id and title)")
         self._check_negatives(self.prompt_style or "history")
 
     def _check_negatives(self, prompt_style: str) -> None:
-        if uses_candidates(resolve_template(prompt_style)) and self.num_negatives > self.num_candidates - 1:
+        with_candidates = uses_candidates(resolve_template(prompt_style))
+        if with_candidates and self.negative_strategy == "model":
+            raise ValueError(
+                "--negative_strategy model needs a prompt without a candidate list (prompt_style 'history'): "
+                "the negatives are mined after the prompt is fixed"
+            )
+        if with_candidates and self.num_negatives > self.num_candidates - 1:
             raise ValueError(
                 f"num_negatives={self.num_negatives} must be at most num_candidates - 1 = {self.num_candidates - 1}: "
                 "the negatives are drawn from the candidates the prompt lists"
@@ -183,6 +231,19 @@ class RecDataArguments:
         style = self.prompt_style or ("candidates" if ranking_mode == "generation" else "history")
         self._check_negatives(style)
         return replace(self, prompt_style=style)
+
+    @property
+    def candidate_strategy(self) -> str:
+        """How evaluation candidates (and candidate-prompt lists) are drawn: `negative_strategy`, or "uniform" when
+        the training negatives are mined from the model.
+
+        Example:
+        ```python
+        >>> RecDataArguments(negative_strategy="model").candidate_strategy
+        'uniform'
+        ```
+        """
+        return "uniform" if self.negative_strategy == "model" else self.negative_strategy
 
     @property
     def template(self) -> str:
@@ -372,7 +433,8 @@ def _seed(data_args: RecDataArguments, seed: int) -> int:
 
 
 def split_users(data_args: RecDataArguments, log: InteractionLog, seed: int = 0) -> FewShotSplit:
-    """User-disjoint train/valid/test examples (`few_shot_split`), seeded by `split_seed` or else `seed`.
+    """User-disjoint train/valid/test examples (`few_shot_split`), seeded by `split_seed` or else `seed`: each
+    training user gives `targets_per_user` rows (0: all), then at most `num_train_rows` rows are kept.
 
     Example:
     ```python
@@ -382,7 +444,7 @@ def split_users(data_args: RecDataArguments, log: InteractionLog, seed: int = 0)
     (4, 3)
     ```
     """
-    return few_shot_split(
+    split = few_shot_split(
         log,
         num_train_users=data_args.num_train_users,
         num_valid_users=data_args.num_valid_users,
@@ -390,7 +452,11 @@ def split_users(data_args: RecDataArguments, log: InteractionLog, seed: int = 0)
         max_history=data_args.max_history,
         min_history=data_args.min_history,
         seed=_seed(data_args, seed),
+        targets_per_user=data_args.targets_per_user or None,
     )
+    if data_args.num_train_rows is not None:
+        split = replace(split, train=sample_examples(split.train, data_args.num_train_rows, _seed(data_args, seed)))
+    return split
 
 
 def build_datasets(
@@ -415,7 +481,7 @@ def build_datasets(
         num_negatives=data_args.num_negatives,
         prompt_style=data_args.template,
         num_candidates=data_args.num_candidates,
-        negative_strategy=data_args.negative_strategy,
+        negative_strategy=data_args.candidate_strategy,
         conversational=conversational,
         seed=_seed(data_args, seed),
     )
@@ -454,7 +520,7 @@ def evaluate_models(
     common = dict(
         num_candidates=data_args.num_candidates,
         seed=seed,
-        negative_strategy=data_args.negative_strategy,
+        negative_strategy=data_args.candidate_strategy,
         candidates=candidates,
     )
     results = {}
@@ -530,7 +596,7 @@ def split_record(
     """
     from .data import candidate_sets
 
-    sets = candidate_sets(log, split.test, data_args.num_candidates, seed, data_args.negative_strategy)
+    sets = candidate_sets(log, split.test, data_args.num_candidates, seed, data_args.candidate_strategy)
     data = asdict(replace(data_args, split_seed=seed))
     for key in ("interactions", "items", "data_dir"):
         if data[key]:
@@ -538,7 +604,7 @@ def split_record(
     return {
         "dataset": log.name,
         "seed": seed,
-        "train": [e.user for e in split.train],
+        "train": list(dict.fromkeys(e.user for e in split.train)),
         "valid": [e.user for e in split.valid],
         "test": [e.user for e in split.test],
         "candidates": {e.user: candidates for e, (candidates, _) in zip(split.test, sets)},
@@ -673,6 +739,7 @@ def run_recipe(
 
     from .data import candidate_sets
     from .evaluation import save_result
+    from .mining import MinedNegativesTraining, NegativeMiner
     from .model_card import use_model_card
     from .models import adapters_to_dtype, load_model_for_training, model_origin
     from .provenance import provenance
@@ -701,9 +768,12 @@ def run_recipe(
     log, split, seed = data.log, data.split, _seed(data.data_args, training_args.seed)
     clock = lap("data_s", clock)
     if split is not None:
+        train_users = len({e.user for e in split.train})
+        rows = f" ({len(split.train)} rows)" if len(split.train) != train_users else ""
+        negatives = "mined from the model each epoch" if data_args.negative_strategy == "model" else "negatives"
         say(
-            f"Data: {log.name}, {len(split.train)} train / {len(split.valid)} valid / {len(split.test)} test users, "
-            f"{data_args.num_candidates} candidates per prompt, K={data_args.num_negatives} negatives"
+            f"Data: {log.name}, {train_users} train{rows} / {len(split.valid)} valid / {len(split.test)} test users, "
+            f"{data_args.num_candidates} candidates per prompt, K={data_args.num_negatives} {negatives}"
         )
     else:
         sizes = ", ".join(f"{name}: {len(rows)} rows" for name, rows in data.preference.items())
@@ -740,7 +810,7 @@ def run_recipe(
             data.candidates = [
                 c
                 for c, _ in candidate_sets(
-                    log, split.test, data_args.num_candidates, seed, data_args.negative_strategy
+                    log, split.test, data_args.num_candidates, seed, data_args.candidate_strategy
                 )
             ]
     clock = lap("model_s", clock)
@@ -767,15 +837,40 @@ def run_recipe(
             }
         write_split(record, output_dir)
 
+    mined = None
     with user_inputs():
-        trainer = DMPOTrainer(
-            model,
-            args=training_args,
-            train_dataset=datasets["train"],
-            eval_dataset=datasets.get("validation"),
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
+        if data_args.negative_strategy == "model" and split is not None:
+            if resume:
+                raise ValueError("--resume_from_checkpoint does not resume training with --negative_strategy model")
+            miner = NegativeMiner(
+                log,
+                data_args.num_negatives,
+                data_args.model_negative_fraction,
+                data_args.mining_pool_size,
+                prompt_style=data_args.template,
+                conversational=conversational,
+                seed=seed,
+                normalize=recipe_args.ranking_normalize,
+            )
+            mined = MinedNegativesTraining(
+                model,
+                miner,
+                split.train,
+                training_args,
+                eval_dataset=datasets.get("validation"),
+                processing_class=tokenizer,
+                peft_config=peft_config,
+            )
+            trainer = mined.trainer
+        else:
+            trainer = DMPOTrainer(
+                model,
+                args=training_args,
+                train_dataset=datasets["train"],
+                eval_dataset=datasets.get("validation"),
+                processing_class=tokenizer,
+                peft_config=peft_config,
+            )
     quantized = getattr(trainer.model, "is_loaded_in_4bit", False) or getattr(
         trainer.model, "is_loaded_in_8bit", False
     )
@@ -799,7 +894,10 @@ def run_recipe(
             print(summary_table(results))
 
     say(f"Training ({name}) on {len(datasets['train'])} rows" + (f", resuming from {resume}" if resume else ""))
-    trainer.train(resume_from_checkpoint=resume)
+    if mined is not None:
+        mined.train()
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     clock = lap("train_s", clock)
 
     if recipe_args.evaluate_after and log is not None:
@@ -844,7 +942,8 @@ def run_recipe(
             results, log, data.test, recipe_args.num_logged_examples, training_args.run_name, config, finish=True
         )
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    return RecipeResult(results, list(trainer.state.log_history), timings, output_dir, trainer, data.data_args)
+    log_history = mined.log_history if mined is not None else list(trainer.state.log_history)
+    return RecipeResult(results, log_history, timings, output_dir, trainer, data.data_args)
 
 
 def run_settings(data_args, training_args, model_args, recipe_args) -> dict[str, dict[str, Any]]:

@@ -196,6 +196,11 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         data_args = data_args.for_mode("likelihood")
         if not data_args.is_interaction_log:
             raise UsageError(f"Unknown dataset {data_args.dataset_name!r}; prepare reads {_log_names()}")
+        if data_args.negative_strategy == "model":
+            raise UsageError(
+                "--negative_strategy model mines negatives with the model during training; prepare writes fixed "
+                "rows: train with `dmpo-trl train --negative_strategy model`, or prepare with another strategy"
+            )
         log = load_interaction_log(data_args)
         split = split_users(data_args, log)
     conversational = data_args.conversational
@@ -209,7 +214,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         num_negatives=data_args.num_negatives,
         prompt_style=data_args.template,
         num_candidates=data_args.num_candidates,
-        negative_strategy=data_args.negative_strategy,
+        negative_strategy=data_args.candidate_strategy,
         conversational=conversational,
         seed=seed,
     )
@@ -392,7 +397,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             log,
             data_args.num_candidates,
             seed,
-            negative_strategy=data_args.negative_strategy,
+            negative_strategy=data_args.candidate_strategy,
             candidates=candidates,
         )
     else:
@@ -417,7 +422,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             normalize=eval_args.ranking_normalize,
             batch_size=eval_args.ranking_batch_size,
             progress=eval_args.show_progress,
-            negative_strategy=data_args.negative_strategy,
+            negative_strategy=data_args.candidate_strategy,
             end_of_turn=eval_args.end_of_turn,
             max_new_tokens=eval_args.max_new_tokens,
             model_name=name,

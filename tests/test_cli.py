@@ -266,6 +266,16 @@ def _mistakes(tiny_dataset, tmp_path):
             ["train", *log, "--resume_from_checkpoint", "true", "--output_dir", str(tmp_path / "empty")],
             "no checkpoint-* folder",
         ),
+        "mined negatives in a candidates prompt": (
+            ["train", *log, "--negative_strategy", "model", "--prompt_style", "candidates"],
+            "needs a prompt without a candidate list",
+        ),
+        "prepare mined negatives": (
+            ["prepare", *log, "--negative_strategy", "model", "--output_dir", str(tmp_path / "mined")],
+            "mines negatives with the model during training",
+        ),
+        "model fraction": (["train", *log, "--model_negative_fraction", "2"], "between 0 and 1, got 2.0"),
+        "targets per user": (["train", *log, "--targets_per_user", "-1"], "targets_per_user must be >= 0"),
         "missing yaml": (["train", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
         "no command": (["--nope"], "required: COMMAND"),
     }

@@ -186,3 +186,23 @@ def test_default_prompt_is_the_history_prompt(log, examples):
         ds["prompt"] == build_preference_dataset(log, examples[:5], num_negatives=3, prompt_style="history")["prompt"]
     )
     assert all("candidates:" not in prompt for prompt in ds["prompt"])
+
+
+def test_given_negatives_replace_the_drawn_ones(log, examples):
+    chosen = [[f"i{(int(e.target[1:]) + 40) % 80}", f"i{(int(e.target[1:]) + 41) % 80}"] for e in examples]
+    rows = build_preference_dataset(log, examples, num_negatives=2, negatives=chosen)
+    drawn = build_preference_dataset(log, examples, num_negatives=2)
+    assert rows["prompt"] == drawn["prompt"] and rows["chosen"] == drawn["chosen"]
+    assert rows["rejected"] == [[f" {log.titles[i]}" for i in items] for items in chosen]
+    first = examples[0]
+    bad = [
+        (chosen[:-1], "lists for"),
+        ([[first.target, chosen[0][1]], *chosen[1:]], rf"negatives\[0\] \(user '{first.user}'\): item"),
+        ([[chosen[0][0], chosen[0][0]], *chosen[1:]], r"negatives\[0\].*2 distinct"),
+        ([["nope", chosen[0][1]], *chosen[1:]], "has no title"),
+    ]
+    for negatives, message in bad:
+        with pytest.raises(ValueError, match=message):
+            build_preference_dataset(log, examples, num_negatives=2, negatives=negatives)
+    with pytest.raises(ValueError, match="without a candidate list"):
+        build_preference_dataset(log, examples, 2, prompt_style="candidates", negatives=chosen)

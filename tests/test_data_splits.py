@@ -16,6 +16,7 @@ from dmpo_trl.data import (
     leave_last_out,
     load_movielens,
     recbole_example_dir,
+    sample_examples,
     sample_negatives,
 )
 
@@ -116,6 +117,54 @@ def test_few_shot_too_many_users(log):
     ):
         split = few_shot_split(big, num_train_users=1000, num_test_users=500, strict=False)
     assert (len(split.train), len(split.valid), len(split.test)) == (eligible - 600, 100, 500)
+
+
+@pytest.mark.parametrize("targets_per_user", [3, None])
+def test_several_targets_per_training_user(log, targets_per_user):
+    settings = dict(num_train_users=30, num_valid_users=10, num_test_users=50, max_history=4, min_history=5, seed=3)
+    one = few_shot_split(log, **settings)
+    split = few_shot_split(log, **settings, targets_per_user=targets_per_user)
+    assert split.valid == one.valid and split.test == one.test  # held-out users and targets unchanged
+    assert list(dict.fromkeys(e.user for e in split.train)) == [e.user for e in one.train]  # same users, same order
+    held_out = {e.user for e in split.valid + split.test}
+    assert not held_out & {e.user for e in split.train}  # held-out users give no training row
+    expected = 0
+    for example in one.train:
+        sequence = log.sequences[example.user]
+        eligible = len(sequence) - 5  # positions with >= min_history items before them
+        expected += eligible if targets_per_user is None else min(targets_per_user, eligible)
+    assert len(split.train) == expected > len(one.train)
+    by_user = {}
+    for example in split.train:
+        sequence = log.sequences[example.user]
+        position = example.extra["position"]
+        assert position >= 5 and example.target == sequence[position]
+        assert list(example.history) == sequence[max(0, position - 4) : position]  # ends right before the target
+        by_user.setdefault(example.user, []).append(position)
+    for user, positions in by_user.items():  # the latest positions, oldest first
+        length = len(log.sequences[user])
+        first = 5 if targets_per_user is None else max(5, length - targets_per_user)
+        assert positions == list(range(first, length))
+    assert few_shot_split(log, **settings, targets_per_user=targets_per_user).train == split.train
+
+
+def test_targets_per_user_must_be_positive(log):
+    for bad in (0, -2, True):
+        with pytest.raises(ValueError, match="targets_per_user must be >= 1 or None"):
+            few_shot_split(log, num_train_users=5, num_valid_users=0, num_test_users=5, targets_per_user=bad)
+
+
+def test_sample_examples_is_seeded_nested_and_ordered(log):
+    split = few_shot_split(log, num_train_users=40, num_valid_users=0, num_test_users=10, targets_per_user=None)
+    examples = split.train
+    small, large = sample_examples(examples, 10, seed=1), sample_examples(examples, 100, seed=1)
+    assert len(small) == 10 and len(large) == 100 and set(small) <= set(large)
+    index = {example: k for k, example in enumerate(examples)}
+    assert [index[e] for e in large] == sorted(index[e] for e in large)  # the given order is kept
+    assert sample_examples(examples, 10, seed=1) == small and sample_examples(examples, 10, seed=2) != small
+    assert sample_examples(examples, None) == examples == sample_examples(examples, len(examples) + 5)
+    with pytest.raises(ValueError, match="num_examples"):
+        sample_examples(examples, -1)
 
 
 # ---- negatives ---------------------------------------------------------------------------------------------------

@@ -42,6 +42,69 @@ def test_method_names():
             quality.QualityConfig(method_settings=[bad])
 
 
+def test_training_negatives_per_method():
+    method = quality.parse_method("sft+dmpo-k4@model50")
+    assert (method.base, method.loss, method.k, method.after_sft) == ("sft+dmpo-k4", "dmpo", 4, True)
+    assert (method.negatives, method.model_fraction) == ("model", 0.5)
+    assert quality.parse_method("dpo@popularity_matched").negatives == "popularity_matched"
+    assert (
+        quality.parse_method("dmpo-k2@model").model_fraction == 1.0
+        and quality.parse_method("dmpo-k2").negatives is None
+    )
+    for bad in ("sft@model", "dmpo-k2@hard", "dmpo-k2@model150", "dmpo-k2@uniform50", "popular@uniform"):
+        with pytest.raises(ValueError, match="Unknown method"):
+            quality.parse_method(bad)
+
+
+def test_several_targets_per_user_and_a_row_cap(tmp_path):
+    interactions, items = write_tiny_log(tmp_path)  # 24 users with 7 items each
+    log = load_interaction_log(RecDataArguments(interactions=interactions, items=items))
+    settings = dict(interactions=interactions, items=items, num_train_users=8, num_test_users=5, max_history=3)
+    one = quality.split_users(quality.QualityConfig(**settings), log, seed=3)
+    every = quality.split_users(quality.QualityConfig(**settings, targets_per_user=0), log, seed=3)
+    assert every.test == one.test and len(every.train) == 8 * 2  # positions 5 and 6 have 5+ items before them
+    assert {e.user for e in every.train} == {e.user for e in one.train}
+    assert not {e.user for e in every.train} & {e.user for e in every.test}
+    for example in every.train:
+        position = example.extra["position"]
+        assert list(example.history) == log.sequences[example.user][position - 3 : position]
+    capped = quality.split_users(quality.QualityConfig(**settings, targets_per_user=0, num_train_rows=5), log, 3)
+    more = quality.split_users(quality.QualityConfig(**settings, targets_per_user=0, num_train_rows=10), log, 3)
+    assert len(capped.train) == 5 and set(capped.train) <= set(more.train) <= set(every.train)
+    assert (
+        quality.split_users(quality.QualityConfig(**settings, targets_per_user=0, num_train_rows=5), log, 3) == capped
+    )
+    with pytest.raises(ValueError, match="targets_per_user"):
+        quality.QualityConfig(targets_per_user=-1)
+
+
+def test_study_compares_training_negatives(tmp_path, tiny_model_dir):
+    interactions, items = write_tiny_log(tmp_path)
+    results = tmp_path / "results"
+    methods = ["dmpo-k2", "dmpo-k2@popularity_matched", "dmpo-k2@model50"]
+    argv = [
+        "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items, "--methods", *methods,
+        "--generation_methods", "none", "--seeds", "0", "--num_train_users", "8", "--num_test_users", "5",
+        "--num_candidates", "4", "--max_history", "3", "--learning_rate", "1e-2", "--num_train_epochs", "2",
+        "--targets_per_user", "0", "--num_train_rows", "12", "--mining_pool_size", "6", "--explain_users", "0",
+        "--results_dir", str(results), "--work_dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    quality.main(argv)
+    summary = json.loads((results / "quality.json").read_text())
+    assert list(summary["methods"]) == methods
+    runs = {name: json.loads((results / "runs" / "seed0" / f"{name}.json").read_text()) for name in methods}
+    assert all(run["train"]["rows"] == 12 and run["train"]["steps"] == 6 for run in runs.values())  # 2 epochs x 3
+    rounds = [entry["mining_round"] for entry in runs["dmpo-k2@model50"]["train"]["log_history"] if "loss" in entry]
+    assert rounds == [0, 0, 0, 1, 1, 1]
+    pairs = {(c["regime"], c["a"], c["b"]) for c in summary["comparisons"]}
+    assert ("uniform", "dmpo-k2@model50", "dmpo-k2") in pairs and (
+        "uniform",
+        "dmpo-k2@popularity_matched",
+        "dmpo-k2",
+    ) in pairs
+    assert "every item with 5+ items before, at most 12 rows" in (results / "quality.md").read_text()
+
+
 def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
     interactions, items = write_tiny_log(tmp_path)
     log = load_interaction_log(RecDataArguments(interactions=interactions, items=items))

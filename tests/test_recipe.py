@@ -120,6 +120,33 @@ def test_run_recipe_with_lora(tiny_log_files, tiny_model_dir, tmp_path):
     assert not list((tmp_path / "out").glob(".*.tmp"))  # written atomically, no temporary file left
 
 
+def test_run_recipe_with_model_negatives_and_several_targets_per_user(tiny_log_files, tiny_model_dir, tmp_path):
+    from dmpo_trl.data import candidate_sets
+
+    extra = [
+        "--use_peft", "--negative_strategy", "model", "--model_negative_fraction", "0.5", "--mining_pool_size", "6",
+        "--targets_per_user", "0", "--num_train_rows", "12", "--max_steps", "-1", "--num_train_epochs", "2",
+        "--no_evaluate_before",
+    ]  # fmt: skip
+    data_args, training_args, model_args, recipe_args = parse_recipe_arguments(
+        tiny_flags(tiny_log_files, tiny_model_dir, tmp_path, *extra)
+    )
+    assert (data_args.targets_per_user, data_args.num_train_rows, data_args.candidate_strategy) == (0, 12, "uniform")
+    result = run_recipe(data_args, training_args, model_args, recipe_args, verbose=False)
+    # 8 users x 2 positions with >= 5 items before them (7 items each), capped at 12 rows: 3 steps per epoch
+    assert len(result.trainer.train_dataset) == 12
+    rounds = [entry["mining_round"] for entry in result.log_history if "loss" in entry]
+    assert rounds == [0, 0, 0, 1, 1, 1]
+    saved = json.loads((tmp_path / SPLIT_FILE).read_text())
+    assert len(saved["train"]) == len(set(saved["train"])) <= 8 and not set(saved["train"]) & set(saved["test"])
+    assert saved["data"]["negative_strategy"] == "model"
+    log = recipe.load_interaction_log(data_args)
+    seed = training_args.seed
+    test = recipe.split_users(data_args, log, seed).test
+    uniform = [c for c, _ in candidate_sets(log, test, data_args.num_candidates, seed, "uniform")]
+    assert [u["candidates"] for u in result.results["dmpo (lora)"]["per_user"]] == uniform
+
+
 def test_full_finetuning_trains_every_weight(tiny_log_files, tiny_model_dir, tmp_path):
     data_args, training_args, model_args, recipe_args = parse_recipe_arguments(
         tiny_flags(tiny_log_files, tiny_model_dir, tmp_path, "--no_evaluate_before", "--no_save_final_model")

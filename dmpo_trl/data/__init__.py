@@ -44,7 +44,7 @@ from .prompts import (
     render_titles,
     resolve_template,
 )
-from .splits import FewShotSplit, example_at, few_shot_split, leave_last_out
+from .splits import FewShotSplit, example_at, few_shot_split, leave_last_out, sample_examples, target_positions
 
 
 __all__ = [
@@ -87,6 +87,8 @@ __all__ = [
     "render_titles",
     "resolve_template",
     "restrict_log",
+    "sample_examples",
     "sample_negatives",
     "split_catalogue",
+    "target_positions",
 ]

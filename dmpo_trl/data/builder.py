@@ -60,6 +60,7 @@ def build_preference_dataset(
     list_style: str = "numbered",
     answer_prefix: str = ANSWER_PREFIX,
     popularity: Counter | None = None,
+    negatives: Sequence[Sequence[str]] | None = None,
 ) -> Dataset:
     """TRL preference rows: `prompt`, `chosen` (the target's title), `rejected` (K = `num_negatives` titles).
 
@@ -70,6 +71,9 @@ def build_preference_dataset(
     the same as `candidate_sets(log, examples, num_candidates, seed, negative_strategy)`, which the evaluator
     uses. Without candidates, negatives come from `negative_strategy` over the whole catalog. Extra columns
     `user` and `target` hold the ids. Deterministic for a given `seed`.
+
+    `negatives` (one list of `num_negatives` item ids per example, e.g. mined by `dmpo_trl.mining`) replaces the
+    drawn negatives; it needs a prompt without a candidate list.
 
     Example:
     ```python
@@ -85,18 +89,22 @@ def build_preference_dataset(
     with_candidates = uses_candidates(resolve_template(prompt_style))
     if with_candidates and num_negatives > num_candidates - 1:
         raise ValueError(f"num_negatives={num_negatives} must be at most num_candidates - 1 = {num_candidates - 1}")
+    if negatives is not None:
+        _check_given(log, examples, negatives, num_negatives, with_candidates)
     sampler = None if with_candidates else NegativeSampler(log, negative_strategy, popularity)
     rows: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "user": [], "target": []}
     parts = _prompts(log, examples, prompt_style, num_candidates, negative_strategy, seed, list_style, popularity)
-    for example, prompt, others in parts:
-        if with_candidates:
-            negatives = random.Random(f"dmpo-trl-rejected|{seed}|{example.user}|{example.target}").sample(
+    for index, (example, prompt, others) in enumerate(parts):
+        if negatives is not None:
+            rejected_ids = list(negatives[index])
+        elif with_candidates:
+            rejected_ids = random.Random(f"dmpo-trl-rejected|{seed}|{example.user}|{example.target}").sample(
                 others, num_negatives
             )
         else:
-            negatives = sampler.sample(example, num_negatives, example_rng(example, seed))
+            rejected_ids = sampler.sample(example, num_negatives, example_rng(example, seed))
         text, completions = _wrap(
-            prompt, [log.titles[i] for i in [example.target, *negatives]], conversational, answer_prefix
+            prompt, [log.titles[i] for i in [example.target, *rejected_ids]], conversational, answer_prefix
         )
         rows["prompt"].append(text)
         rows["chosen"].append(completions[0])
@@ -104,6 +112,30 @@ def build_preference_dataset(
         rows["user"].append(example.user)
         rows["target"].append(example.target)
     return Dataset.from_dict(rows)
+
+
+def _check_given(
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    negatives: Sequence[Sequence[str]],
+    num_negatives: int,
+    with_candidates: bool,
+) -> None:
+    """`ValueError` naming the row and the item for given negatives that a row cannot use."""
+    if with_candidates:
+        raise ValueError("negatives= needs a prompt without a candidate list (prompt_style 'history' or your own)")
+    if len(negatives) != len(examples):
+        raise ValueError(f"negatives: {len(negatives)} lists for {len(examples)} examples")
+    for index, (example, items) in enumerate(zip(examples, negatives)):
+        where = f"negatives[{index}] (user {example.user!r})"
+        if len(items) != num_negatives or len(set(items)) != len(items):
+            raise ValueError(f"{where}: needs {num_negatives} distinct item ids, got {list(items)}")
+        touched = set(log.sequences.get(example.user, ())) | {example.target}
+        for item in items:
+            if item not in log.titles:
+                raise ValueError(f"{where}: item {item!r} has no title in the log")
+            if item in touched:
+                raise ValueError(f"{where}: item {item!r} is the target or one the user touched")
 
 
 def build_sft_dataset(
