@@ -24,31 +24,31 @@ from .log import InteractionLog
 from .tables import _MISSING_WORDS, Table, _parse_times, natural_key, titles_from_table
 
 
-class _Unreadable(Exception):
+class NeedsPandasPath(Exception):
     """The file needs the pandas path (it will give the same result or a precise error)."""
 
 
 def read_arrow(path: Path, sep: str, *, header: bool, quoting: bool, encoding: str) -> tuple[list[str], pa.Table]:
     """(column names, the file as a table of string columns), one row per physical line, blank lines as "" rows.
 
-    `sep="::"` (MovieLens-1M) is read as ":" with an empty field between each pair; raises `_Unreadable` when the
+    `sep="::"` (MovieLens-1M) is read as ":" with an empty field between each pair; raises `NeedsPandasPath` when the
     file is not plain enough for that (see the module docstring).
     """
     with open(path, "rb") as handle:
         first = handle.readline()
     if not first.strip() or first.startswith(b"\xef\xbb\xbf") and encoding.lower() != "utf-8-sig":
-        raise _Unreadable
+        raise NeedsPandasPath
     try:
         names_line = first.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise _Unreadable from None
+        raise NeedsPandasPath from None
     doubled = sep == "::"
     if len(sep) != 1 and not doubled:
-        raise _Unreadable
+        raise NeedsPandasPath
     fields = names_line.split(sep)
     names = [f.strip() for f in fields] if header else [str(k) for k in range(len(fields))]
     if header and len(set(names)) < len(names):
-        raise _Unreadable
+        raise NeedsPandasPath
     width = 2 * len(fields) - 1 if doubled else len(fields)
     raw_names = [f"c{k}" for k in range(width)]
     try:
@@ -65,11 +65,11 @@ def read_arrow(path: Path, sep: str, *, header: bool, quoting: bool, encoding: s
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
-        raise _Unreadable from None
+        raise NeedsPandasPath from None
     if doubled:  # every second column is the empty field inside "::"
         for gap in raw_names[1::2]:
             if pc.any(pc.not_equal(pc.binary_length(table[gap]), 0)).as_py():
-                raise _Unreadable
+                raise NeedsPandasPath
         table = table.select(raw_names[::2])
     return names, table.rename_columns(names)
 
@@ -159,18 +159,18 @@ def log_from_arrow(
 ) -> InteractionLog:
     """The log `log_from_tables(read_table(path), read_items(), ...)` builds, computed on columns.
 
-    `names` renames the first columns of a file without a header. Raises `_Unreadable` when the file needs the
+    `names` renames the first columns of a file without a header. Raises `NeedsPandasPath` when the file needs the
     pandas path.
     """
     path = Path(path)
     columns, table = read_arrow(path, sep, header=header, quoting=quoting, encoding=encoding)
     if names is not None:
         if len(columns) < len(names):
-            raise _Unreadable
+            raise NeedsPandasPath
         columns = [*names, *columns[len(names) :]]
         table = table.rename_columns(columns)
     if table.num_rows == 0 or not encoding.lower().replace("_", "-").startswith(("utf-8", "utf8", "latin-1")):
-        raise _Unreadable
+        raise NeedsPandasPath
     item_table = read_items()
     item_table.require(item_col, title_col)
     for column in (user_col, item_col, time_col, rating_col if min_rating is not None else None):
@@ -185,12 +185,12 @@ def log_from_arrow(
     if blank.any():
         table = table.filter(pa.array(~blank))
     if table.num_rows == 0:
-        raise _Unreadable
+        raise NeedsPandasPath
 
     user_codes, users = _ids(rows, table[user_col], user_col, "user")
     item_codes, items = _ids(rows, table[item_col], item_col, "item")
     if encoding.lower().startswith("latin") and not all(s.isascii() for s in (*users, *items)):
-        raise _Unreadable  # read as UTF-8 here; the pandas path decodes latin-1
+        raise NeedsPandasPath  # read as UTF-8 here; the pandas path decodes latin-1
     catalog = {item: index for index, item in enumerate(titles)}
     position = np.array([catalog.get(item, -1) for item in items], dtype=np.int64)
     item_index = position[item_codes]
@@ -199,8 +199,8 @@ def log_from_arrow(
         examples = ", ".join(repr(i) for i in list(titles)[:3])
         rows.first_error(
             unknown,
-            f"item id {{value}} is not in the item file {item_table.source} (column {item_col!r}; that file writes ids "
-            f"like {examples})",
+            f"item id {{value}} is not in the item file {item_table.source} (column {item_col!r}; that file writes "
+            f"ids like {examples})",
             _lookup(items, item_codes, unknown),
         )
     ratings = None
@@ -246,9 +246,7 @@ def log_from_arrow(
     sizes = np.bincount(by_user, minlength=len(users))
     ends = np.cumsum(sizes)
     ordered_users = sorted(users, key=natural_key)
-    sequences = {
-        ordered_users[u]: ids[ends[u] - sizes[u] : ends[u]].tolist() for u in np.flatnonzero(sizes).tolist()
-    }
+    sequences = {ordered_users[u]: ids[ends[u] - sizes[u] : ends[u]].tolist() for u in np.flatnonzero(sizes).tolist()}
     return InteractionLog(sequences=sequences, titles=titles, name=name)
 
 

@@ -11,8 +11,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from .columnar import NeedsPandasPath, log_from_arrow
 from .download import DEFAULT_TIMEOUT, DownloadError, default_cache_dir, fetch_and_extract
-from .columnar import _Unreadable, log_from_arrow
 from .log import InteractionLog
 from .tables import Table, log_from_tables, read_table
 
@@ -95,46 +95,33 @@ def load_grouplens(
         wanted = " or ".join(f"{r.ratings_file} + {r.items_file}" for r in layouts)
         raise FileNotFoundError(f"{data_dir} is not in GroupLens layout: it has no {wanted}")
     name = name or f"movielens-{release.dirname[3:]}"
+    ratings_path, items_path = data_dir / release.ratings_file, data_dir / release.items_file
     if release is _CSV_LAYOUT:  # UTF-8 with a header; titles holding a comma are quoted
         columns = dict(user_col="userId", item_col="movieId", rating_col="rating")
-        if engine == "arrow":
-            try:
-                return log_from_arrow(
-                    data_dir / release.ratings_file,
-                    lambda: read_table(data_dir / release.items_file, ","),
-                    sep=",",
-                    header=True,
-                    **columns,
-                    min_rating=min_rating,
-                    name=name,
-                )
-            except _Unreadable:
-                pass
-        ratings, items = read_table(data_dir / release.ratings_file, ","), read_table(data_dir / release.items_file, ",")
-        return log_from_tables(ratings, items, **columns, min_rating=min_rating, name=name)
-    read = dict(encoding="latin-1", quoting=csv.QUOTE_NONE, header=False)
+        layout = dict(sep=",", header=True)
 
-    def read_items() -> Table:
-        return _renamed(read_table(data_dir / release.items_file, release.items_sep, **read), ["item_id", "title"])
+        def read_ratings() -> Table:
+            return read_table(ratings_path, ",")
+
+        def read_items() -> Table:
+            return read_table(items_path, ",")
+    else:
+        read = dict(encoding="latin-1", quoting=csv.QUOTE_NONE, header=False)
+        columns = dict(rating_col="rating")
+        layout = dict(sep=release.ratings_sep, header=False, names=_RATING_COLUMNS, quoting=False, encoding="latin-1")
+
+        def read_ratings() -> Table:
+            return _renamed(read_table(ratings_path, release.ratings_sep, **read), _RATING_COLUMNS)
+
+        def read_items() -> Table:
+            return _renamed(read_table(items_path, release.items_sep, **read), ["item_id", "title"])
 
     if engine == "arrow":
         try:
-            return log_from_arrow(
-                data_dir / release.ratings_file,
-                read_items,
-                sep=release.ratings_sep,
-                header=False,
-                names=_RATING_COLUMNS,
-                quoting=False,
-                encoding="latin-1",
-                rating_col="rating",
-                min_rating=min_rating,
-                name=name,
-            )
-        except _Unreadable:
+            return log_from_arrow(ratings_path, read_items, **layout, **columns, min_rating=min_rating, name=name)
+        except NeedsPandasPath:
             pass
-    ratings = _renamed(read_table(data_dir / release.ratings_file, release.ratings_sep, **read), _RATING_COLUMNS)
-    return log_from_tables(ratings, read_items(), rating_col="rating", min_rating=min_rating, name=name)
+    return log_from_tables(read_ratings(), read_items(), **columns, min_rating=min_rating, name=name)
 
 
 def load_recbole_atomic(
