@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     from dmpo_trl.data.synthetic import write_grouplens
     from dmpo_trl.provenance import library_versions, provenance
 
+    made_by = provenance()  # the commit measured: recorded before anything runs
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="large_log_"))
     records = []
     for index, shape_name in enumerate(args.shapes):
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(records, settings)
     (out / "large_log.md").write_text(text)
     payload = {
-        "provenance": provenance(),
+        "provenance": made_by,
         "data_libraries": library_versions(("numpy", "pandas", "pyarrow", "datasets")),
         "settings": settings,
         "target": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
