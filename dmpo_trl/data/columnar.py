@@ -169,8 +169,11 @@ def log_from_arrow(
             raise NeedsPandasPath
         columns = [*names, *columns[len(names) :]]
         table = table.rename_columns(columns)
-    if table.num_rows == 0 or not encoding.lower().replace("_", "-").startswith(("utf-8", "utf8", "latin-1")):
+    kind = encoding.lower().replace("_", "-")
+    if table.num_rows == 0 or not kind.startswith(("utf-8", "utf8", "latin-1")):
         raise NeedsPandasPath
+    if kind.startswith("latin") and not all(pc.all(pc.string_is_ascii(c)).as_py() is not False for c in table.columns):
+        raise NeedsPandasPath  # read as UTF-8 here; the pandas path decodes latin-1
     item_table = read_items()
     item_table.require(item_col, title_col)
     for column in (user_col, item_col, time_col, rating_col if min_rating is not None else None):
@@ -189,8 +192,6 @@ def log_from_arrow(
 
     user_codes, users = _ids(rows, table[user_col], user_col, "user")
     item_codes, items = _ids(rows, table[item_col], item_col, "item")
-    if encoding.lower().startswith("latin") and not all(s.isascii() for s in (*users, *items)):
-        raise NeedsPandasPath  # read as UTF-8 here; the pandas path decodes latin-1
     catalog = {item: index for index, item in enumerate(titles)}
     position = np.array([catalog.get(item, -1) for item in items], dtype=np.int64)
     item_index = position[item_codes]
@@ -218,7 +219,8 @@ def log_from_arrow(
     if time_col is not None:
         times = _numbers(table[time_col])
         if times is None:  # dates, or values that need the pandas rules (" 17 ", "nan", ...)
-            times = _parse_times(_as_table(rows, table[time_col], time_col), time_col).to_numpy()
+            parsed = _parse_times(_as_table(rows, table[time_col], time_col), time_col)
+            times = pd.factorize(parsed, sort=True)[0]  # ranks: dates, with or without a zone, sort as numbers
     del table
 
     keep = np.ones(len(user_codes), dtype=bool)
