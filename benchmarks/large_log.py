@@ -2,7 +2,7 @@
 
 Writes a synthetic log (`dmpo_trl.data.synthetic`: seeded numpy, Zipf-like item popularity, long-tailed user counts
 of at least 20 events) in GroupLens layout, then times each stage in a fresh process, so the peak resident memory
-(`ru_maxrss`) is that of the stages alone, not of writing the file:
+(VmHWM from /proc, see `peak_gb`) is that of the stages alone, not of writing the file:
 
 - load: `load_grouplens(folder, engine=...)` (ratings file -> `InteractionLog`, every check included),
 - split: `leave_last_out(log)` (the library default: history of up to 10 items),
@@ -47,7 +47,15 @@ STAGES = ("load", "split", "build")
 
 
 def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+    """This process's peak resident memory in GB: VmHWM, which starts afresh at exec (Linux's `ru_maxrss` keeps the
+    parent's resident memory at fork as a floor); `ru_maxrss` where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
 
 
 def sha(text: str) -> str:
@@ -92,12 +100,21 @@ def measure(folder: str, engine: str, num_negatives: int) -> dict:
     return result
 
 
-def run_child(folder: Path, engine: str, num_negatives: int) -> dict:
-    command = [sys.executable, __file__, "--measure", str(folder), "--engine", engine, "--num_negatives"]
-    done = subprocess.run([*command, str(num_negatives)], capture_output=True, text=True, check=False)
+def run_child(*arguments: str) -> dict:
+    """Run this script with `arguments` in a fresh process; its last output line, as JSON."""
+    command = [sys.executable, __file__, *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def generate(folder: str, shape: dict, seed: int) -> dict:
+    from dmpo_trl.data.synthetic import write_grouplens
+
+    start = time.perf_counter()
+    write_grouplens(folder, seed=seed, **shape)
+    return {"generate_seconds": time.perf_counter() - start, "generate_peak_gb": peak_gb()}
 
 
 def markdown(records: list[dict], settings: dict) -> str:
@@ -107,7 +124,7 @@ def markdown(records: list[dict], settings: dict) -> str:
         f"Synthetic logs in GroupLens layout (`benchmarks/large_log.py`, seed {settings['seed']}); one row per user "
         f"(leave-last-out train target, history of up to 10 items, K={settings['num_negatives']} uniform negatives, "
         "history prompt), stored as a `datasets.Dataset`. Each engine ran in a fresh process; peak memory is that "
-        f"process's `ru_maxrss`. Machine: {settings['machine']}. Target for the 25M shape: under "
+        f"process's peak resident memory (VmHWM). Machine: {settings['machine']}. Target for the 25M shape: under "
         f"{TARGET_SECONDS:.0f} s and {TARGET_GB:.0f} GB.",
         "",
         "| shape | engine | events | users | rows | generate (s, not counted) | load (s) | split (s) | build (s) | "
@@ -154,14 +171,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out_dir", default="benchmarks/results/large_log")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="arrow", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.measure, args.engine, args.num_negatives)))
         return
+    if args.generate:
+        print(json.dumps(generate(args.generate, json.loads(args.shape), args.seed)))
+        return
 
-    from dmpo_trl.data.synthetic import write_grouplens
     from dmpo_trl.provenance import library_versions, provenance
 
+    k = args.num_negatives
     made_by = provenance()  # the commit measured: recorded before anything runs
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="large_log_"))
     records = []
@@ -170,14 +192,13 @@ def main(argv: list[str] | None = None) -> None:
         if index == 0:
             shape.update({k: getattr(args, k) for k in ("num_users", "num_items", "num_events") if getattr(args, k)})
         folder = work / shape_name
-        start = time.perf_counter()
-        write_grouplens(folder, seed=args.seed, **shape)
-        generated = time.perf_counter() - start
-        print(f"{shape_name}: wrote {shape['num_events']:,} events to {folder} in {generated:.1f} s", flush=True)
+        generated = run_child("--generate", str(folder), "--shape", json.dumps(shape), "--seed", str(args.seed))
+        seconds = generated["generate_seconds"]
+        print(f"{shape_name}: wrote {shape['num_events']:,} events to {folder} in {seconds:.1f} s", flush=True)
         engines = ["arrow", "pandas"] if shape_name != "movielens-25m" or args.pandas_at_25m else ["arrow"]
         for engine in engines:
-            record = {"shape": shape_name, **shape, "generate_seconds": generated}
-            record.update(run_child(folder, engine, args.num_negatives))
+            record = {"shape": shape_name, **shape, **generated}
+            record.update(run_child("--measure", str(folder), "--engine", engine, "--num_negatives", str(k)))
             records.append(record)
             s = record["seconds"]
             print(

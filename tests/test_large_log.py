@@ -148,3 +148,13 @@ def test_docstring_examples():
     from dmpo_trl.data import columnar, synthetic
 
     assert run_docstring_examples(synthetic) == 0 and run_docstring_examples(columnar) == 0
+
+
+def test_csv_layout_with_dates_quotes_and_stray_spaces_matches_the_plain_path(tmp_path):
+    ratings = "userId,movieId,rating,timestamp\n1,1,4,2020-01-01 10:00\n 1 ,2,4,2019-01-01\n2,1,3,2021-05-05\n"
+    (tmp_path / "ratings.csv").write_text(ratings)
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n1,"Heat, The (1995)",Drama\n2,Fargo (1996),Crime\n')
+    log = load_grouplens(tmp_path)
+    assert log.sequences == {"1": ["2", "1"], "2": ["1"]} and log.titles["1"] == "Heat, The (1995)"
+    plain = load_grouplens(tmp_path, engine="pandas")
+    assert plain.sequences == log.sequences and plain.titles == log.titles
