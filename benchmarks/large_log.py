@@ -138,7 +138,7 @@ def markdown(records: list[dict], settings: dict) -> str:
             f"{r['generate_seconds']:.1f} | {s['load']:.1f} | {s['split']:.1f} | {s['build']:.1f} | "
             f"{r['total_seconds']:.1f} | {r['peak_gb']:.2f} |"
         )
-    for shape in {r["shape"] for r in records}:
+    for shape in dict.fromkeys(r["shape"] for r in records):
         by_engine = {r["engine"]: r for r in records if r["shape"] == shape}
         if {"arrow", "pandas"} <= set(by_engine):
             a, p = by_engine["arrow"], by_engine["pandas"]

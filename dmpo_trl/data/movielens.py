@@ -71,9 +71,9 @@ def load_grouplens(
     """Load a directory in GroupLens layout: `u.data` + `u.item` (100K), `ratings.dat` + `movies.dat` (1M) or
     `ratings.csv` + `movies.csv` with a header (`userId,movieId,rating,timestamp`; 20M, 25M).
 
-    `engine="arrow"` (the default) reads the ratings with pyarrow and builds the log with vectorised numpy
-    (MovieLens-25M's 25 million ratings in seconds, see `benchmarks/large_log.py`); `engine="pandas"` is the
-    plain path through `log_from_tables`. Both give the same log, warnings and errors; files the arrow reader
+    `engine="arrow"` (the default) reads the ratings with pyarrow and builds the log with vectorised numpy (a
+    synthetic log shaped like MovieLens-25M in 17 s on 2 cores, `benchmarks/large_log.py`); `engine="pandas"` is
+    the plain path through `log_from_tables`. Both give the same log, warnings and errors; files the arrow reader
     cannot take as they are (see `dmpo_trl.data.columnar`) go through the pandas path.
 
     Example:
