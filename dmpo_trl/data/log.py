@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 
 @dataclass
@@ -34,12 +35,18 @@ class InteractionLog:
                 raise ValueError(
                     f"InteractionLog: titles[{item!r}]: the title must be a non-empty string, got {title!r}"
                 )
+        known = self.titles.keys()  # every key is a valid id, so a sequence of known items needs no item checks
         for user, items in self.sequences.items():
             _check_id(user, f"sequences: key {user!r}", "user")
             if not isinstance(items, (list, tuple)):
                 raise ValueError(
                     f"InteractionLog: sequences[{user!r}]: a sequence is a list of ids, not {type(items).__name__}"
                 )
+            try:
+                if known >= set(items):
+                    continue
+            except TypeError:  # an unhashable item: the loop below names it
+                pass
             for position, item in enumerate(items):
                 where = f"sequences[{user!r}][{position}]"
                 _check_id(item, where, "item")
@@ -57,7 +64,7 @@ class InteractionLog:
     def popularity(self, users: Iterable[str] | None = None) -> Counter:
         """Interaction counts per item, over `users` (all users when None)."""
         users = self.sequences.keys() if users is None else users
-        return Counter(item for user in users for item in self.sequences[user])
+        return Counter(chain.from_iterable(map(self.sequences.__getitem__, users)))
 
 
 def _check_id(value, where: str, what: str) -> None:

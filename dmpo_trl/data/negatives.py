@@ -45,7 +45,9 @@ class NegativeSampler:
             raise ValueError(f"Unknown negative strategy {strategy!r}; choose from {STRATEGIES}")
         self.log, self.strategy = log, strategy
         self.items = list(log.titles)
-        counts = log.popularity() if popularity is None else popularity
+        if popularity is None:  # uniform draws never read the counts: skip a pass over the whole log
+            popularity = Counter() if strategy == "uniform" else log.popularity()
+        counts = popularity
         self.cumulative = list(itertools.accumulate(counts.get(i, 0) + 1 for i in self.items))
         self.ranked = sorted(self.items, key=lambda i: counts.get(i, 0))  # least popular first; ties: catalog order
         self.rank_of = {item: rank for rank, item in enumerate(self.ranked)}
@@ -106,7 +108,7 @@ class _Picker:
 
     def __init__(self, titles: dict[str, str], banned: set[str], n: int):
         self.titles, self.banned, self.n = titles, banned, n
-        self.banned_titles = {titles.get(i, i) for i in banned}
+        self.banned_titles = set(map(titles.get, banned, banned))  # titles.get(i, i), without a Python loop
         self.chosen: list[str] = []
 
     @property

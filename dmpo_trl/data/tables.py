@@ -237,6 +237,18 @@ def _has_zone(value: str) -> bool | None:
         return None
 
 
+def titles_from_table(items: Table, item_col: str = "item_id", title_col: str = "title") -> dict[str, str]:
+    """Item id -> title; an empty or repeated id, or an empty title, raises `ValueError` naming the line."""
+    items.require(item_col, title_col)
+    items.frame = items.frame.assign(**{item_col: _check_ids(items, item_col, "item")})
+    item_frame = items.frame
+    duplicated = item_frame[item_col].duplicated()
+    items.first_error(duplicated, f"item id {{value}} appears more than once in column {item_col!r}", item_col)
+    titles_text = _as_text(item_frame[title_col])
+    items.first_error(titles_text == "", f"item {{value}} has an empty {title_col!r}", item_col)
+    return dict(zip(item_frame[item_col], titles_text.astype(object)))
+
+
 def log_from_tables(
     interactions: Table,
     items: Table,
@@ -256,14 +268,7 @@ def log_from_tables(
     """
     items.require(item_col, title_col)
     interactions.require(user_col, item_col, time_col, rating_col if min_rating is not None else None)
-
-    items.frame = items.frame.assign(**{item_col: _check_ids(items, item_col, "item")})
-    item_frame = items.frame
-    duplicated = item_frame[item_col].duplicated()
-    items.first_error(duplicated, f"item id {{value}} appears more than once in column {item_col!r}", item_col)
-    titles_text = _as_text(item_frame[title_col])
-    items.first_error(titles_text == "", f"item {{value}} has an empty {title_col!r}", item_col)
-    titles = dict(zip(item_frame[item_col], titles_text.astype(object)))
+    titles = titles_from_table(items, item_col, title_col)
 
     users = _check_ids(interactions, user_col, "user")
     interactions.frame = interactions.frame.assign(
