@@ -110,8 +110,8 @@ def build_model_card(
         paper_id=DMPOTrainer._paper["id"],
     )
     card.data.pop("licence", None)  # TRL's template field, always the placeholder "license"
-    if base_model.get("package"):  # the embedded model: SmolLM2 is Apache-2.0, as this project
-        card.data.license = "apache-2.0"
+    if base_model.get("license"):  # an embedded model's licence (SmolLM2: Apache-2.0; Gemma: the Gemma terms)
+        card.data.license = base_model["license"]
     if adapter:
         card.data.library_name = "peft"
         card.data.pipeline_tag = "text-generation"
