@@ -455,8 +455,8 @@ def model_origin(
     if name is not None and str(name).endswith(".gguf") and gguf_file is None:
         name, gguf_file = None, name
     embedded = embedded_model(name) if gguf_file is None else None
-    if embedded is not None:  # an embedded model, by its name (None: the default)
-        shown = None if name is None else str(name)
+    if embedded is not None:  # an embedded model by its name or alias, recorded by its name (None: the default)
+        shown = None if embedded.name == DEFAULT_MODEL else embedded.name
         try:
             return _gguf_origin(shown, embedded.gguf_path())
         except ModuleNotFoundError:
