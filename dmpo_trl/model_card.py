@@ -116,7 +116,9 @@ def build_model_card(
         card.data.library_name = "peft"
         card.data.pipeline_tag = "text-generation"
     description = str(base_model.get("description") or base_model.get("hub_id"))
-    sections = [f"## Base model\n\n{description[:1].upper()}{description[1:]}."]
+    if not description.startswith(str(base_model.get("hub_id"))):  # a Hub id keeps its case (google/gemma-3-270m)
+        description = description[:1].upper() + description[1:]
+    sections = [f"## Base model\n\n{description}."]
     if results:
         sections.append(
             "## Ranking results\n\nEach test user's history and candidate list (the item they chose next plus sampled "
