@@ -116,9 +116,10 @@ def build_model_card(
         card.data.library_name = "peft"
         card.data.pipeline_tag = "text-generation"
     description = str(base_model.get("description") or base_model.get("hub_id"))
-    if not description.startswith(str(base_model.get("hub_id"))):  # a Hub id keeps its case (google/gemma-3-270m)
-        description = description[:1].upper() + description[1:]
-    sections = [f"## Base model\n\n{description}."]
+    sentence = description  # a Hub id keeps its case (google/gemma-3-270m); a description starts a sentence
+    if not description.startswith(str(base_model.get("hub_id"))):
+        sentence = description[:1].upper() + description[1:]
+    sections = [f"## Base model\n\n{sentence}."]
     if results:
         sections.append(
             "## Ranking results\n\nEach test user's history and candidate list (the item they chose next plus sampled "
