@@ -24,7 +24,8 @@ balance tokens and attention differently (not measured here): `share_prompt=True
 
 Several packed rows can share one sequence (`pack_rows`, `dmpo_trl.sharing.group_rows`): a batch of rows of uneven
 length then carries no padding between rows, at the price of attention over the longer sequence. `pack_rows="auto"`
-applies the same cost to both layouts, B rows of the longest row's length against the grouped sequences.
+groups rows by the same cost, tokens plus attention (one row per sequence among the candidates), so that it groups
+only where that is cheaper, typically short rows in the padding a long row leaves them.
 """
 
 from __future__ import annotations
@@ -127,37 +128,51 @@ def layout_lengths(
     }
 
 
+def grouping(
+    lengths: list[int],
+    max_packed_length: int | None = MAX_PACKED_LENGTH,
+    pad_to_multiple_of: int | None = None,
+    by_cost: bool = False,
+) -> list[list[int]]:
+    """`group_rows` with the collator's cost: padded tokens, or with `by_cost` tokens plus attention (`layout_cost`).
+
+    With `by_cost` (the `pack_rows="auto"` grouping), one row per sequence is among the candidates, so rows share a
+    sequence only where that is cheaper: typically short rows filling the padding that a long row leaves them.
+
+    Example:
+    ```python
+    >>> grouping([500, 520, 510, 490]), grouping([500, 520, 510, 490], by_cost=True)
+    ([[0, 1, 2, 3]], [[0], [1], [2], [3]])
+    >>> grouping([2000, 100, 100, 100], max_packed_length=2000, by_cost=True)
+    [[0], [1, 2, 3]]
+    ```
+    """
+    if by_cost:
+        return group_rows(
+            lengths, max_packed_length, lambda count, length: layout_cost(count, _round_up(length, pad_to_multiple_of))
+        )
+    return group_rows(lengths, max_packed_length, lambda count, length: count * _round_up(length, pad_to_multiple_of))
+
+
 def grouped_lengths(
-    lengths: list[int], max_packed_length: int | None = MAX_PACKED_LENGTH, pad_to_multiple_of: int | None = None
+    lengths: list[int],
+    max_packed_length: int | None = MAX_PACKED_LENGTH,
+    pad_to_multiple_of: int | None = None,
+    by_cost: bool = False,
 ) -> tuple[int, int]:
-    """(sequences, padded length) of packed rows of `lengths` tokens grouped several per sequence (`group_rows`).
+    """(sequences, padded length) of the `grouping` of packed rows of `lengths` tokens.
 
     Example:
     ```python
     >>> grouped_lengths([500, 300, 200, 450], max_packed_length=1000)
     (2, 750)
+    >>> grouped_lengths([500, 300, 200, 450], max_packed_length=1000, by_cost=True)
+    (3, 500)
     ```
     """
-    groups = group_rows(lengths, max_packed_length)
+    groups = grouping(lengths, max_packed_length, pad_to_multiple_of, by_cost)
     longest = max((sum(lengths[index] for index in group) for group in groups), default=0)
     return len(groups), _round_up(longest, pad_to_multiple_of)
-
-
-def packs_rows(
-    lengths: list[int], max_packed_length: int | None = MAX_PACKED_LENGTH, pad_to_multiple_of: int | None = None
-) -> bool:
-    """Whether rows of packed lengths `lengths` cost less grouped several per sequence than one per sequence (the
-    `pack_rows="auto"` rule: `layout_cost` of each).
-
-    Example:
-    ```python
-    >>> packs_rows([500, 520, 510, 490]), packs_rows([2000, 100, 100, 100])
-    (False, True)
-    ```
-    """
-    one_per_sequence = (len(lengths), _round_up(max(lengths, default=0), pad_to_multiple_of))
-    grouped = grouped_lengths(lengths, max_packed_length, pad_to_multiple_of)
-    return layout_cost(*grouped) < layout_cost(*one_per_sequence)
 
 
 def layout_cost(sequences: int, length: int) -> float:
@@ -207,7 +222,8 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
 
     With `pack_rows=True` a shared batch puts several packed rows in one sequence, up to `max_packed_length` tokens
     (`dmpo_trl.sharing.group_rows`), with `row_ids` (the row of each token, -1 on padding) that keep attention within
-    a row; `pack_rows="auto"` does so where `packs_rows` finds it cheaper. Unshared batches are never grouped.
+    a row, grouped for the fewest padded tokens; `pack_rows="auto"` groups for the lowest `layout_cost` instead
+    (`grouping`), which leaves rows one per sequence where grouping costs more. Unshared batches are never grouped.
 
     Optional `ref_chosen_logps` (float per row) and `ref_rejected_logps` (a list per row, at least K long) are passed
     through, the latter flattened in the same order as the rejected sequences.
@@ -273,11 +289,11 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
             row["owner"] = [-1 if k < 0 else index if k == 0 else first_sequence + k - 1 for k in row["owner"]]
             first_sequence += len(example["rejected_ids"])
             rows.append(row)
-        lengths = [len(row["input_ids"]) for row in rows]
-        if self.pack_rows is True or (
-            self.pack_rows == "auto" and packs_rows(lengths, self.max_packed_length, self.pad_to_multiple_of)
-        ):
-            rows = concatenate_rows(rows, group_rows(lengths, self.max_packed_length))
+        if self.pack_rows:
+            lengths = [len(row["input_ids"]) for row in rows]
+            groups = grouping(lengths, self.max_packed_length, self.pad_to_multiple_of, self.pack_rows == "auto")
+            if self.pack_rows is True or len(groups) < len(rows):
+                rows = concatenate_rows(rows, groups)
         batch = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of)
         batch["attention_mask"] = (batch["block_ids"] >= 0).long()
         return batch

@@ -74,13 +74,13 @@ def pack_row(prompt_ids: list[int], completions: list[list[int]], max_length: in
     return row
 
 
-def group_rows(lengths: list[int], max_length: int | None = None) -> list[list[int]]:
-    """Which rows (by index) share a sequence: the fewest padded tokens within `max_length` tokens per sequence.
+def group_rows(lengths: list[int], max_length: int | None = None, cost=None) -> list[list[int]]:
+    """Which rows (by index) share a sequence: the cheapest grouping within `max_length` tokens per sequence.
 
     For each number of sequences, rows go longest first to the shortest sequence so far; of the groupings that fit,
-    the one with the fewest padded tokens (sequences x longest sequence) wins, the fewer sequences on a tie. A row
-    longer than `max_length` raises the budget to its own length (it sets the padded length anyway). `None`: one
-    sequence.
+    the one of lowest `cost(sequences, longest sequence)` wins (default: padded tokens, sequences x length), the
+    fewer sequences on a tie. A row longer than `max_length` raises the budget to its own length (it sets the padded
+    length anyway). `max_length=None`: one sequence.
 
     Example:
     ```python
@@ -94,19 +94,20 @@ def group_rows(lengths: list[int], max_length: int | None = None) -> list[list[i
         return []
     if max_length is None:
         return [list(range(len(lengths)))]
+    cost = cost or (lambda sequences, length: sequences * length)
     budget = max(max_length, *lengths)
     order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
-    best, best_tokens = None, None
+    best, best_cost = None, None
     for count in range(-(-sum(lengths) // budget), len(lengths) + 1):
-        if best_tokens is not None and count * max(lengths) >= best_tokens:
-            break  # no grouping into this many sequences or more can pad less
+        if best_cost is not None and cost(count, max(lengths)) >= best_cost:
+            break  # no grouping into this many sequences or more costs less
         groups, sizes = [[] for _ in range(count)], [0] * count
         for index in order:
             emptiest = min(range(count), key=sizes.__getitem__)
             groups[emptiest].append(index)
             sizes[emptiest] += lengths[index]
-        if max(sizes) <= budget and (best_tokens is None or count * max(sizes) < best_tokens):
-            best, best_tokens = groups, count * max(sizes)
+        if max(sizes) <= budget and (best_cost is None or cost(count, max(sizes)) < best_cost):
+            best, best_cost = groups, cost(count, max(sizes))
     return sorted(sorted(group) for group in best if group)
 
 

@@ -15,7 +15,7 @@ from test_architectures import ROWS, make_trainer
 from tiny_models import build_model
 
 from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
-from dmpo_trl.collator import grouped_lengths, packed_length, packs_rows
+from dmpo_trl.collator import grouped_lengths, grouping, layout_cost, packed_length
 from dmpo_trl.sharing import block_attention_mask, block_mask_function, group_rows, unpack_rows
 
 
@@ -38,10 +38,24 @@ def test_group_rows_fits_the_budget_and_balances():
     assert grouped_lengths([3000, 1000, 900, 800], max_packed_length=1000) == (2, 3000)
 
 
-def test_auto_packs_uneven_rows_only():
-    assert not packs_rows([500, 520, 510, 490])  # little padding: one longer sequence costs more attention
-    assert packs_rows([2000, 100, 100, 100])
-    assert not packs_rows([500])
+def test_auto_groups_only_where_it_costs_less():
+    even, uneven = [500, 520, 510, 490], [547, 220] * 4
+    assert grouping(even) == [[0, 1, 2, 3]]  # the fewest padded tokens
+    assert grouping(even, by_cost=True) == [[0], [1], [2], [3]]  # one longer sequence costs more attention
+    assert grouping([2000, 100, 100, 100], max_packed_length=2000, by_cost=True) == [[0], [1, 2, 3]]
+    by_cost = grouped_lengths(uneven, by_cost=True)
+    assert by_cost[0] < len(uneven) and layout_cost(*by_cost) < layout_cost(len(uneven), max(uneven))
+    assert layout_cost(*by_cost) <= layout_cost(*grouped_lengths(uneven))
+    rows = [
+        {"prompt_ids": list(range(1, length - 5)), "chosen_ids": [1, 2], "rejected_ids": [[3]]} for length in uneven
+    ]
+    auto = DataCollatorForMultiPreference(0, share_prompt=True, pack_rows="auto")
+    assert auto(rows)["input_ids"].size(0) == by_cost[0] and "row_ids" in auto(rows)
+    same_length = [rows[0]] * 4
+    assert "row_ids" not in auto(same_length)
+    assert auto(same_length)["input_ids"].equal(
+        DataCollatorForMultiPreference(0, share_prompt=True)(same_length)["input_ids"]
+    )
 
 
 def tokenized_rows(tokenizer, tmp_path):
