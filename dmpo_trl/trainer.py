@@ -258,9 +258,9 @@ class DMPOTrainer(DPOTrainer):
         for role, candidate in (("model", self.model), ("ref_model", self.ref_model)):
             reason = unsupported_reason(candidate) if candidate is not None else None
             if reason:
-                packing = " (and with it row packing)" if getattr(self.data_collator, "pack_rows", False) else ""
+                packing = ", without row packing" if getattr(self.data_collator, "pack_rows", False) else ""
                 logger.warning(
-                    f"Prefix sharing is off{packing}: the {role}'s {reason}. Falling back to the unshared forward."
+                    f"Prefix sharing is off: the {role}'s {reason}. Falling back to the unshared forward{packing}."
                 )
                 self.data_collator.share_prompt = False
                 return

@@ -232,7 +232,8 @@ def test_refused_architecture_turns_row_packing_off_with_a_warning(tokenizer, tm
 def test_config_parses_pack_rows():
     assert DMPOConfig("out", report_to=[], pack_rows="auto").pack_rows == "auto"
     assert DMPOConfig("out", report_to=[], pack_rows="true").pack_rows is True
-    assert DMPOConfig("out", report_to=[]).pack_rows is False
+    assert DMPOConfig("out", report_to=[]).pack_rows == "auto"  # the default: group where it costs less
+    assert DMPOConfig("out", report_to=[], pack_rows="false").pack_rows is False
     with pytest.raises(ValueError, match="pack_rows"):
         DMPOConfig("out", report_to=[], pack_rows="sometimes")
     with pytest.raises(ValueError, match="pack_rows"):
