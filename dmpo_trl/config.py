@@ -94,7 +94,7 @@ class DMPOConfig(DPOConfig):
             one-row-per-sequence layout's, without the padding between rows of uneven length. `"auto"` groups rows
             where the collator's cost rule (tokens plus attention) finds it cheaper (`dmpo_trl.collator.grouping`),
             `True` always groups, for the fewest padded tokens, `False` never does. On MovieLens rows at batch 4 and
-            8, `"auto"` took 0.48-0.96x of the one-row step time where it grouped and ran the one-row step where it
+            8, `"auto"` took 0.54-0.92x of the one-row step time where it grouped and ran the one-row step where it
             did not; `True` took 0.92-1.26x (`benchmarks/results/row_packing.md`). The command line takes `auto`,
             `true` or `false`.
 
