@@ -21,6 +21,11 @@ The sweep alone fits 2500; with two pairs measured earlier (prompt and responses
 prompt ~20 words, responses ~300 words: 1.25) it fits 3100. Only the side on which a ratio falls changes the
 decision, and the rule puts every measured shape on its side. The figures come from a CPU; other hardware may
 balance tokens and attention differently (not measured here): `share_prompt=True` or `False` overrides the rule.
+
+Several packed rows can share one sequence (`pack_rows`, `dmpo_trl.sharing.group_rows`): a batch of rows of uneven
+length then carries no padding between rows, at the price of attention over the longer sequence. `pack_rows="auto"`
+groups rows by the same cost, tokens plus attention (one row per sequence among the candidates), so that it groups
+only where that is cheaper, typically short rows in the padding a long row leaves them.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
-from .sharing import pack_row, pad_rows
+from .sharing import concatenate_rows, group_rows, pack_row, pad_rows
 
 
 def rejected_layout(num_rejected: list[int]) -> dict[str, torch.Tensor]:
@@ -69,10 +74,31 @@ ATTENTION_LENGTH = 3000
 MAX_PACKED_LENGTH = 4096
 
 SharePrompt = bool | Literal["auto"]
+PackRows = bool | Literal["auto"]
 
 
 def _round_up(length: int, multiple: int | None) -> int:
     return -(-length // multiple) * multiple if isinstance(multiple, int) and multiple > 0 else length
+
+
+def _completion_lengths(example: dict[str, Any], max_length: int | None) -> list[int]:
+    prompt = len(example["prompt_ids"])
+    completions = [len(example["chosen_ids"]), *map(len, example["rejected_ids"])]
+    if max_length is not None:
+        completions = [min(c, max(max_length - prompt, 0)) for c in completions]
+    return completions
+
+
+def packed_length(example: dict[str, Any], max_length: int | None = None) -> int:
+    """Tokens of a row's packed sequence (`pack_row`) after the `max_length` cut: P - 1 + sum(C_k + 1).
+
+    Example:
+    ```python
+    >>> packed_length({"prompt_ids": [1, 2, 3], "chosen_ids": [4], "rejected_ids": [[5, 6], [7]]})
+    9
+    ```
+    """
+    return len(example["prompt_ids"]) - 1 + sum(c + 1 for c in _completion_lengths(example, max_length))
 
 
 def layout_lengths(
@@ -91,10 +117,8 @@ def layout_lengths(
     packed, unshared, sequences = 0, 0, 0
     for example in examples:
         prompt = len(example["prompt_ids"])
-        completions = [len(example["chosen_ids"]), *map(len, example["rejected_ids"])]
-        if max_length is not None:
-            completions = [min(c, max(max_length - prompt, 0)) for c in completions]
-        packed = max(packed, prompt - 1 + sum(c + 1 for c in completions))
+        completions = _completion_lengths(example, max_length)
+        packed = max(packed, packed_length(example, max_length))
         full = prompt + max(completions)
         unshared = max(unshared, full if max_length is None else min(full, max_length))
         sequences += len(completions)
@@ -102,6 +126,53 @@ def layout_lengths(
         "shared": (len(examples), _round_up(packed, pad_to_multiple_of)),
         "unshared": (sequences, _round_up(unshared, pad_to_multiple_of)),
     }
+
+
+def grouping(
+    lengths: list[int],
+    max_packed_length: int | None = MAX_PACKED_LENGTH,
+    pad_to_multiple_of: int | None = None,
+    by_cost: bool = False,
+) -> list[list[int]]:
+    """`group_rows` with the collator's cost: padded tokens, or with `by_cost` tokens plus attention (`layout_cost`).
+
+    With `by_cost` (the `pack_rows="auto"` grouping), one row per sequence is among the candidates, so rows share a
+    sequence only where that is cheaper: typically short rows filling the padding that a long row leaves them.
+
+    Example:
+    ```python
+    >>> grouping([500, 520, 510, 490]), grouping([500, 520, 510, 490], by_cost=True)
+    ([[0, 1, 2, 3]], [[0], [1], [2], [3]])
+    >>> grouping([2000, 100, 100, 100], max_packed_length=2000, by_cost=True)
+    [[0], [1, 2, 3]]
+    ```
+    """
+    if by_cost:
+        return group_rows(
+            lengths, max_packed_length, lambda count, length: layout_cost(count, _round_up(length, pad_to_multiple_of))
+        )
+    return group_rows(lengths, max_packed_length, lambda count, length: count * _round_up(length, pad_to_multiple_of))
+
+
+def grouped_lengths(
+    lengths: list[int],
+    max_packed_length: int | None = MAX_PACKED_LENGTH,
+    pad_to_multiple_of: int | None = None,
+    by_cost: bool = False,
+) -> tuple[int, int]:
+    """(sequences, padded length) of the `grouping` of packed rows of `lengths` tokens.
+
+    Example:
+    ```python
+    >>> grouped_lengths([500, 300, 200, 450], max_packed_length=1000)
+    (2, 750)
+    >>> grouped_lengths([500, 300, 200, 450], max_packed_length=1000, by_cost=True)
+    (3, 500)
+    ```
+    """
+    groups = grouping(lengths, max_packed_length, pad_to_multiple_of, by_cost)
+    longest = max((sum(lengths[index] for index in group) for group in groups), default=0)
+    return len(groups), _round_up(longest, pad_to_multiple_of)
 
 
 def layout_cost(sequences: int, length: int) -> float:
@@ -149,6 +220,11 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     `max_packed_length` (module docstring); a batch left unshared is exactly the `share_prompt=False` batch.
     `"auto"` never shares with `truncation_mode="keep_end"`, which the packed layout cannot reproduce.
 
+    With `pack_rows=True` a shared batch puts several packed rows in one sequence, up to `max_packed_length` tokens
+    (`dmpo_trl.sharing.group_rows`), with `row_ids` (the row of each token, -1 on padding) that keep attention within
+    a row, grouped for the fewest padded tokens; `pack_rows="auto"` groups for the lowest `layout_cost` instead
+    (`grouping`), which leaves rows one per sequence where grouping costs more. Unshared batches are never grouped.
+
     Optional `ref_chosen_logps` (float per row) and `ref_rejected_logps` (a list per row, at least K long) are passed
     through, the latter flattened in the same order as the rejected sequences.
 
@@ -171,11 +247,14 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     pad_to_multiple_of: int | None = None
     share_prompt: SharePrompt = False
     max_packed_length: int | None = MAX_PACKED_LENGTH
+    pack_rows: PackRows = False
     return_tensors: str = "pt"
 
     def __post_init__(self):
         if self.share_prompt not in (True, False, "auto"):
             raise ValueError(f"share_prompt must be True, False or 'auto', got {self.share_prompt!r}.")
+        if self.pack_rows not in (True, False, "auto"):
+            raise ValueError(f"pack_rows must be True, False or 'auto', got {self.pack_rows!r}.")
 
     def uses_shared_layout(self, examples: list[dict[str, Any]]) -> bool:
         """The layout `torch_call` gives these rows: `share_prompt` itself, or the per-batch rule for `"auto"`."""
@@ -210,6 +289,11 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
             row["owner"] = [-1 if k < 0 else index if k == 0 else first_sequence + k - 1 for k in row["owner"]]
             first_sequence += len(example["rejected_ids"])
             rows.append(row)
+        if self.pack_rows:
+            lengths = [len(row["input_ids"]) for row in rows]
+            groups = grouping(lengths, self.max_packed_length, self.pad_to_multiple_of, self.pack_rows == "auto")
+            if self.pack_rows is True or len(groups) < len(rows):
+                rows = concatenate_rows(rows, groups)
         batch = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of)
         batch["attention_mask"] = (batch["block_ids"] >= 0).long()
         return batch

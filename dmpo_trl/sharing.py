@@ -16,6 +16,10 @@ code path. `unsupported_reason(model)` says where it cannot be exact (an attenti
 masks, ALiBi, ...): the trainer and the evaluator then run unshared, with a warning. Sliding-window layers get their
 window inside the packed layout, one mask per layer type (`packed_attention_mask`), and MoE models their router loss
 as the unshared batch would give it (`packed_router_aux_loss`).
+
+Several packed rows may also share one sequence (`group_rows`, `concatenate_rows`): each token then carries its
+row's index (`row_ids`), attention never crosses rows and positions restart per row, so every row is scored as in
+its own sequence while the batch carries no padding between rows.
 """
 
 from __future__ import annotations
@@ -70,14 +74,77 @@ def pack_row(prompt_ids: list[int], completions: list[list[int]], max_length: in
     return row
 
 
+def group_rows(lengths: list[int], max_length: int | None = None, cost=None) -> list[list[int]]:
+    """Which rows (by index) share a sequence: the cheapest grouping within `max_length` tokens per sequence.
+
+    For each number of sequences, rows go longest first to the shortest sequence so far; of the groupings that fit,
+    the one of lowest `cost(sequences, longest sequence)` wins (default: padded tokens, sequences x length), the
+    fewer sequences on a tie. A row longer than `max_length` raises the budget to its own length (it sets the padded
+    length anyway). `max_length=None`: one sequence.
+
+    Example:
+    ```python
+    >>> group_rows([500, 300, 200, 450], max_length=1000)
+    [[0, 2], [1, 3]]
+    >>> group_rows([500, 300, 200, 450])
+    [[0, 1, 2, 3]]
+    ```
+    """
+    if not lengths:
+        return []
+    if max_length is None:
+        return [list(range(len(lengths)))]
+    cost = cost or (lambda sequences, length: sequences * length)
+    budget = max(max_length, *lengths)
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
+    best, best_cost = None, None
+    for count in range(-(-sum(lengths) // budget), len(lengths) + 1):
+        if best_cost is not None and cost(count, max(lengths)) >= best_cost:
+            break  # no grouping into this many sequences or more costs less
+        groups, sizes = [[] for _ in range(count)], [0] * count
+        for index in order:
+            emptiest = min(range(count), key=sizes.__getitem__)
+            groups[emptiest].append(index)
+            sizes[emptiest] += lengths[index]
+        if max(sizes) <= budget and (best_cost is None or cost(count, max(sizes)) < best_cost):
+            best, best_cost = groups, cost(count, max(sizes))
+    return sorted(sorted(group) for group in best if group)
+
+
+def concatenate_rows(rows: list[dict[str, list]], groups: list[list[int]]) -> list[dict[str, list]]:
+    """One sequence per group of packed rows (`pack_row`'s output), each row's tokens tagged with its index.
+
+    `row_ids` holds the index of the row a token belongs to; positions, blocks, labels and owners stay the row's own.
+
+    Example:
+    ```python
+    >>> rows = [pack_row([5, 6], [[8]]), pack_row([7], [[9], [10]])]
+    >>> sequence = concatenate_rows(rows, [[0, 1]])[0]
+    >>> sequence["input_ids"], sequence["position_ids"], sequence["row_ids"]
+    ([5, 6, 8, 7, 9, 7, 10], [0, 1, 2, 0, 1, 0, 1], [0, 0, 0, 1, 1, 1, 1])
+    ```
+    """
+    sequences = []
+    for group in groups:
+        sequence = {key: [] for key in (*rows[group[0]], "row_ids")}
+        for index in group:
+            for key, values in rows[index].items():
+                sequence[key] += values
+            sequence["row_ids"] += [index] * len(rows[index]["input_ids"])
+        sequences.append(sequence)
+    return sequences
+
+
 def block_attention_mask(
     block_ids: torch.Tensor,
     dtype: torch.dtype | None = None,
     position_ids: torch.Tensor | None = None,
     sliding_window: int | None = None,
+    row_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, L) block ids -> (B, 1, L, L) mask: causal, and a token sees the shared prompt (block 0) and its own block.
 
+    With `row_ids` (several rows per sequence, `concatenate_rows`), a token sees only tokens of its own row.
     Padding has block id -1 and is seen by nothing but itself. With `sliding_window` (and the rows' `position_ids`),
     a token also sees only the keys less than `sliding_window` positions behind it, as transformers' sliding-window
     layers do in an unpacked sequence. Returns a boolean mask (True = attend) for `sdpa`, or, given `dtype`, the
@@ -87,6 +154,8 @@ def block_attention_mask(
     causal = torch.ones(length, length, dtype=torch.bool, device=block_ids.device).tril()
     query, key = block_ids.unsqueeze(2), block_ids.unsqueeze(1)
     allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
+    if row_ids is not None:
+        allowed &= row_ids.unsqueeze(2) == row_ids.unsqueeze(1)
     if sliding_window is not None:
         if position_ids is None:
             raise ValueError("A sliding-window block mask needs the rows' position_ids.")
@@ -100,11 +169,17 @@ def block_attention_mask(
     )
 
 
-def block_mask_function(block_ids: torch.Tensor, position_ids: torch.Tensor, sliding_window: int | None = None):
+def block_mask_function(
+    block_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    sliding_window: int | None = None,
+    row_ids: torch.Tensor | None = None,
+):
     """The block mask of `block_attention_mask` as a FlexAttention `mask_mod(batch, head, query, key) -> bool`.
 
-    FlexAttention builds a sparse `BlockMask` from it, so attention skips the blocks a response cannot see instead of
-    reading a dense (L x L) mask; the dense mask stays the path for `eager` and `sdpa`.
+    FlexAttention builds a sparse `BlockMask` from it, so attention skips the blocks a response cannot see (and, with
+    `row_ids`, the other rows of the sequence) instead of reading a dense (L x L) mask; the dense mask stays the path
+    for `eager` and `sdpa`.
     """
 
     def mask_mod(batch, head, query, key):
@@ -112,6 +187,8 @@ def block_mask_function(block_ids: torch.Tensor, position_ids: torch.Tensor, sli
         allowed = (
             (key <= query) & (query_block >= 0) & (key_block >= 0) & ((key_block == 0) | (key_block == query_block))
         )
+        if row_ids is not None:
+            allowed = allowed & (row_ids[batch, query] == row_ids[batch, key])
         if sliding_window is not None:
             allowed = allowed & (position_ids[batch, query] - position_ids[batch, key] < sliding_window)
         return allowed | (query == key)
@@ -193,10 +270,13 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
-def packed_attention_mask(model, block_ids: torch.Tensor, position_ids: torch.Tensor):
+def packed_attention_mask(
+    model, block_ids: torch.Tensor, position_ids: torch.Tensor, row_ids: torch.Tensor | None = None
+):
     """The block mask in the form `model` expects: one 4D mask, or a dict keyed by layer type where layers differ.
 
-    Sliding-window layers get the block mask cut to their window (measured in the rows' `position_ids`, i.e. in the
+    `row_ids` keeps attention within each row where a sequence holds several (`concatenate_rows`). Sliding-window
+    layers get the block mask cut to their window (measured in the rows' `position_ids`, i.e. in the
     unpacked sequence prompt + response), so every layer sees exactly what it would see without packing. Check
     `unsupported_reason(model)` first.
     """
@@ -211,24 +291,29 @@ def packed_attention_mask(model, block_ids: torch.Tensor, position_ids: torch.Te
             from torch.nn.attention.flex_attention import create_block_mask
 
             batch, length = block_ids.shape
-            mask_mod = block_mask_function(block_ids, position_ids, sliding)
+            mask_mod = block_mask_function(block_ids, position_ids, sliding, row_ids)
             masks[kind] = create_block_mask(mask_mod, batch, None, length, length, device=block_ids.device)
         else:
-            masks[kind] = block_attention_mask(block_ids, dtype, position_ids=position_ids, sliding_window=sliding)
+            masks[kind] = block_attention_mask(
+                block_ids, dtype, position_ids=position_ids, sliding_window=sliding, row_ids=row_ids
+            )
     if len(masks) == 1 and not _takes_mask_per_layer_type(model):
         return next(iter(masks.values()))
     return masks
 
 
 def packed_forward_kwargs(model, batch: dict[str, torch.Tensor]) -> dict:
-    """Keyword arguments that run a packed batch (`input_ids`, `block_ids`, `position_ids`) through `model` exactly.
+    """Keyword arguments that run a packed batch (`input_ids`, `block_ids`, `position_ids`, optional `row_ids`)
+    through `model` exactly.
 
     MoE models are told not to build their router loss from the attention mask (it would get the 4D mask): the
     trainer computes that loss itself from the packed rows (`packed_router_aux_loss`).
     """
     kwargs = {
         "input_ids": batch["input_ids"],
-        "attention_mask": packed_attention_mask(model, batch["block_ids"], batch["position_ids"]),
+        "attention_mask": packed_attention_mask(
+            model, batch["block_ids"], batch["position_ids"], batch.get("row_ids")
+        ),
         "position_ids": batch["position_ids"],
         "use_cache": False,
     }
@@ -263,16 +348,23 @@ def recording_router_logits(model) -> Iterator[list[torch.Tensor]]:
             handle.remove()
 
 
-def packed_router_aux_loss(model, router_logits: list[torch.Tensor], block_ids, num_sequences) -> torch.Tensor:
+def packed_router_aux_loss(
+    model, router_logits: list[torch.Tensor], block_ids, num_sequences, row_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """The MoE load-balancing loss that the unshared batch would give, from a packed batch's router logits.
 
     The unshared batch holds each row's prompt once per sequence, so prompt tokens (block 0) weigh the row's number of
     sequences (`num_sequences`, (B,)), every block token weighs 1 and padding 0; the architecture's own
-    `load_balancing_loss_func` takes those weights where it takes the 2D attention mask.
+    `load_balancing_loss_func` takes those weights where it takes the 2D attention mask. With several rows per
+    sequence, `row_ids` says whose prompt a token is.
     """
     base = _base_model(model)
     config = base.config.get_text_config()
-    weights = torch.where(block_ids == 0, num_sequences.unsqueeze(1).to(block_ids), (block_ids > 0).to(block_ids))
+    if row_ids is None:
+        prompt_weights = num_sequences.unsqueeze(1).to(block_ids)
+    else:
+        prompt_weights = num_sequences.to(block_ids)[row_ids.clamp(min=0)]
+    weights = torch.where(block_ids == 0, prompt_weights, (block_ids > 0).to(block_ids))
     balance = sys.modules[type(base).__module__].load_balancing_loss_func
     num_experts = (
         getattr(base, "num_experts", None) or getattr(config, "num_local_experts", None) or config.num_experts
@@ -290,8 +382,18 @@ def unpack_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, list[int]]]:
     [{'prompt_ids': [5, 6, 7], 'chosen_ids': [8], 'rejected_ids': [[9, 10]]}]
     ```
     """
+    segments = {}  # row index -> (ids, blocks), in the batch's row order
+    row_ids = batch.get("row_ids")
+    for index, (ids, blocks) in enumerate(zip(batch["input_ids"].tolist(), batch["block_ids"].tolist())):
+        owners = row_ids[index].tolist() if row_ids is not None else [index] * len(ids)
+        for token, block, row in zip(ids, blocks, owners):
+            if block >= 0:
+                segment = segments.setdefault(row, ([], []))
+                segment[0].append(token)
+                segment[1].append(block)
     rows = []
-    for ids, blocks in zip(batch["input_ids"].tolist(), batch["block_ids"].tolist()):
+    for row in sorted(segments):
+        ids, blocks = segments[row]
         responses = [[token for token, b in zip(ids, blocks) if b == k] for k in range(1, max(blocks) + 1)]
         prompt = [token for token, b in zip(ids, blocks) if b == 0] + responses[0][:1]
         rows.append(
@@ -301,11 +403,14 @@ def unpack_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, list[int]]]:
 
 
 def pad_rows(rows: list[dict[str, list]], pad_token_id: int, pad_to_multiple_of: int | None = None):
-    """Right-pad packed rows into tensors; padding gets block id -1, label -100 and owner -1."""
+    """Right-pad packed rows (or sequences of several, with `row_ids`) into tensors; padding gets block id -1, label
+    -100, owner -1 and row id -1."""
     length = max(len(row["input_ids"]) for row in rows)
     if pad_to_multiple_of:
         length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
     fill = {"input_ids": pad_token_id, "position_ids": 0, "block_ids": -1, "labels": -100, "owner": -1}
+    if "row_ids" in rows[0]:
+        fill["row_ids"] = -1
     return {
         key: torch.tensor([row[key] + [value] * (length - len(row[key])) for row in rows], dtype=torch.long)
         for key, value in fill.items()

@@ -232,6 +232,7 @@ class DMPOTrainer(DPOTrainer):
                 truncation_mode=args.truncation_mode,
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 share_prompt=False if self._pairwise_only else getattr(args, "prefix_sharing", "auto"),
+                pack_rows=getattr(args, "pack_rows", False),
             )
         super().__init__(
             model=model,
@@ -257,7 +258,10 @@ class DMPOTrainer(DPOTrainer):
         for role, candidate in (("model", self.model), ("ref_model", self.ref_model)):
             reason = unsupported_reason(candidate) if candidate is not None else None
             if reason:
-                logger.warning(f"Prefix sharing is off: the {role}'s {reason}. Falling back to the unshared forward.")
+                packing = ", without row packing" if getattr(self.data_collator, "pack_rows", False) else ""
+                logger.warning(
+                    f"Prefix sharing is off: the {role}'s {reason}. Falling back to the unshared forward{packing}."
+                )
                 self.data_collator.share_prompt = False
                 return
 
@@ -273,6 +277,7 @@ class DMPOTrainer(DPOTrainer):
             "ld_alpha": self.ld_alpha,
             "trl_reference": self._pairwise_only,
             "prefix_sharing": getattr(self.data_collator, "share_prompt", False),
+            "pack_rows": getattr(self.data_collator, "pack_rows", False),
             "width": self._max_num_rejected,
             "precision": (self.args.bf16, self.args.fp16),
         }
@@ -399,7 +404,7 @@ class DMPOTrainer(DPOTrainer):
 
         Returns `(seq_logps, per_token_logps, owner, outputs)`: `owner` has the shape of the per-token outputs and
         holds the sequence index of each scored token (-1 elsewhere), in either layout: one row per sequence
-        (unshared) or one packed row per prompt (`dmpo_trl.sharing`).
+        (unshared) or one packed row per prompt, possibly several per sequence (`dmpo_trl.sharing`).
         """
         if "block_ids" in inputs:
             unwrapped = self.accelerator.unwrap_model(model)
@@ -411,7 +416,7 @@ class DMPOTrainer(DPOTrainer):
             if with_aux_loss:
                 num_sequences = inputs["num_rejected"] + 1
                 outputs["aux_loss"] = packed_router_aux_loss(
-                    unwrapped, router_logits, inputs["block_ids"], num_sequences
+                    unwrapped, router_logits, inputs["block_ids"], num_sequences, inputs.get("row_ids")
                 )
             per_token_logps, owner = outputs.log_probs, inputs["owner"]
             num_sequences = inputs["sequence_rows"].size(0)

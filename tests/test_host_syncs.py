@@ -44,8 +44,8 @@ def host_copies_of_a_step(trainer, rows, monkeypatch):
     return copies.ops + ["tolist"] * len(tolist_calls)
 
 
-@pytest.mark.parametrize("prefix_sharing", [True, False])
-def test_training_step_copies_no_more_than_trl(tokenizer, tmp_path, monkeypatch, prefix_sharing):
+@pytest.mark.parametrize("prefix_sharing, pack_rows", [(True, False), (False, False), (True, True)])
+def test_training_step_copies_no_more_than_trl(tokenizer, tmp_path, monkeypatch, prefix_sharing, pack_rows):
     pairs = [{**row, "rejected": row["rejected"][0]} for row in ROWS]
     trl = DPOTrainer(
         build_model(tokenizer),
@@ -59,10 +59,12 @@ def test_training_step_copies_no_more_than_trl(tokenizer, tmp_path, monkeypatch,
         ours = DMPOTrainer(
             build_model(tokenizer),
             ref_model=build_model(tokenizer, seed=1),
-            args=make_args(tmp_path / "ours", prefix_sharing=prefix_sharing),
+            args=make_args(tmp_path / "ours", prefix_sharing=prefix_sharing, pack_rows=pack_rows),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
         )
+        batch = ours.data_collator([ours.train_dataset[i] for i in range(len(rows))])
+        assert ("row_ids" in batch) is pack_rows  # several rows in one sequence
         copies = host_copies_of_a_step(ours, rows, monkeypatch)
         assert len(copies) <= len(trl_copies), (copies, trl_copies)
         assert set(copies) <= {"aten._local_scalar_dense.default"}, copies  # metrics' item(), as in TRL
