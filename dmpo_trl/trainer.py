@@ -248,6 +248,11 @@ class DMPOTrainer(DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        if getattr(args, "fsdp", None) and not self.is_fsdp_enabled:
+            logger.warning(
+                f"fsdp is set, but accelerate runs this launch as {self.accelerator.distributed_type.value}: it "
+                "enables FSDP only on GPU-type back-ends (CUDA, XPU, NPU, ...), so the model is not sharded."
+            )
 
         self._resolve_prefix_sharing()
 

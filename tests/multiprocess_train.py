@@ -42,7 +42,7 @@ def seed_fsdp_state(args: DMPOConfig) -> None:
 
 def main(output_path: str, mode: str | None = None) -> None:
     tokenizer = build_tokenizer()
-    deepspeed, zero_stage, fsdp = None, None, mode == "fsdp"
+    deepspeed, zero_stage, fsdp = None, None, mode in ("fsdp", "fsdp-as-launched")
     if mode is not None and not fsdp:
         zero_stage = int(mode)
         deepspeed = {
@@ -69,7 +69,7 @@ def main(output_path: str, mode: str | None = None) -> None:
         fsdp=fsdp or None,
         fsdp_config={"version": 2, "reshard_after_forward": True} if fsdp else None,
     )
-    if fsdp:
+    if mode == "fsdp":  # "fsdp-as-launched": what a CPU user gets, accelerate's state as torchrun left it
         seed_fsdp_state(args)
     trainer = DMPOTrainer(
         build_model(tokenizer),

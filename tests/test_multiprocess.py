@@ -25,7 +25,7 @@ def run_training(output: Path, processes: int, mode: str | None = None) -> dict:
         command + [str(output), *([mode] if mode else [])], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(output.read_text())
+    return {**json.loads(output.read_text()), "stderr": result.stderr}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,14 @@ def test_two_processes_train_as_one(tmp_path, one_process, mode):
         assert step_two["rewards/margins"] == pytest.approx(step_one["rewards/margins"], abs=1e-5)
     assert two["eval"]["eval_loss"] == pytest.approx(one["eval"]["eval_loss"], abs=1e-5)
     assert "eval_rewards/accuracies" in two["eval"]
+
+
+@pytest.mark.slow
+def test_fsdp_on_a_cpu_launch_is_not_silent(tmp_path):
+    """accelerate runs a gloo CPU launch with `fsdp=True` as DDP: the trainer says so instead of pretending."""
+    run = run_training(tmp_path / "cpu.json", processes=2, mode="fsdp-as-launched")
+    assert run["fsdp"] is False and run["sharded"] == []
+    assert "fsdp is set, but accelerate runs this launch as MULTI_CPU" in run["stderr"]
 
 
 @pytest.mark.slow
