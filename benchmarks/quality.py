@@ -794,9 +794,11 @@ def ranked_count(cfg: QualityConfig) -> str:
 
 
 def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
+    from dmpo_trl.models import DEFAULT_MODEL
+
     methods = summary["methods"]
     lines = [
-        "# Quality study: MovieLens-100K, SmolLM2-135M-Instruct + LoRA",
+        f"# Quality study: MovieLens-100K, {cfg.model or DEFAULT_MODEL} + LoRA",
         "",
         f"Seeds {summary['seeds']}; per seed {cfg.num_train_users} train users ({train_rows(cfg)}), "
         f"{ranked_count(cfg)}, "
