@@ -11,7 +11,7 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
-from test_architectures import ROWS, make_trainer
+from test_architectures import ROWS, loss_logps_and_grads, make_trainer
 from tiny_models import build_model
 
 from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
@@ -105,16 +105,9 @@ def test_attention_never_crosses_rows():
 
 def loss_logps_grads_aux(trainer, batch):
     """Loss, per-sequence log-probs, parameter gradients and the MoE router loss (when enabled) of one step."""
-    model = trainer.model
-    model.eval()  # dropout would draw other masks in the two layouts
-    model.zero_grad()
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    with torch.no_grad():
-        logps = trainer._sequence_logps(model, batch)[0]
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    loss, logps, grads = loss_logps_and_grads(trainer, batch)
     aux = trainer._metrics["eval"]["aux_loss"][-1] if trainer.aux_loss_enabled else None
-    return loss.detach(), logps, grads, aux
+    return loss, logps, grads, aux
 
 
 @pytest.mark.parametrize("arch", EXACT_ARCHITECTURES)
