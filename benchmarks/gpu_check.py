@@ -72,6 +72,14 @@ TINY = dict(
 )
 
 
+def checkpointing_argument(config_class, enabled: bool) -> dict:
+    """`activation_checkpointing` where transformers has it, else its older name `gradient_checkpointing`."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def build_tokenizer(vocab_size: int, directory: Path):
     """A word-level tokenizer over "w0" ... "w{n}" (plus pad/eos), so that N words are exactly N tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -189,7 +197,7 @@ def run_check(
             per_device_train_batch_size=1,
             learning_rate=1e-4,
             bf16=cuda and torch.cuda.is_bf16_supported(),
-            activation_checkpointing=gradient_checkpointing,
+            **checkpointing_argument(DMPOConfig, gradient_checkpointing),
             prefix_sharing=prefix_sharing,
             max_length=sequence_tokens + 8,
             report_to=[],
@@ -306,7 +314,7 @@ def run_throughput(
                 max_steps=steps + 1,
                 learning_rate=1e-4,
                 bf16=dtype == torch.bfloat16,
-                gradient_checkpointing=False,
+                **checkpointing_argument(DPOConfig, False),
                 report_to=[],
                 save_strategy="no",
                 logging_steps=1,
