@@ -30,7 +30,10 @@ METHODS = ["random", "popular", "zero-shot", "sft", "dpo", "dmpo-k2", "sdpo-k2",
 def test_method_names():
     assert quality.parse_method("sft+dmpo-k8") == quality.Method("sft+dmpo-k8", "preference", "dmpo", 8, True)
     assert quality.parse_method("dpo").loss == "sigmoid" and quality.parse_method("sdpo-k4").k == 4
-    for bad in ("dmpo", "dmpo-k0", "ipo-k2"):
+    normalized = quality.parse_method("dmpo-k4-ln@model50")
+    assert normalized.length_normalize and normalized.k == 4 and normalized.negatives == "model"
+    assert not quality.parse_method("dmpo-k4").length_normalize
+    for bad in ("dmpo", "dmpo-k0", "ipo-k2", "dpo-ln", "dmpo-k4-ln-ln"):
         with pytest.raises(ValueError, match="Unknown method"):
             quality.parse_method(bad)
     with pytest.raises(ValueError, match="generation_methods"):
