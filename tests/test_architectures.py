@@ -194,3 +194,41 @@ def test_flex_attention_block_mask_equals_unshared(tokenizer, tmp_path, arch):
     trainer.model.set_attn_implementation("sdpa" if arch != "gemma2" else "eager")
     plain_scores, _ = score_completions(trainer.model, tokenizer, prompt_ids, completions_ids, share_prompt=False)
     torch.testing.assert_close(flex_scores, plain_scores, atol=1e-4, rtol=0)
+
+
+def flex_training_steps(tokenizer, tmp_path, arch, attention="flex_attention"):
+    """One step's loss, log-probs and gradients: unshared with sdpa, then shared with `attention` (policy and
+    reference), on the device the trainer chose."""
+    torch._dynamo.reset()
+    trainer = DMPOTrainer(  # heads of 16 dimensions: FlexAttention's GPU kernels need at least 16
+        build_architecture(tokenizer, arch, seed=0, head_dim=16),
+        ref_model=build_architecture(tokenizer, arch, seed=1, head_dim=16),
+        args=make_args(tmp_path, prefix_sharing=True),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+    )
+    rows = [trainer.train_dataset[i] for i in range(len(ROWS))]
+    collate = DataCollatorForMultiPreference(pad_token_id=tokenizer.pad_token_id)
+    unshared = trainer._prepare_inputs(collate(rows))
+    shared = trainer._prepare_inputs(DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=True)(rows))
+    expected = loss_logps_and_grads(trainer, unshared)
+    for model in (trainer.model, trainer.ref_model):
+        model.set_attn_implementation(attention)
+    assert unsupported_reason(trainer.model) is None
+    return loss_logps_and_grads(trainer, shared), expected, trainer
+
+
+def test_flex_training_steps_helper_on_this_device(tokenizer, tmp_path):
+    """The GPU test's helper runs here with sdpa (FlexAttention's backward needs a GPU): equal steps."""
+    shared, unshared, _ = flex_training_steps(tokenizer, tmp_path, "llama", attention="sdpa")
+    assert_same_step(shared, unshared)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch has FlexAttention's backward on GPUs only")
+@pytest.mark.parametrize("arch", FLEX)
+def test_flex_attention_training_equals_unshared_on_gpu(tokenizer, tmp_path, arch):
+    """On a GPU FlexAttention's backward runs too: the shared layout under the sparse BlockMask gives the unshared
+    step's loss, log-probs and gradients."""
+    shared, unshared, trainer = flex_training_steps(tokenizer, tmp_path, arch)
+    assert trainer.model.device.type == "cuda" and trainer.model.config._attn_implementation == "flex_attention"
+    assert_same_step(shared, unshared)

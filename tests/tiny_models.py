@@ -104,8 +104,9 @@ ARCHITECTURES = {
 }
 
 
-def build_architecture(tokenizer: PreTrainedTokenizerFast, name: str, seed: int = 0, attn: str = "sdpa"):
-    """A tiny random model of architecture `name` (a key of `ARCHITECTURES`) for `tokenizer`'s vocabulary."""
+def build_architecture(tokenizer: PreTrainedTokenizerFast, name: str, seed: int = 0, attn: str = "sdpa", **config):
+    """A tiny random model of architecture `name` (a key of `ARCHITECTURES`) for `tokenizer`'s vocabulary; `config`
+    overrides its settings."""
     import torch
     import transformers
 
@@ -115,7 +116,7 @@ def build_architecture(tokenizer: PreTrainedTokenizerFast, name: str, seed: int 
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
-        **settings,
+        **{**settings, **config},
     )
     torch.manual_seed(seed)
     try:
