@@ -809,6 +809,13 @@ def ranked_count(cfg: QualityConfig) -> str:
     return f"{cfg.num_test_users + cfg.more_test_users} test users"
 
 
+def normalized_beta(methods, cfg: QualityConfig) -> str:
+    """The header's note on the beta of length-normalised (`-ln`) methods, if any ran."""
+    if any(parse_method(name).length_normalize for name in methods):
+        return f" (length-normalised `-ln` methods: per-token rewards, beta {cfg.length_normalized_beta:g})"
+    return ""
+
+
 def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     from dmpo_trl.models import DEFAULT_MODEL
 
@@ -820,7 +827,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         f"{ranked_count(cfg)}, "
         f"{cfg.num_candidates} candidates, prompt `{cfg.prompt_style}`, history {cfg.max_history}, training negatives "
         f"`{cfg.train_negatives}`; every method {cfg.num_train_epochs:g} epoch(s), batch {cfg.batch_size}, lr "
-        f"{cfg.learning_rate:g}, LoRA r={cfg.lora_r}, beta {cfg.beta:g}. Means over the pooled test users with 95% "
+        f"{cfg.learning_rate:g}, LoRA r={cfg.lora_r}, beta {cfg.beta:g}{normalized_beta(methods, cfg)}. Means over "
+        "the pooled test users with 95% "
         "bootstrap intervals. `sum`: titles ranked by summed log-likelihood; `mean`: per token.",
         "",
     ]
