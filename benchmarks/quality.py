@@ -836,7 +836,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         chosen = ", ".join(
             f"{name} lr {lr:g}, {epochs:g} epoch(s)" for name, (lr, epochs) in cfg.settings_by_method().items()
         )
-        lines += [f"Except, chosen on validation users: {chosen}.", ""]
+        note = "`--method_settings`; the README says which were chosen on validation users"
+        lines += [f"Except, per method ({note}): {chosen}.", ""]
     for regime in REGIMES:
         lines += [
             f"## Candidates: {regime}",
