@@ -737,10 +737,12 @@ def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
                 pairs.append((regime, best, other))
         if "dmpo-k4" in methods and "dpo" in methods:
             pairs.append((regime, "dmpo-k4", "dpo"))
-        for name in methods:  # other training negatives against the same method with the default ones
+        for name in methods:  # other training negatives or length-normalised rewards against the plain method
             base = name.split("@")[0]
             if base != name and base in methods:
                 pairs.append((regime, name, base))
+            if base.endswith("-ln") and base[:-3] in methods:
+                pairs.append((regime, base, base[:-3]))
     out = []
     for regime, a, b in dict.fromkeys(pairs):
         key = f"{regime}/sum/per_user"

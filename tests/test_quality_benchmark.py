@@ -27,9 +27,20 @@ quality = load_quality()
 METHODS = ["random", "popular", "zero-shot", "sft", "dpo", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"]
 
 
+def fake_methods(*names):
+    """Summary entries with per-user HitRatio@1 of 4 users, enough for `comparisons`."""
+    per_user = {"hit_ratio@1": np.array([1.0, 0.0, 1.0, 0.0])}
+    entry = {f"{r}/sum": {"hit_ratio@1": (0.5, 0.0, 1.0)} for r in quality.REGIMES}
+    entry.update({f"{r}/sum/per_user": per_user for r in quality.REGIMES})
+    return {name: entry for name in names}
+
+
 def test_method_names():
     assert quality.parse_method("sft+dmpo-k8") == quality.Method("sft+dmpo-k8", "preference", "dmpo", 8, True)
     assert quality.parse_method("dpo").loss == "sigmoid" and quality.parse_method("sdpo-k4").k == 4
+    assert {(c["a"], c["b"]) for c in quality.comparisons(fake_methods("dmpo-k2", "dmpo-k2-ln", "dpo"))} >= {
+        ("dmpo-k2-ln", "dmpo-k2")
+    }
     normalized = quality.parse_method("dmpo-k4-ln@model50")
     assert normalized.length_normalize and normalized.k == 4 and normalized.negatives == "model"
     assert not quality.parse_method("dmpo-k4").length_normalize
@@ -106,6 +117,25 @@ def test_study_compares_training_negatives(tmp_path, tiny_model_dir):
         "dmpo-k2",
     ) in pairs
     assert "every item with 5+ items before, at most 12 rows" in (results / "quality.md").read_text()
+
+    sys.path.insert(0, str(Path(quality.__file__).parent))
+    import quality_compare
+
+    rows = quality_compare.main([f"{results}:dmpo-k2@model50", f"{results}:dmpo-k2", "--json"])
+    assert len(rows) == 8 and {(r["regime"], r["scoring"], r["metric"]) for r in rows} >= {
+        ("popularity_matched", "mean", "ndcg@5")
+    }
+    reported = next(c for c in summary["comparisons"] if (c["regime"], c["a"]) == ("uniform", "dmpo-k2@model50"))
+    hits = next(r for r in rows if (r["regime"], r["scoring"], r["metric"]) == ("uniform", "sum", "hit_ratio@1"))
+    assert hits["diff"] == pytest.approx(reported["diff"]) and hits["ci95"] == pytest.approx(reported["ci95"])
+    other = tmp_path / "other" / "runs" / "seed0"
+    other.mkdir(parents=True)
+    candidates = json.loads((results / "runs" / "seed0" / "candidates.json").read_text())
+    candidates["uniform"] = candidates["uniform"][::-1]
+    (other / "candidates.json").write_text(json.dumps(candidates))
+    (other / "dmpo-k2.json").write_text((results / "runs" / "seed0" / "dmpo-k2.json").read_text())
+    with pytest.raises(SystemExit, match="other users or candidates"):
+        quality_compare.main([f"{results}:dmpo-k2@model50", f"{tmp_path / 'other'}:dmpo-k2"])
 
 
 def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
