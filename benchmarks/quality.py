@@ -244,9 +244,9 @@ def parse_method(name: str) -> Method:
             f"Unknown method {name!r}: use random, popular, zero-shot, sft, dpo, dmpo-k<K>, sdpo-k<K>, sft+dmpo-k<K> "
             "(with -ln for length-normalised rewards)"
         )
-    method = Method(name, "preference", match["loss"], int(match["k"]), bool(match["sft"]))
-    method.length_normalize = bool(match["ln"])
-    return method
+    return Method(
+        name, "preference", match["loss"], int(match["k"]), bool(match["sft"]), length_normalize=bool(match["ln"])
+    )
 
 
 # --- running ----------------------------------------------------------------------------------------------------

@@ -42,10 +42,12 @@ def make_args(tmp_path, config_class=DMPOConfig, **overrides):
     return config_class(**{**settings, **overrides})
 
 
-def make_trainer(tokenizer, tmp_path, arch, rows=ROWS, **overrides):
+def make_trainer(tokenizer, tmp_path, arch, rows=ROWS, model_config=None, **overrides):
+    """Policy and reference of `arch` (`model_config` overrides their tiny config), `overrides` on the args."""
+    model_config = model_config or {}
     return DMPOTrainer(
-        build_architecture(tokenizer, arch, seed=0),
-        ref_model=build_architecture(tokenizer, arch, seed=1),
+        build_architecture(tokenizer, arch, seed=0, **model_config),
+        ref_model=build_architecture(tokenizer, arch, seed=1, **model_config),
         args=make_args(tmp_path, **overrides),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -200,17 +202,13 @@ def flex_training_steps(tokenizer, tmp_path, arch, attention="flex_attention"):
     """One step's loss, log-probs and gradients: unshared with sdpa, then shared with `attention` (policy and
     reference), on the device the trainer chose."""
     torch._dynamo.reset()
-    trainer = DMPOTrainer(  # heads of 16 dimensions: FlexAttention's GPU kernels need at least 16
-        build_architecture(tokenizer, arch, seed=0, head_dim=16),
-        ref_model=build_architecture(tokenizer, arch, seed=1, head_dim=16),
-        args=make_args(tmp_path, prefix_sharing=True),
-        train_dataset=Dataset.from_list(ROWS),
-        processing_class=tokenizer,
-    )
+    # heads of 16 dimensions: FlexAttention's GPU kernels need at least 16
+    trainer = make_trainer(tokenizer, tmp_path, arch, model_config={"head_dim": 16}, prefix_sharing=True)
     rows = [trainer.train_dataset[i] for i in range(len(ROWS))]
-    collate = DataCollatorForMultiPreference(pad_token_id=tokenizer.pad_token_id)
-    unshared = trainer._prepare_inputs(collate(rows))
-    shared = trainer._prepare_inputs(DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=True)(rows))
+    unshared, shared = (
+        trainer._prepare_inputs(DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=share)(rows))
+        for share in (False, True)
+    )
     expected = loss_logps_and_grads(trainer, unshared)
     for model in (trainer.model, trainer.ref_model):
         model.set_attn_implementation(attention)
