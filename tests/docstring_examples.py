@@ -5,6 +5,9 @@ from __future__ import annotations
 import doctest
 from types import ModuleType
 
+# Imported before any example runs: with WANDB_MODE=offline its first import prints a line that an example would read.
+import transformers.integrations.integration_utils  # noqa: F401
+
 
 def run_docstring_examples(module: ModuleType) -> int:
     """Run every `>>>` example in `module`'s docstrings, ignoring the fence lines; return the number of failures."""
