@@ -434,15 +434,38 @@ def train_sft(study: Study, model, tokenizer, output_dir: Path):
     trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
     trainer.train()
     trainer.save_model(str(output_dir))
+    (output_dir / SFT_SETTINGS_FILE).write_text(json.dumps(sft_settings(study), indent=1))
     return trainer
 
 
+SFT_SETTINGS_FILE = "study_settings.json"
+_SFT_FIELDS = (
+    "model", "dataset_name", "interactions", "items", "num_train_users", "targets_per_user", "num_train_rows",
+    "num_test_users", "more_test_users", "num_valid_users", "num_candidates", "max_history", "prompt_style",
+    "train_negatives", "batch_size", "lora_r",
+)  # fmt: skip
+
+
+def sft_settings(study: Study) -> dict[str, Any]:
+    """What the SFT adapter depends on (data, split, rows, training); a saved adapter is reused only if they match."""
+    learning_rate, epochs = study.cfg.training_settings("sft")
+    settings = {name: getattr(study.cfg, name) for name in _SFT_FIELDS}
+    return {**settings, "seed": study.seed, "learning_rate": learning_rate, "num_train_epochs": epochs}
+
+
 def sft_model(study: Study):
-    """The SFT stage, merged into the weights: loaded from `work_dir` when the `sft` method saved it, else trained."""
+    """The SFT stage, merged into the weights: loaded from `work_dir` when the `sft` method saved it with the same
+    settings, else trained (again)."""
     from dmpo_trl.models import RecModelConfig, load_adapter_model
 
     adapter = Path(study.cfg.work_dir) / f"seed{study.seed}" / "sft"
-    if not (adapter / "adapter_config.json").is_file():
+    saved = adapter / SFT_SETTINGS_FILE
+    if not saved.is_file() or json.loads(saved.read_text()) != sft_settings(study):
+        if (adapter / "adapter_config.json").is_file():
+            print(
+                f"quality: the SFT adapter in {adapter} has other (or unrecorded) settings; training it again",
+                flush=True,
+            )
         model, tokenizer = load_base(study.cfg)
         train_sft(study, model, tokenizer, adapter)
 

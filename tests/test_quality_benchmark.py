@@ -237,3 +237,24 @@ def test_selection_reads_validation_runs_and_picks_per_method(tmp_path, tiny_mod
     quality.main([*common, "--results_dir", str(tmp_path / "test"), "--work_dir", str(tmp_path / "work" / "test")])
     with pytest.raises(ValueError, match="validation runs only"):
         quality_selection.validation_cells([tmp_path / "test"])
+
+
+def test_sft_stage_is_reused_only_with_the_same_settings(tmp_path, tiny_model_dir, capsys):
+    interactions, items = write_tiny_log(tmp_path)
+    work = tmp_path / "work"
+
+    def run(results: str, *settings: str) -> str:
+        quality.main([
+            "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items,
+            "--methods", "sft+dmpo-k2", "--generation_methods", "none", "--seeds", "0", "--num_train_users", "8",
+            "--num_test_users", "5", "--num_candidates", "4", "--max_history", "3", "--explain_users", "0",
+            "--report", "false", "--results_dir", str(tmp_path / results), "--work_dir", str(work), *settings,
+        ])  # fmt: skip
+        return capsys.readouterr().out
+
+    run("a")
+    saved = work / "seed0" / "sft" / quality.SFT_SETTINGS_FILE
+    assert json.loads(saved.read_text())["learning_rate"] == 1e-3
+    assert "training it again" not in run("b")  # same settings: the saved adapter is reused
+    assert "training it again" in run("c", "--method_settings", "sft:2e-2:1")
+    assert json.loads(saved.read_text())["learning_rate"] == 2e-2
