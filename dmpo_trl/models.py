@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -364,9 +365,24 @@ def resolve_model_path(
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     target = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / gguf_path.stem
-    if not _is_converted(target, gguf_path):
-        convert_gguf(gguf_path, target)
+    with conversion_lock(target):  # two processes starting at once convert once; neither deletes what the other reads
+        if not _is_converted(target, gguf_path):
+            convert_gguf(gguf_path, target)
     return str(target)
+
+
+def conversion_lock(target: str | Path) -> FileLock:
+    """The file lock held while a GGUF file is checked against, and converted into, the cache directory `target`.
+
+    Example:
+    ```python
+    >>> conversion_lock("/tmp/cache/model").lock_file
+    '/tmp/cache/.model.lock'
+    ```
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(target.parent / f".{target.name}.lock"))
 
 
 def gguf_quantization(gguf_path: str | Path) -> str | None:

@@ -4,6 +4,7 @@ unless asked, and a GGUF conversion cache keyed by the file's content."""
 import ast
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from dmpo_trl.cli import main
 from dmpo_trl.models import (
     RecModelConfig,
     _is_converted,
+    conversion_lock,
     file_sha256,
     gguf_source,
     load_adapter_model,
@@ -234,3 +236,20 @@ def test_gguf_cache_records_without_a_hash_are_converted_anew(tmp_path):
     assert not _is_converted(target, gguf)
     marker.write_text("{not json")
     assert not _is_converted(target, gguf)
+
+
+def test_a_conversion_under_way_elsewhere_is_waited_for_not_repeated(tmp_path):
+    """A second process starting while the first converts waits for it and reads its result (before the lock, it
+    converted again and deleted the first one's cache while that one was loading it)."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" * 1000)  # not a real GGUF: a conversion attempt would raise
+    cache = tmp_path / "cache"
+    found: list[object] = []
+    with conversion_lock(cache / gguf.stem):  # the other process, converting
+        waiting = threading.Thread(target=lambda: found.append(resolve_model_path(gguf, cache_dir=cache)))
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and not found  # it waits on the lock
+        target = fake_conversion(gguf, cache)  # the other process finishes
+    waiting.join(timeout=30)
+    assert found == [str(target)]
