@@ -6,7 +6,8 @@ learning rate, LoRA) and ranked on the same held-out users and candidate lists:
 - baselines: `random`, `popular` (train-set popularity, evaluated targets left out);
 - `zero-shot`: the untrained model; `sft`: TRL's SFTTrainer on the same rows (prompt -> the true next title);
 - `dpo`: pairwise DPO (TRL's sigmoid loss, K=1; DMPO with K=1 computes exactly this loss, so it is the K=1 point
-  of the DMPO curve); `sdpo-k4`: the S-DPO softmax loss with 4 negatives; `dmpo-kK`: DMPO with K negatives;
+  of the DMPO curve); `sdpo-k4`: the S-DPO softmax loss with 4 negatives; `pl-k4`: the listwise Plackett-Luce
+  loss (`loss_type="plackett_luce"`) with 4 negatives; `dmpo-kK`: DMPO with K negatives;
 - `sft+dmpo-kK`: the paper's recipe, an SFT stage (the `sft` adapter, merged) then DMPO with the SFT model as the
   reference. It gets the SFT steps plus the DMPO steps.
 - `<preference method>@<negatives>`: the same method with other training negatives than `--train_negatives`:
@@ -77,7 +78,7 @@ DEFAULT_METHODS = [
     "sft+dmpo-k4",
 ]
 REGIMES = ("uniform", "popularity_matched")
-_PREFERENCE = re.compile(r"^(?:(?P<sft>sft)\+)?(?P<loss>dmpo|sdpo)-k(?P<k>\d+)(?P<ln>-ln)?$")
+_PREFERENCE = re.compile(r"^(?:(?P<sft>sft)\+)?(?P<loss>dmpo|sdpo|pl)-k(?P<k>\d+)(?P<ln>-ln)?$")
 _DMPO_K = re.compile(r"^dmpo-k\d+$")  # the points of the K curve (default training negatives)
 MIN_HISTORY = 5  # items before a target, as few_shot_split's default
 _NEGATIVES = re.compile(r"^(?P<strategy>uniform|popularity|popularity_matched|model)(?P<percent>\d{1,3})?$")
@@ -217,9 +218,9 @@ class Method:
 
 
 def parse_method(name: str) -> Method:
-    """`random`, `popular`, `zero-shot`, `sft`, `dpo`, `dmpo-kK`, `sdpo-kK`, `sft+dmpo-kK`, `sft+sdpo-kK`, each
-    of the last four with `-ln` for length-normalised rewards (`dmpo-k4-ln`); a preference method may end in
-    `@uniform`, `@popularity`, `@popularity_matched`, `@model` or `@model<percent>`."""
+    """`random`, `popular`, `zero-shot`, `sft`, `dpo`, `dmpo-kK`, `sdpo-kK`, `pl-kK` (Plackett-Luce), `sft+dmpo-kK`,
+    `sft+sdpo-kK`, each of the last five with `-ln` for length-normalised rewards (`dmpo-k4-ln`); a preference method
+    may end in `@uniform`, `@popularity`, `@popularity_matched`, `@model` or `@model<percent>`."""
     base, at, suffix = name.partition("@")
     if at:
         method = parse_method(base)
@@ -241,12 +242,11 @@ def parse_method(name: str) -> Method:
     match = _PREFERENCE.match(name)
     if not match or int(match["k"]) < 1:
         raise ValueError(
-            f"Unknown method {name!r}: use random, popular, zero-shot, sft, dpo, dmpo-k<K>, sdpo-k<K>, sft+dmpo-k<K> "
-            "(with -ln for length-normalised rewards)"
+            f"Unknown method {name!r}: use random, popular, zero-shot, sft, dpo, dmpo-k<K>, sdpo-k<K>, pl-k<K>, "
+            "sft+dmpo-k<K> (with -ln for length-normalised rewards)"
         )
-    return Method(
-        name, "preference", match["loss"], int(match["k"]), bool(match["sft"]), length_normalize=bool(match["ln"])
-    )
+    loss = "plackett_luce" if match["loss"] == "pl" else match["loss"]
+    return Method(name, "preference", loss, int(match["k"]), bool(match["sft"]), length_normalize=bool(match["ln"]))
 
 
 # --- running ----------------------------------------------------------------------------------------------------
@@ -755,7 +755,7 @@ def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
         best = max(dmpo, key=lambda m: methods[m][key]["hit_ratio@1"][0], default=None)
         if best is None:
             continue
-        for other in ("popular", "dpo", "sft", "zero-shot", "sdpo-k4", "sft+dmpo-k4", "random"):
+        for other in ("popular", "dpo", "sft", "zero-shot", "sdpo-k4", "pl-k4", "sft+dmpo-k4", "random"):
             if other in methods and other != best:
                 pairs.append((regime, best, other))
         if "dmpo-k4" in methods and "dpo" in methods:

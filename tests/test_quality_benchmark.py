@@ -38,6 +38,7 @@ def fake_methods(*names):
 def test_method_names():
     assert quality.parse_method("sft+dmpo-k8") == quality.Method("sft+dmpo-k8", "preference", "dmpo", 8, True)
     assert quality.parse_method("dpo").loss == "sigmoid" and quality.parse_method("sdpo-k4").k == 4
+    assert quality.parse_method("pl-k4") == quality.Method("pl-k4", "preference", "plackett_luce", 4)
     assert {(c["a"], c["b"]) for c in quality.comparisons(fake_methods("dmpo-k2", "dmpo-k2-ln", "dpo"))} >= {
         ("dmpo-k2-ln", "dmpo-k2")
     }
