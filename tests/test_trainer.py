@@ -63,7 +63,7 @@ def sequence_logp(model, tokenizer, prompt, response):
     return logps[len(prompt_ids) - 1 :].sum().item()
 
 
-@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid"])
+@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid", "plackett_luce"])
 def test_loss_matches_hand_computation(tokenizer, tmp_path, loss_type):
     """The loss equals the formula applied to log-probs computed independently from the raw models."""
     trainer = make_trainer(tokenizer, tmp_path, loss_type=[loss_type])
@@ -84,6 +84,11 @@ def test_loss_matches_hand_computation(tokenizer, tmp_path, loss_type):
         expected = -math.log(torch.sigmoid(torch.tensor(chosen - sum(rejected) / len(rejected))).item())
     elif loss_type == "sdpo":
         expected = math.log1p(sum(math.exp(r - chosen) for r in rejected))
+    elif loss_type == "plackett_luce":  # the ranking chosen > rejected[0] > rejected[1] > ..., one softmax per place
+        ranking = [chosen, *rejected]
+        expected = sum(
+            math.log(sum(math.exp(later) for later in ranking[i:])) - ranking[i] for i in range(len(ranking) - 1)
+        )
     else:
         expected = sum(-math.log(torch.sigmoid(torch.tensor(chosen - r)).item()) for r in rejected) / len(rejected)
     assert loss == pytest.approx(expected, abs=1e-5)
@@ -96,7 +101,7 @@ def test_loss_matches_hand_computation(tokenizer, tmp_path, loss_type):
     assert metrics["num_negatives"] == 3
 
 
-@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid"])
+@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid", "plackett_luce"])
 def test_k1_equals_trl_dpo_loss_and_gradients(tokenizer, tmp_path, loss_type):
     pairs = [{**row, "rejected": row["rejected"][0]} for row in ROWS]
     ours = make_trainer(tokenizer, tmp_path / "ours", rows=pairs, loss_type=[loss_type])
@@ -124,7 +129,7 @@ def test_k1_equals_trl_dpo_loss_and_gradients(tokenizer, tmp_path, loss_type):
         assert ours._metrics["train"][key][-1] == pytest.approx(trl._metrics["train"][key][-1], abs=1e-5), key
 
 
-@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid"])
+@pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid", "plackett_luce"])
 def test_mixed_k_batch_equals_rows_one_by_one(tokenizer, tmp_path, loss_type):
     trainer = make_trainer(tokenizer, tmp_path, loss_type=[loss_type])
     trainer.model.eval()
