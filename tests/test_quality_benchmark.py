@@ -138,6 +138,21 @@ def test_study_compares_training_negatives(tmp_path, tiny_model_dir):
     with pytest.raises(SystemExit, match="other users or candidates"):
         quality_compare.main([f"{results}:dmpo-k2@model50", f"{tmp_path / 'other'}:dmpo-k2"])
 
+    import quality_levers
+
+    levers = [
+        quality_levers.Lever("mined", "results", "dmpo-k2@model50", "1e-2 x 2"),
+        quality_levers.Lever("not run", "missing", "dmpo-k2", "1e-2 x 2"),
+    ]
+    text = quality_levers.table(tmp_path, "results", levers, [("plain", "dmpo-k2")])
+    row = next(line for line in text.splitlines() if line.startswith("| mined |"))
+    assert quality.fmt(hits["diff"], *hits["ci95"]) in row  # the same pair as quality_compare's
+    assert "Not run yet: not run (`missing:dmpo-k2`)" in text
+    with pytest.raises(SystemExit, match="other users or candidates"):
+        quality_levers.table(
+            tmp_path, "results", [quality_levers.Lever("x", "other", "dmpo-k2", "")], [("p", "dmpo-k2")]
+        )
+
 
 def test_validation_users_leave_train_and_test_users_unchanged(tmp_path):
     interactions, items = write_tiny_log(tmp_path)
