@@ -14,7 +14,8 @@ Modes:
   users.
 
 Baselines, on the same candidates: "random" (seeded random scores) and "popular" (interaction counts; see
-`baseline_popularity` for which interactions count).
+`baseline_popularity` for which interactions count). `popularity_prior=w` ranks by the model's log-likelihood plus
+`w * log(1 + count)` (`with_popularity_prior`), the model and the popular baseline in one score.
 
 Example:
 ```python
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -82,6 +84,7 @@ __all__ = [
     "score_candidates",
     "score_completions",
     "tokenize_for_scoring",
+    "with_popularity_prior",
 ]
 
 MODES = ("likelihood", "generation", "auc")
@@ -223,6 +226,24 @@ def baseline_popularity(log: InteractionLog, examples: Sequence[UserExample]) ->
             position = len(sequence) - 1 - sequence[::-1].index(example.target)
         cut[example.user] = min(cut.get(example.user, len(sequence)), position)
     return Counter(item for user, seq in log.sequences.items() for item in seq[: cut.get(user, len(seq))])
+
+
+def with_popularity_prior(
+    scores: Sequence[float], candidates: Sequence[str], popularity: Counter, weight: float
+) -> list[float]:
+    """Each candidate's score plus `weight * log(1 + count)`: the model's likelihood times `(1 + count) ** weight`.
+
+    `popularity` counts interactions per item (`baseline_popularity` leaves out the evaluated targets); an item it
+    lacks counts 0. With `weight` 0 the scores are unchanged; a large weight ranks by popularity, the model breaking
+    ties.
+
+    Example:
+    ```python
+    >>> [round(s, 3) for s in with_popularity_prior([-5.0, -4.0], ["a", "b"], Counter(a=9), 1.0)]
+    [-2.697, -4.0]
+    ```
+    """
+    return [float(s) + weight * math.log1p(popularity.get(c, 0)) for s, c in zip(scores, candidates, strict=True)]
 
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
@@ -538,6 +559,7 @@ def evaluate_ranking(
     output: str | Path | None = None,
     candidates: Sequence[Sequence[str]] | None = None,
     users_per_forward: int = 1,
+    popularity_prior: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate a causal LM as a ranker of `num_candidates` items per example (see the module docstring for modes).
 
@@ -555,6 +577,9 @@ def evaluate_ranking(
             `tokenize_for_scoring`).
         batch_size: sequences per forward pass (likelihood, auc) or prompts per `generate` call (generation).
         max_new_tokens: answer length in generation mode.
+        popularity_prior: likelihood mode: rank by the log-likelihood plus `popularity_prior * log(1 + count)`
+            (`with_popularity_prior`), the counts from `popularity` or else `baseline_popularity(log, examples)`,
+            which leaves out the evaluated targets. 0 ranks by the model alone; the per-user scores are the sums.
         users_per_forward: likelihood mode, models that take the packed layout: score this many users' candidates
             in one forward (one packed row each); see `benchmarks/ranking_throughput.py` for what it gains.
         output: also write the result as JSON there (atomically). Each user's result is appended to
@@ -581,6 +606,8 @@ def evaluate_ranking(
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}")
+    if popularity_prior < 0 or (popularity_prior and mode != "likelihood"):
+        raise ValueError(f"popularity_prior={popularity_prior}: a weight >= 0, and only for mode='likelihood'")
     if prompt_style is None:  # the best measured: history for likelihood ranking, the candidate list for generation
         prompt_style = "candidates" if mode == "generation" else "history"
     started = time.perf_counter()
@@ -613,6 +640,7 @@ def evaluate_ranking(
         negative_strategy=negative_strategy,
         list_style=list_style,
         batch_size=batch_size,
+        **({"popularity_prior": popularity_prior} if popularity_prior else {}),
         **({"max_new_tokens": max_new_tokens} if mode == "generation" else {}),
     )
     rank, world = process_rank()
@@ -670,6 +698,9 @@ def evaluate_ranking(
         done = {index: value for part in gather_object([done]) for index, value in part.items()}
     values = [done[index] for index in range(len(items))]
     if mode == "likelihood":
+        if popularity_prior:
+            counts = baseline_popularity(log, examples) if popularity is None else popularity
+            values = [with_popularity_prior(v, i.candidates, counts, popularity_prior) for v, i in zip(values, items)]
         result = _rank_result(items, values, seed)
     elif mode == "generation":
         result = _generation_result(items, values, log, seed)

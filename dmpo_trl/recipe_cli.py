@@ -288,6 +288,13 @@ class EvaluateArguments:
     end_of_turn: bool = field(
         default=True, metadata={"help": "Score the EOS / end-of-turn tokens after each title, as training does."}
     )
+    popularity_prior: float = field(
+        default=0.0,
+        metadata={
+            "help": "Rank by log-likelihood + this x log(1 + the item's interaction count, test targets left out); "
+            "0: the model alone."
+        },
+    )
     ranking_batch_size: int = field(
         default=20, metadata={"help": "Sequences per forward.", "aliases": ["--batch_size", "--batch-size"]}
     )
@@ -362,6 +369,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
         if eval_args.baseline and eval_args.ranking_mode != "likelihood":
             raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
+        prior = eval_args.popularity_prior
+        if prior < 0 or (prior and (eval_args.baseline or eval_args.ranking_mode != "likelihood")):
+            raise UsageError(f"--popularity_prior {prior}: a weight >= 0, for a model in likelihood mode")
         split_path = _split_for_evaluation(eval_args)
         candidates, record = None, None
         if split_path is not None:
@@ -427,6 +437,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             negative_strategy=data_args.candidate_strategy,
             end_of_turn=eval_args.end_of_turn,
             max_new_tokens=eval_args.max_new_tokens,
+            popularity_prior=eval_args.popularity_prior,
             model_name=name,
             candidates=candidates,
             output=eval_args.results_file or None,  # a journal beside it lets a killed run continue

@@ -84,6 +84,10 @@ def test_evaluate_model_end_to_end_uses_the_same_candidates(tiny_dataset, tiny_m
     assert model["settings"]["model"] == str(tiny_model_dir) and model["settings"]["conversational"] is True
     assert model["settings"]["prompt_style"] == "history"  # the default for likelihood ranking
     assert {"hit_ratio@1", "hit_ratio@5", "ndcg@5", "mrr"} <= set(model["metrics"])
+    prior_flags = [*flags[:-1], str(tmp_path / "prior.json"), "--popularity_prior", "1.5"]
+    assert main(["evaluate", *common, *prior_flags]) == 0
+    prior = json.loads((tmp_path / "prior.json").read_text())
+    assert prior["settings"]["popularity_prior"] == 1.5 and prior["per_user"] != model["per_user"]
 
 
 def test_evaluate_refuses_model_and_baseline_together(tiny_dataset, capsys):
@@ -290,6 +294,11 @@ def _mistakes(tiny_dataset, tmp_path):
             "mines negatives with the model during training",
         ),
         "model fraction": (["train", *log, "--model_negative_fraction", "2"], "between 0 and 1, got 2.0"),
+        "negative popularity prior": (["evaluate", *log, "--popularity_prior", "-1"], "a weight >= 0"),
+        "popularity prior for a baseline": (
+            ["evaluate", *log, "--baseline", "popular", "--popularity_prior", "2"],
+            "for a model in likelihood mode",
+        ),
         "targets per user": (["train", *log, "--targets_per_user", "-1"], "targets_per_user must be >= 0"),
         "missing yaml": (["train", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
         "no command": (["--nope"], "required: COMMAND"),

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import pytest
@@ -390,3 +391,25 @@ def test_several_users_per_forward_give_the_same_scores(tokenizer, tiny_model, s
     for a, b in zip(one["per_user"], batched["per_user"]):
         torch.testing.assert_close(torch.tensor(a["scores"]), torch.tensor(b["scores"]), atol=1e-4, rtol=0)
     assert [u["rank"] for u in one["per_user"]] == [u["rank"] for u in batched["per_user"]]
+
+
+def test_popularity_prior_adds_weighted_log_counts_to_the_model_scores(tokenizer, tiny_model, small_log):
+    examples = last_item_examples(small_log, [f"u{k}" for k in range(6)], max_history=3)
+    kwargs = dict(num_candidates=5, seed=3, progress=False)
+    plain = evaluate_ranking(tiny_model, tokenizer, examples, small_log, **kwargs)
+    counts = baseline_popularity(small_log, examples)  # the popular baseline's counts: test targets left out
+    prior = evaluate_ranking(tiny_model, tokenizer, examples, small_log, popularity_prior=2.0, **kwargs)
+    assert prior["settings"]["popularity_prior"] == 2.0 and "popularity_prior" not in plain["settings"]
+    for a, b in zip(plain["per_user"], prior["per_user"]):
+        expected = [s + 2.0 * math.log1p(counts[c]) for s, c in zip(a["scores"], a["candidates"])]
+        assert b["scores"] == pytest.approx(expected, abs=1e-9)
+    # a huge weight ranks by popularity: the top pick is a most-counted candidate
+    huge = evaluate_ranking(tiny_model, tokenizer, examples, small_log, popularity_prior=1e4, **kwargs)
+    for user in huge["per_user"]:
+        top = max(range(5), key=lambda k: user["scores"][k])
+        assert counts[user["candidates"][top]] == max(counts[c] for c in user["candidates"])
+        assert user["rank"] == sorted(user["scores"], reverse=True).index(user["scores"][user["target_index"]])
+    with pytest.raises(ValueError, match="popularity_prior"):
+        evaluate_ranking(tiny_model, tokenizer, examples, small_log, popularity_prior=-1.0, **kwargs)
+    with pytest.raises(ValueError, match="popularity_prior"):
+        evaluate_ranking(tiny_model, tokenizer, examples, small_log, mode="auc", popularity_prior=1.0, **kwargs)
