@@ -274,3 +274,44 @@ def test_sft_stage_is_reused_only_with_the_same_settings(tmp_path, tiny_model_di
     assert "training it again" not in run("b")  # same settings: the saved adapter is reused
     assert "training it again" in run("c", "--method_settings", "sft:2e-2:1")
     assert json.loads(saved.read_text())["learning_rate"] == 2e-2
+
+
+def test_popularity_prior_on_saved_scores_ranks_like_the_evaluator(tmp_path, tiny_model_dir):
+    sys.path.insert(0, str(Path(quality.__file__).parent))
+    import quality_prior
+
+    from dmpo_trl.metrics import hits_at_k, ndcg_at_k
+
+    interactions, items = write_tiny_log(tmp_path)
+    common = [
+        "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items, "--seeds", "0",
+        "--methods", "popular", "zero-shot", "--generation_methods", "none", "--explain_users", "0",
+        "--report", "false", "--num_train_users", "8", "--num_test_users", "5", "--num_candidates", "4",
+        "--max_history", "3", "--work_dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    quality.main([*common, "--num_valid_users", "4", "--evaluate_on", "valid", "--results_dir", str(tmp_path / "v")])
+    quality.main([*common, "--results_dir", str(tmp_path / "t")])
+    weights = (0.0, 0.5, 3.0)
+    config = quality_prior.Prior("zero-shot", "v:zero-shot", "t:zero-shot")
+    result = quality_prior.study([config], weights, root=tmp_path)
+    [row] = result["rows"]
+    assert row["weight"] == max(weights, key=lambda w: (row["curve"][w], -weights.index(w)))
+    assert set(row["curve"]) == set(weights) and "| zero-shot |" in quality_prior.report(result)
+
+    # the prior on saved scores ranks as the evaluator's popularity_prior does, on the same users and candidates
+    log = load_interaction_log(RecDataArguments(interactions=interactions, items=items))
+    study = quality.Study(quality.QualityConfig(model=str(tiny_model_dir), interactions=interactions, items=items,
+                                                num_train_users=8, num_test_users=5, num_candidates=4, max_history=3,
+                                                results_dir=str(tmp_path / "again")), seed=0)  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    plain, _ = quality_prior.metrics("t:zero-shot", 0.0, tmp_path)
+    heavy, _ = quality_prior.metrics("t:zero-shot", 3.0, tmp_path)
+    assert any((plain[r]["ndcg@5"] != heavy[r]["ndcg@5"]).any() for r in quality.REGIMES)  # the prior moved ranks
+    for weight, saved in ((0.0, plain), (3.0, heavy)):
+        for regime in quality.REGIMES:
+            expected = evaluate_ranking(model, tokenizer, study.split.test, log, num_candidates=4, seed=0,
+                                        prompt_style="history", negative_strategy=regime, progress=False,
+                                        popularity_prior=weight)  # fmt: skip
+            ranks = [u["rank"] for u in expected["per_user"]]
+            np.testing.assert_array_equal(saved[regime]["hit_ratio@1"], hits_at_k(ranks, 1))
+            np.testing.assert_allclose(saved[regime]["ndcg@5"], ndcg_at_k(ranks, 5))
