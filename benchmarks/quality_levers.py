@@ -46,6 +46,7 @@ LEVERS = [
     Lever("DMPO K=4, length-normalised rewards (beta 1.3)", "quality-ln-chosen", "dmpo-k4-ln",
           "1e-3 x 1, chosen on validation"),
     Lever("Plackett-Luce K=4 (listwise)", "quality-pl", "pl-k4", "1e-3 x 2, main run's"),
+    Lever("Plackett-Luce K=4 (listwise)", "quality-pl-chosen", "pl-k4", "3e-3 x 1, chosen on validation"),
     Lever("DMPO K=4, 600 rows", "quality-rows600", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
     Lever("DMPO K=4, 1,000 rows", "quality-rows1000", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
     Lever("Gemma 3 270M zero-shot", "quality-gemma", "zero-shot", "untrained"),
