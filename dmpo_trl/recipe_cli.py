@@ -38,11 +38,14 @@ def _prepare_process() -> None:
       machine where other processes also use the cores, spinning threads wait for a descheduled sibling and a
       2-thread forward pass runs several times slower than with one thread; sleeping threads cost next to nothing
       when the machine is idle.
-    - bitsandbytes' notice that an optional CPU kernel package is missing is silenced (it falls back by itself).
+    - bitsandbytes' notice that an optional CPU kernel package is missing is silenced (it falls back by itself),
+      and so is the `kernels` package's notice, when bitsandbytes looks that kernel up offline, that it skips the
+      publisher check.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
 
 
 def _report(result, wall_s: float, data_args) -> None:
