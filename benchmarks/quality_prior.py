@@ -106,8 +106,12 @@ def study(configs: list[Prior] = CONFIGS, weights: tuple[float, ...] = WEIGHTS, 
             raise SystemExit(f"quality_prior: {config.test}: its popular run ranked other candidates")
         baseline = {r: per_user_metrics(popular, candidates, r, "sum") for r in REGIMES}
         tests[config.label] = (prior, candidates)
+        hits = baseline[REGIMES[0]]["hit_ratio@1"]
+        test_curve = {  # for reading only: w is chosen on the validation run
+            w: paired_difference(metrics(config.test, w, root)[0][REGIMES[0]]["hit_ratio@1"], hits) for w in weights
+        }
         rows.append({"config": config, "weight": weight, "curve": curve, "prior": prior, "plain": plain,
-                     "popular": baseline})  # fmt: skip
+                     "popular": baseline, "test_curve": test_curve})  # fmt: skip
     labels = list(tests)
     for row in rows:  # each model with its prior against those after it, where they ranked the same candidates
         mine = row["config"].label
@@ -159,6 +163,12 @@ def report(result: dict) -> str:
         seen.add(row["config"].valid)
         cells = [f"**{v:.3f}**" if w == row["weight"] else f"{v:.3f}" for w, v in row["curve"].items()]
         lines.append(f"| `{row['config'].valid}` | " + " | ".join(cells) + " |")
+    lines += ["", f"## Test users at every w: HitRatio@1 {REGIMES[0]} minus most popular, paired", ""]
+    lines += ["For reading only (how much the margin depends on w); w was chosen on validation runs, above.", ""]
+    lines += ["| test run | " + " | ".join(f"{w:g}" for w in weights) + " |", "|---|" + "---|" * len(weights)]
+    for row in result["rows"]:
+        cells = [f"**{fmt(*d)}**" if w == row["weight"] else fmt(*d) for w, d in row["test_curve"].items()]
+        lines.append(f"| `{row['config'].test}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -167,6 +177,7 @@ def summary(result: dict) -> dict:
     rows = []
     for row in result["rows"]:
         entry = {**asdict(row["config"]), "weight": row["weight"], "validation_criterion": row["curve"]}
+        entry["test_hit_ratio@1_minus_popular"] = row["test_curve"]
         for name in ("prior", "plain", "popular"):
             entry[name] = {f"{r}/{m}": interval(row[name][r][m]) for r in REGIMES for m in ("hit_ratio@1", "ndcg@5")}
         rows.append(entry)
