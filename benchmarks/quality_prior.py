@@ -14,6 +14,7 @@ popular, the same model without the prior, and the other models with theirs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from quality import REGIMES, fmt, interval, paired_difference, per_user_metrics
-from quality_compare import load_runs
+from quality_compare import load_runs as _load_runs
 
 from dmpo_trl.evaluation import with_popularity_prior
 from dmpo_trl.provenance import provenance
@@ -37,6 +38,8 @@ class Prior:
     valid: str  # results_dir:method of the validation run the weight is chosen on (relative to the results root)
     test: str  # results_dir:method of the test run it is applied to
 
+
+load_runs = functools.lru_cache(maxsize=None)(_load_runs)  # each run is read once, however many weights use it
 
 CONFIGS = [
     Prior("DMPO K=4, 100 rows", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-tuned:dmpo-k4"),
