@@ -746,6 +746,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
     return interval(a - b)
 
 
+def marked_difference(a: np.ndarray, b: np.ndarray) -> str:
+    """The paired difference a - b as "mean [low, high]", marked win / loss when its interval excludes 0."""
+    mean, low, high = paired_difference(a, b)
+    return fmt(mean, low, high) + (" win" if low > 0 else " loss" if high < 0 else "")
+
+
 def comparisons(methods: dict[str, Any]) -> list[dict[str, Any]]:
     """Paired bootstrap intervals of HitRatio@1 differences (same users, same candidates) for the claims."""
     dmpo = [m for m in methods if _DMPO_K.match(m)]

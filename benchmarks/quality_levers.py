@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from quality import REGIMES, fmt, interval, paired_difference, per_user_metrics
+from quality import REGIMES, fmt, interval, marked_difference, per_user_metrics
 from quality_compare import load_runs
 
 
@@ -103,8 +103,7 @@ def table(
         for name, reference in reference_runs.items():
             for r in REGIMES:
                 same = lever.folder == main and dict(references)[name] == lever.method
-                diff = paired_difference(metrics[r]["hit_ratio@1"], reference[r]["hit_ratio@1"])
-                cells.append("" if same else fmt(*diff) + (" win" if diff[1] > 0 else " loss" if diff[2] < 0 else ""))
+                cells.append("" if same else marked_difference(metrics[r]["hit_ratio@1"], reference[r]["hit_ratio@1"]))
         lines.append("| " + " | ".join(cells) + " |")
     out = [
         "# Levers tried to make DMPO beat the most popular movie",

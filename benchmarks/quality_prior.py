@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from quality import REGIMES, fmt, interval, paired_difference, per_user_metrics
+from quality import REGIMES, fmt, interval, marked_difference, paired_difference, per_user_metrics
 from quality_compare import load_runs as _load_runs
 
 from dmpo_trl.evaluation import with_popularity_prior
@@ -91,27 +91,20 @@ def choose(config: Prior, weights: tuple[float, ...], root: Path) -> tuple[float
     return max(weights, key=lambda w: (curve[w], -weights.index(w))), curve
 
 
-def _pair(a: np.ndarray, b: np.ndarray) -> str:
-    diff = paired_difference(a, b)
-    return fmt(*diff) + (" win" if diff[1] > 0 else " loss" if diff[2] < 0 else "")
-
-
 def study(configs: list[Prior] = CONFIGS, weights: tuple[float, ...] = WEIGHTS, root: Path = RESULTS) -> dict:
     """The chosen weight, validation curve and test metrics of each configuration, and the paired differences."""
     rows, tests = [], {}
     for config in configs:
         weight, curve = choose(config, weights, root)
-        prior, candidates = metrics(config.test, weight, root)
-        plain, _ = metrics(config.test, 0.0, root)
+        by_weight = {w: metrics(config.test, w, root)[0] for w in {*weights, weight, 0.0}}
+        prior, plain = by_weight[weight], by_weight[0.0]
         folder = config.test.rpartition(":")[0]
-        popular, popular_candidates = load_runs(f"{root / folder}:popular")
-        if popular_candidates != candidates:
-            raise SystemExit(f"quality_prior: {config.test}: its popular run ranked other candidates")
+        popular, candidates = load_runs(f"{root / folder}:popular")  # `metrics` checked they match the run's
         baseline = {r: per_user_metrics(popular, candidates, r, "sum") for r in REGIMES}
         tests[config.label] = (prior, candidates)
         hits = baseline[REGIMES[0]]["hit_ratio@1"]
         test_curve = {  # for reading only: w is chosen on the validation run
-            w: paired_difference(metrics(config.test, w, root)[0][REGIMES[0]]["hit_ratio@1"], hits) for w in weights
+            w: paired_difference(by_weight[w][REGIMES[0]]["hit_ratio@1"], hits) for w in weights
         }
         rows.append({"config": config, "weight": weight, "curve": curve, "prior": prior, "plain": plain,
                      "popular": baseline, "test_curve": test_curve})  # fmt: skip
@@ -119,7 +112,7 @@ def study(configs: list[Prior] = CONFIGS, weights: tuple[float, ...] = WEIGHTS, 
     for row in rows:  # each model with its prior against those after it, where they ranked the same candidates
         mine = row["config"].label
         row["others"] = {
-            label: {r: _pair(row["prior"][r]["hit_ratio@1"], prior[r]["hit_ratio@1"]) for r in REGIMES}
+            label: {r: marked_difference(row["prior"][r]["hit_ratio@1"], prior[r]["hit_ratio@1"]) for r in REGIMES}
             for label, (prior, candidates) in tests.items()
             if labels.index(label) > labels.index(mine) and candidates == tests[mine][1]
         }
@@ -149,8 +142,9 @@ def report(result: dict) -> str:
         config, prior = row["config"], row["prior"]
         cells = [config.label, f"`{config.valid}`", f"`{config.test}`", f"{row['weight']:g}"]
         cells += [fmt(*interval(prior[r][m])) for m in ("hit_ratio@1", "ndcg@5") for r in REGIMES]
-        cells += [_pair(prior[r][m], row["popular"][r][m]) for m in ("hit_ratio@1", "ndcg@5") for r in REGIMES]
-        cells += [_pair(prior[r]["hit_ratio@1"], row["plain"][r]["hit_ratio@1"]) for r in REGIMES]
+        for metric in ("hit_ratio@1", "ndcg@5"):
+            cells += [marked_difference(prior[r][metric], row["popular"][r][metric]) for r in REGIMES]
+        cells += [marked_difference(prior[r]["hit_ratio@1"], row["plain"][r]["hit_ratio@1"]) for r in REGIMES]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## The models with their priors, paired (HitRatio@1, A - B)", ""]
     lines += ["| A | B | " + " | ".join(REGIMES) + " |", "|---|---|" + "---|" * len(REGIMES)]
