@@ -25,11 +25,12 @@ from quality import REGIMES, fmt, interval, marked_difference, paired_difference
 from quality_compare import load_runs as _load_runs
 
 from dmpo_trl.evaluation import with_popularity_prior
+from dmpo_trl.prior import PRIOR_WEIGHTS
 from dmpo_trl.provenance import provenance
 
 
 RESULTS = Path(__file__).parent / "results"
-WEIGHTS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+WEIGHTS = PRIOR_WEIGHTS  # the grid `dmpo-trl train --choose_popularity_prior` tries
 
 
 @dataclass

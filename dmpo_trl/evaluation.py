@@ -83,6 +83,7 @@ __all__ = [
     "save_result",
     "score_candidates",
     "score_completions",
+    "tie_seed",
     "tokenize_for_scoring",
     "with_popularity_prior",
 ]
@@ -328,14 +329,15 @@ def ranking_metrics(ranks: Sequence[int], seed: int = 0) -> dict[str, Any]:
     }
 
 
-def _tie_seed(seed: int, example: UserExample) -> str:
+def tie_seed(seed: int, example: UserExample) -> str:
+    """The seed that breaks a tie between `example`'s candidates (`rank_of_target(..., ties="random")`)."""
     return f"dmpo-trl-ties|{seed}|{example.user}|{example.target}"
 
 
 def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[float]], seed: int) -> dict:
     per_user, ranks = [], []
     for item, scores in zip(items, all_scores):
-        rank = rank_of_target(scores, item.target_index, ties="random", seed=_tie_seed(seed, item.example))
+        rank = rank_of_target(scores, item.target_index, ties="random", seed=tie_seed(seed, item.example))
         ranks.append(rank)
         per_user.append(
             {

@@ -4,7 +4,8 @@
 (`RANKER_FILE`): the base model's origin and how it was loaded, the prompt settings, and the item catalogue
 (item id -> title). `Ranker.from_pretrained(output_dir)` restores all of it, and `rank(history, candidates)` renders
 the prompt exactly as the evaluator (`dmpo_trl.evaluation`) does and scores each candidate title by its
-log-likelihood after it (`dmpo_trl.scoring.score_candidates`): the scores are the evaluator's.
+log-likelihood after it (`dmpo_trl.scoring.score_candidates`), plus the popularity prior when the run saved one
+(`--choose_popularity_prior`, `--popularity_prior`): the scores are the evaluator's.
 
 History and candidates are item ids of the catalogue or titles; a string that is not an id is used as a title as
 written, so items outside the catalogue can be ranked too.
@@ -75,6 +76,7 @@ class PromptSettings:
     end_of_turn: bool = True
     max_history: int | None = None
     batch_size: int = 20
+    popularity_prior: float = 0.0  # > 0: scores carry `popularity_prior * log(1 + count)` (`with_popularity_prior`)
 
 
 def save_ranker_config(
@@ -84,8 +86,10 @@ def save_ranker_config(
     model_args: Any = None,
     origin: dict[str, Any] | None = None,
     dataset: str | None = None,
+    popularity: dict[str, int] | None = None,
 ) -> Path:
-    """Write `ranker.json` to `output_dir`: the catalogue, the prompt settings and how the base model loads.
+    """Write `ranker.json` to `output_dir`: the catalogue, the prompt settings and how the base model loads, and
+    each item's interaction count when `prompt.popularity_prior` ranks with them.
 
     Example:
     ```python
@@ -95,12 +99,17 @@ def save_ranker_config(
     5
     ```
     """
+    if prompt.popularity_prior and popularity is None:
+        raise ValueError("A popularity prior ranks with interaction counts: pass `popularity`")
     base = {name: getattr(model_args, name, None) for name in _LOAD_FIELDS} if model_args is not None else {}
+    catalogue = {"dataset": dataset, "titles": {str(k): v for k, v in titles.items()}}
+    if prompt.popularity_prior:
+        catalogue["popularity"] = {str(k): int(v) for k, v in sorted(popularity.items())}
     config = {
         "format": RANKER_FORMAT,
         "base_model": {**base, "use_peft": bool(getattr(model_args, "use_peft", False)), "origin": origin},
         "prompt": asdict(prompt),
-        "catalogue": {"dataset": dataset, "titles": {str(k): v for k, v in titles.items()}},
+        "catalogue": catalogue,
     }
     return atomic_write_text(Path(output_dir) / RANKER_FILE, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
 
@@ -123,6 +132,7 @@ class Ranker:
     tokenizer: Any
     prompt: PromptSettings = field(default_factory=PromptSettings)
     titles: dict[str, str] = field(default_factory=dict)
+    popularity: dict[str, int] = field(default_factory=dict)  # item id -> interactions, for `prompt.popularity_prior`
 
     @classmethod
     def from_pretrained(
@@ -186,7 +196,8 @@ class Ranker:
             model.to(device)
         model.eval()
         prompt = PromptSettings(**config["prompt"])
-        return cls(model, tokenizer, prompt, dict(config["catalogue"]["titles"]))
+        catalogue = config["catalogue"]
+        return cls(model, tokenizer, prompt, dict(catalogue["titles"]), dict(catalogue.get("popularity", {})))
 
     def title(self, item: str) -> str:
         """The title of a catalogue item id; any other string is taken as a title."""
@@ -219,8 +230,20 @@ class Ranker:
         )
         return _wrap(text, titles, self.prompt.conversational, self.prompt.answer_prefix)
 
+    def item(self, value: str) -> str:
+        """The catalogue item id of an id or a title; any other string as it is."""
+        if str(value) in self.titles:
+            return str(value)
+        if not hasattr(self, "_ids"):
+            self._ids = {title: item for item, title in self.titles.items()}
+        return self._ids.get(str(value), str(value))
+
     def scores(self, history: Sequence[str], candidates: Sequence[str], where: str = "request") -> list[float]:
-        """Each candidate's score (log-likelihood of its title after the prompt), in the order given."""
+        """Each candidate's score in the order given: the log-likelihood of its title after the prompt, plus the
+        popularity prior when `prompt.popularity_prior` is set (an item outside the catalogue counts 0)."""
+        from collections import Counter
+
+        from .evaluation import with_popularity_prior
         from .scoring import score_candidates
 
         self.check(history, candidates, where)
@@ -241,6 +264,9 @@ class Ranker:
             self.prompt.end_of_turn,
             self.prompt.batch_size,
         )
+        if self.prompt.popularity_prior:
+            ids = [self.item(c) for c in candidates]
+            return with_popularity_prior(values, ids, Counter(self.popularity), self.prompt.popularity_prior)
         return [float(v) for v in values]
 
     def rank(self, history: Sequence[str], candidates: Sequence[str]) -> list[tuple[str, float]]:

@@ -282,6 +282,20 @@ class RecipeArguments:
     ranking_normalize: bool = field(
         default=False, metadata={"help": "Rank by mean log-prob per token instead of the sum."}
     )
+    popularity_prior: float = field(
+        default=0.0,
+        metadata={
+            "help": "Also rank the trained model by log-likelihood + this x log(1 + the item's interaction count), "
+            "and save the weight in ranker.json; 0: the model alone."
+        },
+    )
+    choose_popularity_prior: bool = field(
+        default=False,
+        metadata={
+            "help": "Choose --popularity_prior on the validation users (--num_valid_users) from "
+            "dmpo_trl.prior.PRIOR_WEIGHTS by their NDCG@5 under uniform and popularity-matched candidates."
+        },
+    )
     num_logged_examples: int = field(
         default=16, metadata={"help": "Users per model in the wandb table of example recommendations."}
     )
@@ -300,6 +314,12 @@ class RecipeArguments:
             raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from {list(EVALUATION_BASELINES)}")
         if self.ranking_batch_size < 1:
             raise ValueError(f"ranking_batch_size must be >= 1, got {self.ranking_batch_size}")
+        if self.popularity_prior < 0:
+            raise ValueError(f"popularity_prior must be >= 0, got {self.popularity_prior}")
+        if self.choose_popularity_prior and self.popularity_prior:
+            raise ValueError("choose_popularity_prior chooses the weight: drop popularity_prior, or give only that")
+        if (self.popularity_prior or self.choose_popularity_prior) and self.ranking_mode != "likelihood":
+            raise ValueError(f"The popularity prior ranks by likelihood, not ranking_mode={self.ranking_mode!r}")
 
 
 @dataclass
@@ -501,10 +521,12 @@ def evaluate_models(
     conversational: bool = False,
     seed: int = 0,
     candidates: Sequence[Sequence[str]] | None = None,
+    negative_strategy: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Rank `examples` with each named model (and `recipe_args.baselines`) on the same candidate lists.
 
-    `candidates` (one list per example) replaces the lists drawn with the split seed, e.g. a saved `split.json`'s.
+    `candidates` (one list per example) replaces the lists drawn with the split seed, e.g. a saved `split.json`'s;
+    `negative_strategy` draws them another way than `data_args.candidate_strategy`.
 
     Example:
     ```python
@@ -520,7 +542,7 @@ def evaluate_models(
     common = dict(
         num_candidates=data_args.num_candidates,
         seed=seed,
-        negative_strategy=data_args.candidate_strategy,
+        negative_strategy=negative_strategy or data_args.candidate_strategy,
         candidates=candidates,
     )
     results = {}
@@ -738,10 +760,11 @@ def run_recipe(
     import torch
 
     from .data import candidate_sets
-    from .evaluation import save_result
+    from .evaluation import baseline_popularity, save_result
     from .mining import MinedNegativesTraining, NegativeMiner
     from .model_card import use_model_card
     from .models import ModelPackageMissing, adapters_to_dtype, load_model_for_training, model_origin
+    from .prior import PRIOR_REGIMES, choose_popularity_prior, result_with_prior
     from .provenance import provenance
     from .ranking import PromptSettings, save_ranker_config
     from .rows import check_row
@@ -766,6 +789,11 @@ def run_recipe(
         resume = resolve_resume(training_args)
         data = load_recipe_data(data_args, training_args.seed)
     log, split, seed = data.log, data.split, _seed(data.data_args, training_args.seed)
+    if recipe_args.choose_popularity_prior and (split is None or not split.valid):
+        raise UsageError(
+            "--choose_popularity_prior chooses the weight on validation users: rank an interaction log with "
+            "--num_valid_users > 0, or give the weight with --popularity_prior"
+        )
     clock = lap("data_s", clock)
     if split is not None:
         train_users = len({e.user for e in split.train})
@@ -914,6 +942,37 @@ def run_recipe(
         results.update(after)
         clock = lap("evaluate_after_s", clock)
 
+    prior, prior_curve = recipe_args.popularity_prior, None
+    if recipe_args.choose_popularity_prior:
+        say(f"Choosing the popularity prior's weight on {len(split.valid)} validation users")
+        validation = [
+            evaluate_models(
+                {name: trainer.model},
+                tokenizer,
+                log,
+                split.valid,
+                data.data_args,
+                replace(recipe_args, baselines=[]),
+                conversational=conversational,
+                seed=training_args.seed,
+                negative_strategy=regime,
+            )[name]
+            for regime in PRIOR_REGIMES
+        ]
+        prior, prior_curve = choose_popularity_prior(validation, log, split.valid)
+        without = prior_curve.get(0.0, float("nan"))
+        say(f"Popularity prior: weight {prior:g}, validation NDCG@5 {prior_curve[prior]:.4f} ({without:.4f} without)")
+        clock = lap("choose_prior_s", clock)
+    if prior_curve is not None and name in results:
+        results[name]["settings"]["popularity_prior_validation"] = {
+            "chosen": prior,
+            "users": len(split.valid),
+            "regimes": list(PRIOR_REGIMES),
+            "ndcg@5_by_weight": {f"{w:g}": v for w, v in prior_curve.items()},
+        }
+    if prior and name in results:
+        results[f"{name} + popularity prior"] = result_with_prior(results[name], log, data.test, prior)
+
     # The results, ranker.json and the card are written before the model: push_to_hub runs inside save_model.
     origin = model_origin(model_args.model_name_or_path, getattr(model_args, "gguf_file", None))
     settings = json.loads(json.dumps(run_settings(data_args, training_args, model_args, recipe_args), default=str))
@@ -928,8 +987,10 @@ def run_recipe(
                 normalize=recipe_args.ranking_normalize,
                 max_history=data_args.max_history,
                 batch_size=recipe_args.ranking_batch_size,
+                popularity_prior=prior,
             )
-            save_ranker_config(output_dir, log.titles, prompt, model_args, origin, log.name)
+            counts = baseline_popularity(log, data.test) if prior else None  # the counts the test ranking used
+            save_ranker_config(output_dir, log.titles, prompt, model_args, origin, log.name, counts)
         card = dict(base_model=origin, results=results, settings=settings, adapter=bool(peft_config))
         use_model_card(
             trainer, output_dir, model_name=Path(output_dir).name, results_file=recipe_args.results_file, **card

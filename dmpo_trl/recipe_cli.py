@@ -20,6 +20,7 @@ dmpo-trl demo --num_test_users 200   # any flag changes the demo's settings
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -291,11 +292,11 @@ class EvaluateArguments:
     end_of_turn: bool = field(
         default=True, metadata={"help": "Score the EOS / end-of-turn tokens after each title, as training does."}
     )
-    popularity_prior: float = field(
-        default=0.0,
+    popularity_prior: float | None = field(
+        default=None,
         metadata={
             "help": "Rank by log-likelihood + this x log(1 + the item's interaction count, test targets left out); "
-            "0: the model alone."
+            "0: the model alone. Default: the weight in a trained folder's ranker.json, else 0."
         },
     )
     ranking_batch_size: int = field(
@@ -324,6 +325,18 @@ def _split_for_evaluation(eval_args: EvaluateArguments) -> Path | None:
     if eval_args.baseline is None and model and (Path(model) / "split.json").is_file():
         return Path(model) / "split.json"
     return None
+
+
+def _saved_prior(eval_args: EvaluateArguments) -> float:
+    """The popularity prior's weight a trained folder's ranker.json ranks with (0 without one)."""
+    from .ranking import RANKER_FILE
+
+    model = eval_args.model_name_or_path
+    if eval_args.baseline is None and eval_args.ranking_mode == "likelihood" and model:
+        path = Path(model) / RANKER_FILE
+        if path.is_file():
+            return float(json.loads(path.read_text())["prompt"].get("popularity_prior", 0.0))
+    return 0.0
 
 
 def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
@@ -372,6 +385,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
         if eval_args.baseline and eval_args.ranking_mode != "likelihood":
             raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
+        if eval_args.popularity_prior is None:
+            eval_args.popularity_prior = _saved_prior(eval_args)
         prior = eval_args.popularity_prior
         if prior < 0 or (prior and (eval_args.baseline or eval_args.ranking_mode != "likelihood")):
             raise UsageError(f"--popularity_prior {prior}: a weight >= 0, for a model in likelihood mode")
