@@ -30,7 +30,7 @@ from dmpo_trl.provenance import provenance
 
 
 RESULTS = Path(__file__).parent / "results"
-WEIGHTS = PRIOR_WEIGHTS  # the grid `dmpo-trl train --choose_popularity_prior` tries
+WEIGHTS = PRIOR_WEIGHTS  # the grid `dmpo-trl train` chooses the weight from
 
 
 @dataclass

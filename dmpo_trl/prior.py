@@ -4,8 +4,9 @@
 (`dmpo_trl.evaluation.with_popularity_prior`). The per-user scores of a likelihood result are enough to apply any
 weight afterwards (`result_with_prior`), so choosing the weight costs one ranking pass of the validation users per
 candidate regime: `choose_popularity_prior` tries `PRIOR_WEIGHTS` on those results and keeps the weight with the best
-mean NDCG@5, the rule the quality study chose `w` by (`benchmarks/quality_prior.py`). `dmpo-trl train
---choose_popularity_prior` runs this on its validation users and saves the weight in `ranker.json`.
+mean NDCG@5, the rule the quality study chose `w` by (`benchmarks/quality_prior.py`). `dmpo-trl train` runs this
+on its validation users (`--num_valid_users`) unless `--popularity_prior` gives the weight, and saves the weight in
+`ranker.json`.
 
 Example:
 ```python

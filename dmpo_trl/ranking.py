@@ -5,7 +5,7 @@
 (item id -> title). `Ranker.from_pretrained(output_dir)` restores all of it, and `rank(history, candidates)` renders
 the prompt exactly as the evaluator (`dmpo_trl.evaluation`) does and scores each candidate title by its
 log-likelihood after it (`dmpo_trl.scoring.score_candidates`), plus the popularity prior when the run saved one
-(`--choose_popularity_prior`, `--popularity_prior`): the scores are the evaluator's.
+(`dmpo_trl.prior`): the scores are the evaluator's.
 
 History and candidates are item ids of the catalogue or titles; a string that is not an id is used as a title as
 written, so items outside the catalogue can be ranked too.

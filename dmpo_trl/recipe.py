@@ -282,18 +282,13 @@ class RecipeArguments:
     ranking_normalize: bool = field(
         default=False, metadata={"help": "Rank by mean log-prob per token instead of the sum."}
     )
-    popularity_prior: float = field(
-        default=0.0,
+    popularity_prior: float | None = field(
+        default=None,
         metadata={
             "help": "Also rank the trained model by log-likelihood + this x log(1 + the item's interaction count), "
-            "and save the weight in ranker.json; 0: the model alone."
-        },
-    )
-    choose_popularity_prior: bool = field(
-        default=False,
-        metadata={
-            "help": "Choose --popularity_prior on the validation users (--num_valid_users) from "
-            "dmpo_trl.prior.PRIOR_WEIGHTS by their NDCG@5 under uniform and popularity-matched candidates."
+            "and save the weight in ranker.json. Default: chosen on the validation users (--num_valid_users) from "
+            "dmpo_trl.prior.PRIOR_WEIGHTS by their NDCG@5 under uniform and popularity-matched candidates, or 0 "
+            "(the model alone) without validation users."
         },
     )
     num_logged_examples: int = field(
@@ -314,11 +309,9 @@ class RecipeArguments:
             raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from {list(EVALUATION_BASELINES)}")
         if self.ranking_batch_size < 1:
             raise ValueError(f"ranking_batch_size must be >= 1, got {self.ranking_batch_size}")
-        if self.popularity_prior < 0:
+        if self.popularity_prior is not None and self.popularity_prior < 0:
             raise ValueError(f"popularity_prior must be >= 0, got {self.popularity_prior}")
-        if self.choose_popularity_prior and self.popularity_prior:
-            raise ValueError("choose_popularity_prior chooses the weight: drop popularity_prior, or give only that")
-        if (self.popularity_prior or self.choose_popularity_prior) and self.ranking_mode != "likelihood":
+        if self.popularity_prior and self.ranking_mode != "likelihood":
             raise ValueError(f"The popularity prior ranks by likelihood, not ranking_mode={self.ranking_mode!r}")
 
 
@@ -789,11 +782,6 @@ def run_recipe(
         resume = resolve_resume(training_args)
         data = load_recipe_data(data_args, training_args.seed)
     log, split, seed = data.log, data.split, _seed(data.data_args, training_args.seed)
-    if recipe_args.choose_popularity_prior and (split is None or not split.valid):
-        raise UsageError(
-            "--choose_popularity_prior chooses the weight on validation users: rank an interaction log with "
-            "--num_valid_users > 0, or give the weight with --popularity_prior"
-        )
     clock = lap("data_s", clock)
     if split is not None:
         train_users = len({e.user for e in split.train})
@@ -942,8 +930,9 @@ def run_recipe(
         results.update(after)
         clock = lap("evaluate_after_s", clock)
 
-    prior, prior_curve = recipe_args.popularity_prior, None
-    if recipe_args.choose_popularity_prior:
+    prior, prior_curve = recipe_args.popularity_prior or 0.0, None
+    choose = recipe_args.popularity_prior is None and recipe_args.ranking_mode == "likelihood"
+    if choose and split is not None and split.valid:
         say(f"Choosing the popularity prior's weight on {len(split.valid)} validation users")
         validation = [
             evaluate_models(

@@ -80,7 +80,7 @@ def test_choice_is_the_weight_with_the_best_mean_ndcg(tokenizer, tiny_model, pop
 def test_recipe_chooses_the_weight_on_validation_users_and_the_ranker_keeps_it(tiny_model_dir, tmp_path):
     log_files = write_tiny_log(tmp_path)
     flags = tiny_flags(log_files, tiny_model_dir, tmp_path / "out", "--use_peft", "--no_evaluate_before")
-    args = parse_recipe_arguments([*flags, "--num_valid_users", "6", "--choose_popularity_prior"])
+    args = parse_recipe_arguments([*flags, "--num_valid_users", "6"])  # the default: the weight chosen on them
     result = run_recipe(*args, verbose=False)
     data_args, training_args = args[0], args[1]
     plain = result.results["dmpo (lora)"]
@@ -108,10 +108,11 @@ def test_recipe_chooses_the_weight_on_validation_users_and_the_ranker_keeps_it(t
 def test_recipe_with_a_given_weight_ranks_and_serves_with_it(tiny_model_dir, tmp_path):
     log_files = write_tiny_log(tmp_path)
     flags = tiny_flags(log_files, tiny_model_dir, tmp_path / "out", "--use_peft", "--no_evaluate_before")
-    args = parse_recipe_arguments([*flags, "--popularity_prior", "2"])
+    args = parse_recipe_arguments([*flags, "--num_valid_users", "4", "--popularity_prior", "2"])
     result = run_recipe(*args, verbose=False)
     plain, with_prior = result.results["dmpo (lora)"], result.results["dmpo (lora) + popularity prior"]
     assert with_prior["settings"]["popularity_prior"] == 2.0 and "popularity_prior" not in plain["settings"]
+    assert "popularity_prior_validation" not in plain["settings"]  # a given weight is not chosen again
     log = load_interaction_log(args[0])
     test = split_users(args[0], log, args[1].seed).test
     ranker = Ranker.from_pretrained(tmp_path / "out")
@@ -135,13 +136,22 @@ def test_recipe_with_a_given_weight_ranks_and_serves_with_it(tiny_model_dir, tmp
         assert evaluated["settings"].get("popularity_prior", 0.0) == (0.0 if extra else 2.0)
 
 
+def test_weight_zero_ranks_and_serves_the_model_alone(tiny_model_dir, tmp_path):
+    log_files = write_tiny_log(tmp_path)
+    flags = tiny_flags(log_files, tiny_model_dir, tmp_path / "out", "--use_peft", "--no_evaluate_before")
+    result = run_recipe(*parse_recipe_arguments([*flags, "--num_valid_users", "4", "--popularity_prior", "0"]))
+    assert list(result.results) == ["dmpo (lora)"]
+    assert "popularity_prior_validation" not in result.results["dmpo (lora)"]["settings"]
+    config = json.loads((tmp_path / "out" / "ranker.json").read_text())
+    assert config["prompt"]["popularity_prior"] == 0.0 and "popularity" not in config["catalogue"]
+
+
 def test_prior_flags_refuse_what_they_cannot_do(tiny_model_dir, tmp_path, capsys):
     log_files = write_tiny_log(tmp_path)
     flags = tiny_flags(log_files, tiny_model_dir, tmp_path / "out")
     for extra, message in [
-        (["--choose_popularity_prior"], "--num_valid_users > 0"),
         (["--popularity_prior", "-1"], "popularity_prior must be >= 0"),
-        (["--choose_popularity_prior", "--popularity_prior", "3"], "drop popularity_prior"),
+        (["--popularity_prior", "3", "--ranking_mode", "generation"], "ranks by likelihood"),
     ]:
         assert main(["train", *flags, *extra]) == 2
         err = capsys.readouterr().err.strip()
