@@ -38,6 +38,7 @@ class Prior:
     label: str
     valid: str  # results_dir:method of the validation run the weight is chosen on (relative to the results root)
     test: str  # results_dir:method of the test run it is applied to
+    valid_popular: str | None = None  # the folder of the popular run for `valid` (default: its own folder)
 
 
 load_runs = functools.lru_cache(maxsize=None)(_load_runs)  # each run is read once, however many weights use it
@@ -49,6 +50,9 @@ CONFIGS = [
     Prior("zero-shot SmolLM2-135M-Instruct", "quality-prior/valid:zero-shot", "quality-tuned:zero-shot"),
     Prior("DMPO K=4, 600 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows600:dmpo-k4"),
     Prior("DMPO K=4, 1,000 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows1000:dmpo-k4"),
+    Prior("zero-shot Gemma 3 270M", "quality-prior/valid-gemma:zero-shot", "quality-gemma:zero-shot"),
+    Prior("Gemma 3 270M, DMPO K=4, 100 rows", "quality-lr-gemma/lr3e-4:dmpo-k4", "quality-gemma-chosen:dmpo-k4",
+          "quality-prior/valid-gemma"),
 ]  # fmt: skip
 
 
@@ -71,11 +75,12 @@ def with_prior(runs: list[dict], popular: list[dict], candidates: dict[int, dict
     return out
 
 
-def metrics(spec: str, weight: float, root: Path) -> tuple[dict, dict]:
-    """Per-user metrics by regime of run `spec` with the prior at `weight`, and the run's candidates by seed."""
+def metrics(spec: str, weight: float, root: Path, popular_folder: str | None = None) -> tuple[dict, dict]:
+    """Per-user metrics by regime of run `spec` with the prior at `weight`, and the run's candidates by seed; the
+    counts from the popular run in `popular_folder` (default: the run's own folder), on the same candidates."""
     folder, _, method = spec.rpartition(":")
     runs, candidates = load_runs(f"{root / folder}:{method}")
-    popular, popular_candidates = load_runs(f"{root / folder}:popular")
+    popular, popular_candidates = load_runs(f"{root / (popular_folder or folder)}:popular")
     if any(popular_candidates.get(seed) != rows for seed, rows in candidates.items()):
         raise SystemExit(f"quality_prior: {spec}: its popular run ranked other candidates")
     runs = with_prior(runs, popular, candidates, weight)
@@ -88,7 +93,7 @@ def criterion(per_user: dict) -> float:
 
 
 def choose(config: Prior, weights: tuple[float, ...], root: Path) -> tuple[float, dict[float, float]]:
-    curve = {w: criterion(metrics(config.valid, w, root)[0]) for w in weights}
+    curve = {w: criterion(metrics(config.valid, w, root, config.valid_popular)[0]) for w in weights}
     return max(weights, key=lambda w: (curve[w], -weights.index(w))), curve
 
 
