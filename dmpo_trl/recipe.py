@@ -916,36 +916,21 @@ def run_recipe(
         trainer.train(resume_from_checkpoint=resume)
     clock = lap("train_s", clock)
 
+    def rank_trained(examples: Sequence[UserExample], **options) -> dict[str, Any]:
+        only = replace(recipe_args, baselines=[])
+        return evaluate_models({name: trainer.model}, tokenizer, log, examples, data.data_args, only, **options)[name]
+
     if recipe_args.evaluate_after and log is not None:
         say(f"Ranking {len(data.test)} test users after training")
-        after = evaluate_models(
-            {name: trainer.model},
-            tokenizer,
-            log,
-            data.test,
-            data.data_args,
-            replace(recipe_args, baselines=[]),
-            **ranking,
-        )
-        results.update(after)
+        results[name] = rank_trained(data.test, **ranking)
         clock = lap("evaluate_after_s", clock)
 
     prior, prior_curve = recipe_args.popularity_prior or 0.0, None
     choose = recipe_args.popularity_prior is None and recipe_args.ranking_mode == "likelihood"
     if choose and split is not None and split.valid:
         say(f"Choosing the popularity prior's weight on {len(split.valid)} validation users")
-        validation = [
-            evaluate_models(
-                {name: trainer.model},
-                tokenizer,
-                log,
-                split.valid,
-                data.data_args,
-                replace(recipe_args, baselines=[]),
-                conversational=conversational,
-                seed=training_args.seed,
-                negative_strategy=regime,
-            )[name]
+        validation = [  # candidates drawn for the validation users, under each regime
+            rank_trained(split.valid, conversational=conversational, seed=training_args.seed, negative_strategy=regime)
             for regime in PRIOR_REGIMES
         ]
         prior, prior_curve = choose_popularity_prior(validation, log, split.valid)
