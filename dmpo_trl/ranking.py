@@ -26,6 +26,7 @@ dmpo-trl rank --model outputs/demo --input requests.jsonl --output ranked.jsonl
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -230,13 +231,14 @@ class Ranker:
         )
         return _wrap(text, titles, self.prompt.conversational, self.prompt.answer_prefix)
 
+    @functools.cached_property
+    def _ids_by_title(self) -> dict[str, str]:
+        return {title: item for item, title in self.titles.items()}
+
     def item(self, value: str) -> str:
         """The catalogue item id of an id or a title; any other string as it is."""
-        if str(value) in self.titles:
-            return str(value)
-        if not hasattr(self, "_ids"):
-            self._ids = {title: item for item, title in self.titles.items()}
-        return self._ids.get(str(value), str(value))
+        value = str(value)
+        return value if value in self.titles else self._ids_by_title.get(value, value)
 
     def scores(self, history: Sequence[str], candidates: Sequence[str], where: str = "request") -> list[float]:
         """Each candidate's score in the order given: the log-likelihood of its title after the prompt, plus the
