@@ -38,7 +38,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,7 +230,7 @@ def baseline_popularity(log: InteractionLog, examples: Sequence[UserExample]) ->
 
 
 def with_popularity_prior(
-    scores: Sequence[float], candidates: Sequence[str], popularity: Counter, weight: float
+    scores: Sequence[float], candidates: Sequence[str], popularity: Mapping[str, int], weight: float
 ) -> list[float]:
     """Each candidate's score plus `weight * log(1 + count)`: the model's likelihood times `(1 + count) ** weight`.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .data import InteractionLog, UserExample
@@ -54,22 +54,12 @@ def result_with_prior(
     per-user scores carry the prior. The counts are `popularity`, or else `baseline_popularity(log, examples)`."""
     if weight < 0:
         raise ValueError(f"weight={weight}: the prior's weight is >= 0")
-    if result.get("settings", {}).get("popularity_prior"):
-        raise ValueError("result_with_prior takes a result ranked without a prior")
-    per_user = result["per_user"]
-    if len(per_user) != len(examples) or any(
-        row["user"] != e.user or row["target"] != e.target for row, e in zip(per_user, examples)
-    ):
-        raise ValueError("result_with_prior: the result ranked other users than `examples`, or in another order")
-    seed = result["settings"]["seed"]
+    _check(result, examples)
     counts = baseline_popularity(log, examples) if popularity is None else popularity
     out = copy.deepcopy(result)
-    ranks = []
-    for row, example in zip(out["per_user"], examples):
-        row["scores"] = with_popularity_prior(row["scores"], row["candidates"], counts, weight)
-        row["rank"] = rank_of_target(row["scores"], row["target_index"], ties="random", seed=tie_seed(seed, example))
-        ranks.append(row["rank"])
-    out["metrics"] = ranking_metrics(ranks, seed=seed)
+    for row, (scores, rank) in zip(out["per_user"], _ranked_with_prior(result, examples, weight, counts)):
+        row["scores"], row["rank"] = scores, rank
+    out["metrics"] = ranking_metrics([row["rank"] for row in out["per_user"]], seed=result["settings"]["seed"])
     out["settings"] = {**out["settings"], **({"popularity_prior": weight} if weight else {})}
     return out
 
@@ -85,10 +75,33 @@ def choose_popularity_prior(
     first best wins a tie. Returns the weight and the criterion at every weight."""
     if not results or not weights:
         raise ValueError("choose_popularity_prior needs at least one result and one weight")
+    for result in results:
+        _check(result, examples)
     counts = baseline_popularity(log, examples)
     curve = {}
     for weight in weights:
-        ranked = [result_with_prior(result, log, examples, weight, counts) for result in results]
-        curve[float(weight)] = sum(ndcg([row["rank"] for row in r["per_user"]], 5) for r in ranked) / len(ranked)
-    best = max(curve, key=lambda w: (curve[w], -list(curve).index(w)))
-    return best, curve
+        ranks = [[rank for _, rank in _ranked_with_prior(result, examples, weight, counts)] for result in results]
+        curve[float(weight)] = sum(ndcg(r, 5) for r in ranks) / len(ranks)
+    return max(curve, key=curve.get), curve  # max keeps the first of equal weights
+
+
+def _check(result: dict[str, Any], examples: Sequence[UserExample]) -> None:
+    if result.get("settings", {}).get("popularity_prior"):
+        raise ValueError("result_with_prior takes a result ranked without a prior")
+    per_user = result["per_user"]
+    if len(per_user) != len(examples) or any(
+        row["user"] != e.user or row["target"] != e.target for row, e in zip(per_user, examples)
+    ):
+        raise ValueError("result_with_prior: the result ranked other users than `examples`, or in another order")
+
+
+def _ranked_with_prior(
+    result: dict[str, Any], examples: Sequence[UserExample], weight: float, counts: Mapping[str, int]
+) -> list[tuple[list[float], int]]:
+    """Each user's scores with the prior and the target's rank under them (ties broken as the evaluator does)."""
+    seed = result["settings"]["seed"]
+    out = []
+    for row, example in zip(result["per_user"], examples):
+        scores = with_popularity_prior(row["scores"], row["candidates"], counts, weight)
+        out.append((scores, rank_of_target(scores, row["target_index"], ties="random", seed=tie_seed(seed, example))))
+    return out

@@ -243,8 +243,6 @@ class Ranker:
     def scores(self, history: Sequence[str], candidates: Sequence[str], where: str = "request") -> list[float]:
         """Each candidate's score in the order given: the log-likelihood of its title after the prompt, plus the
         popularity prior when `prompt.popularity_prior` is set (an item outside the catalogue counts 0)."""
-        from collections import Counter
-
         from .evaluation import with_popularity_prior
         from .scoring import score_candidates
 
@@ -268,7 +266,7 @@ class Ranker:
         )
         if self.prompt.popularity_prior:
             ids = [self.item(c) for c in candidates]
-            return with_popularity_prior(values, ids, Counter(self.popularity), self.prompt.popularity_prior)
+            return with_popularity_prior(values, ids, self.popularity, self.prompt.popularity_prior)
         return [float(v) for v in values]
 
     def rank(self, history: Sequence[str], candidates: Sequence[str]) -> list[tuple[str, float]]:
