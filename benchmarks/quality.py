@@ -161,7 +161,16 @@ class QualityConfig:
     max_new_tokens: int = field(default=20, metadata={"help": "Generation length."})
     explain_users: int = field(default=3, metadata={"help": "Test users whose top pick the model explains."})
     results_dir: str = field(default="benchmarks/results/quality", metadata={"help": "Results, table, plot."})
-    work_dir: str = field(default="outputs/quality", metadata={"help": "Trained adapters (the SFT stage)."})
+    work_dir: str = field(
+        default="outputs/quality", metadata={"help": "Trained adapters (the SFT stage) and training checkpoints."}
+    )
+    save_steps: int = field(
+        default=25,
+        metadata={
+            "help": "Checkpoint preference training (uniform or popularity-matched negatives) every N steps under "
+            "work_dir, so that a run stopped mid-training resumes from its last checkpoint; 0: no checkpoints."
+        },
+    )
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's choice)."})
     report: bool = field(default=True, metadata={"help": "Write the table and plot after running."})
     report_only: bool = field(default=False, metadata={"help": "Only rebuild the report from saved results."})
@@ -473,14 +482,17 @@ def sft_model(study: Study):
 
 
 def train_preference(study: Study, method: Method, model, tokenizer, output_dir: Path):
-    """The trained `DMPOTrainer`, the steps it took and its log (every round's, with negatives mined per epoch)."""
+    """The trained `DMPOTrainer`, the steps it took, its log (every round's, with negatives mined per epoch) and the
+    step it resumed from (None: trained from the start)."""
     from dmpo_trl import DMPOConfig, DMPOTrainer
     from dmpo_trl.data import build_preference_dataset
     from dmpo_trl.mining import MinedNegativesTraining, NegativeMiner
 
     cfg = study.cfg
+    checkpoints = bool(cfg.save_steps) and method.negatives != "model"  # mined rounds are not resumable
+    saving = dict(save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2) if checkpoints else {}
     args = DMPOConfig(
-        **common_training_args(cfg, study.seed, output_dir, method.name),
+        **{**common_training_args(cfg, study.seed, output_dir, method.name), **saving},
         loss_type=[method.loss],
         beta=cfg.length_normalized_beta if method.length_normalize else cfg.beta,
         length_normalize=method.length_normalize,
@@ -500,14 +512,57 @@ def train_preference(study: Study, method: Method, model, tokenizer, output_dir:
             model, miner, study.split.train, args, processing_class=tokenizer, peft_config=lora(cfg)
         )
         output = training.train()
-        return training.trainer, output.global_step, training.log_history
+        return training.trainer, output.global_step, training.log_history, None
     if method.negatives is not None:
         settings["negative_strategy"] = method.negatives
     rows = build_preference_dataset(study.log, study.split.train, method.k, **settings)
     rows = rows.select_columns(["prompt", "chosen", "rejected"])
+    checkpoint = resumable_checkpoint(output_dir, preference_settings(study, method)) if checkpoints else None
     trainer = DMPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=lora(cfg))
-    trainer.train()
-    return trainer, trainer.state.global_step, trainer.state.log_history
+    trainer.train(resume_from_checkpoint=checkpoint)
+    resumed_from = int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else None
+    return trainer, trainer.state.global_step, trainer.state.log_history, resumed_from
+
+
+def preference_settings(study: Study, method: Method) -> dict[str, Any]:
+    """What a preference run's checkpoints depend on: the SFT stage's data and training settings, the method's."""
+    cfg = study.cfg
+    learning_rate, epochs = cfg.training_settings(method.name)
+    return {
+        "sft": sft_settings(study),
+        "method": method.name,
+        "learning_rate": learning_rate,
+        "num_train_epochs": epochs,
+        "beta": cfg.beta,
+        "length_normalized_beta": cfg.length_normalized_beta,
+        "save_steps": cfg.save_steps,
+    }
+
+
+def resumable_checkpoint(output_dir: Path, settings: dict[str, Any]) -> str | None:
+    """The last checkpoint in `output_dir` if it was written with the same `settings`, else None (and the
+    checkpoints of other settings are removed); `settings` are recorded for the checkpoints to come."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    saved = output_dir / TRAINING_SETTINGS_FILE
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last and saved.is_file() and json.loads(saved.read_text()) == settings:
+        print(f"quality: resuming training from {last}", flush=True)
+        return last
+    if last:
+        print(
+            f"quality: the checkpoints in {output_dir} have other (or unrecorded) settings; starting again", flush=True
+        )
+        for old in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(old)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(settings, indent=1))
+    return None
+
+
+TRAINING_SETTINGS_FILE = "training_settings.json"
 
 
 def train(study: Study, method: Method):
@@ -520,15 +575,16 @@ def train(study: Study, method: Method):
     if method.kind == "sft":
         model, tokenizer = load_base(study.cfg)
         trainer = train_sft(study, model, tokenizer, output_dir)
-        steps, log_history = trainer.state.global_step, trainer.state.log_history
+        steps, log_history, resumed_from = trainer.state.global_step, trainer.state.log_history, None
     else:
         model, tokenizer = sft_model(study) if method.after_sft else load_base(study.cfg)
-        trainer, steps, log_history = train_preference(study, method, model, tokenizer, output_dir)
+        trainer, steps, log_history, resumed_from = train_preference(study, method, model, tokenizer, output_dir)
     learning_rate, epochs = study.cfg.training_settings(method.name)
     info = {
         "learning_rate": learning_rate,
         "num_train_epochs": epochs,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(time.perf_counter() - started, 1),  # this process's: after a resume, the rest only
+        "resumed_from_step": resumed_from,
         "rows": len(trainer.train_dataset),
         "steps": steps,
         "log_history": log_history,

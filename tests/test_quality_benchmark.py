@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -315,3 +316,40 @@ def test_popularity_prior_on_saved_scores_ranks_like_the_evaluator(tmp_path, tin
             ranks = [u["rank"] for u in expected["per_user"]]
             np.testing.assert_array_equal(saved[regime]["hit_ratio@1"], hits_at_k(ranks, 1))
             np.testing.assert_allclose(saved[regime]["ndcg@5"], ndcg_at_k(ranks, 5))
+
+
+def test_stopped_preference_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, capsys):
+    interactions, items = write_tiny_log(tmp_path)
+
+    def run(results: str, work: str, *settings: str) -> tuple[dict, str]:
+        quality.main([
+            "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items,
+            "--methods", "dmpo-k2", "--generation_methods", "none", "--seeds", "0", "--num_train_users", "8",
+            "--num_test_users", "5", "--num_candidates", "4", "--max_history", "3", "--explain_users", "0",
+            "--learning_rate", "1e-2", "--num_train_epochs", "2", "--save_steps", "1", "--report", "false",
+            "--results_dir", str(tmp_path / results), "--work_dir", str(tmp_path / work), *settings,
+        ])  # fmt: skip
+        result = json.loads((tmp_path / results / "runs" / "seed0" / "dmpo-k2.json").read_text())
+        return result, capsys.readouterr().out
+
+    whole, _ = run("whole", "work")
+    assert whole["train"]["steps"] == 4 and whole["train"]["resumed_from_step"] is None
+    checkpoints = tmp_path / "work" / "seed0" / "dmpo-k2"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+
+    # a run stopped after step 3: its work dir holds that checkpoint only, and its result is not written yet
+    shutil.copytree(tmp_path / "work", tmp_path / "stopped")
+    shutil.rmtree(tmp_path / "stopped" / "seed0" / "dmpo-k2" / "checkpoint-4")
+    resumed, out = run("resumed", "stopped")
+    assert "resuming training from" in out and resumed["train"]["resumed_from_step"] == 3
+    assert resumed["train"]["steps"] == 4
+    losses = [[e["loss"] for e in r["train"]["log_history"] if "loss" in e] for r in (whole, resumed)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    for regime in quality.REGIMES:
+        np.testing.assert_allclose(resumed["scores"][regime]["sum"], whole["scores"][regime]["sum"], atol=2e-4)
+
+    # checkpoints of other settings are not resumed from
+    shutil.rmtree(tmp_path / "stopped" / "seed0" / "dmpo-k2" / "checkpoint-4")
+    other, out = run("other", "stopped", "--method_settings", "dmpo-k2:2e-2:2")
+    assert "other (or unrecorded) settings; starting again" in out and other["train"]["resumed_from_step"] is None
+    assert not np.allclose(other["scores"]["uniform"]["sum"], whole["scores"]["uniform"]["sum"], atol=2e-4)
