@@ -24,8 +24,9 @@ With the default history-only prompt the candidates are not in the prompt, so on
 scores the target and both regimes' negatives, by summed and by per-token log-likelihood.
 
 Each (seed, method) result is written as it finishes under `--results_dir/runs/seed<S>/`; a run that stops resumes
-where it stopped. `--report_only` rebuilds the table (95% bootstrap intervals over the pooled test users of all
-seeds; paired bootstrap intervals of differences decide wins), the plot and the diagnostics from those files.
+where it stopped, and preference training from its last checkpoint (every `--save_steps` steps). `--report_only`
+rebuilds the table (95% bootstrap intervals over the pooled test users of all seeds; paired bootstrap intervals of
+differences decide wins), the plot and the diagnostics from those files.
 
     python benchmarks/quality.py                                   # everything, then the report
     python benchmarks/quality.py --seeds 0 --report false &        # or one process per seed on 2 cores ...
