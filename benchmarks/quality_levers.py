@@ -50,6 +50,7 @@ LEVERS = [
     Lever("Plackett-Luce K=4 (listwise)", "quality-pl", "pl-k4", "1e-3 x 2, main run's"),
     Lever("Plackett-Luce K=4 (listwise)", "quality-pl-chosen", "pl-k4", "3e-3 x 1, chosen on validation"),
     Lever("DMPO K=4, 600 rows", "quality-rows600", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
+    Lever("DMPO K=4, 600 rows", "quality-rows600-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
     Lever("DMPO K=4, 1,000 rows", "quality-rows1000", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
     Lever("Gemma 3 270M zero-shot", "quality-gemma", "zero-shot", "untrained"),
     Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality-gemma-dmpo", "dmpo-k4", "1e-3 x 2, SmolLM2's"),

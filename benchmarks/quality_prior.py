@@ -49,6 +49,8 @@ CONFIGS = [
     Prior("SFT, 100 rows", "quality-lr/lr3e-3:sft", "quality-tuned:sft"),
     Prior("zero-shot SmolLM2-135M-Instruct", "quality-prior/valid:zero-shot", "quality-tuned:zero-shot"),
     Prior("DMPO K=4, 600 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows600:dmpo-k4"),
+    Prior("DMPO K=4, 600 rows", "quality-lr-rows600/lr1e-3-ep2:dmpo-k4", "quality-rows600-chosen:dmpo-k4",
+          "quality-prior/valid"),
     Prior("DMPO K=4, 1,000 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows1000:dmpo-k4"),
     Prior("zero-shot Gemma 3 270M", "quality-prior/valid-gemma:zero-shot", "quality-gemma:zero-shot"),
     Prior("Gemma 3 270M, DMPO K=4, 100 rows", "quality-lr-gemma/lr3e-4:dmpo-k4", "quality-gemma-chosen:dmpo-k4",
