@@ -198,7 +198,7 @@ def trained_model(cfg: CrossDomainConfig, split, method: Method):
         model, tokenizer = load_base(cfg)
         study = SimpleNamespace(cfg=cfg, seed=cfg.seed, log=log, split=SimpleNamespace(train=examples))
         started = time.perf_counter()
-        trainer, _, _ = train_preference(study, method, model, tokenizer, adapter)
+        trainer, *_ = train_preference(study, method, model, tokenizer, adapter)
         trainer.save_model(str(adapter))
         info = {
             "domain": log.name,

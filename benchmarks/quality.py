@@ -490,7 +490,8 @@ def train_preference(study: Study, method: Method, model, tokenizer, output_dir:
     from dmpo_trl.mining import MinedNegativesTraining, NegativeMiner
 
     cfg = study.cfg
-    checkpoints = bool(cfg.save_steps) and method.negatives != "model"  # mined rounds are not resumable
+    # mined rounds are not resumable; the cross-domain study's config has no save_steps (it saves its adapters)
+    checkpoints = bool(getattr(cfg, "save_steps", 0)) and method.negatives != "model"
     saving = dict(save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2) if checkpoints else {}
     args = DMPOConfig(
         **{**common_training_args(cfg, study.seed, output_dir, method.name), **saving},
