@@ -175,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"dmpo-trl{' ' + command if command else ''}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if "torch" in sys.modules:  # a command under torchrun leaves its process group before the process exits
+            from .evaluation import end_process_group
+
+            end_process_group()
 
 
 if __name__ == "__main__":  # `python -m dmpo_trl.cli`: run the imported module, whose UsageError the commands raise

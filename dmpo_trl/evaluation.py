@@ -742,6 +742,17 @@ def process_rank() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+def end_process_group() -> None:
+    """Leave the process group a torchrun/accelerate launch formed, if any (a no-op otherwise).
+
+    A process that exits still in a gloo group can abort at interpreter shutdown ("terminate called without an
+    active exception"), when gloo's worker threads are torn down after Python; the `dmpo-trl` commands call this
+    before they return.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _generation_result(items, answers, log, seed) -> dict:
     per_user, hits, valid = [], [], []
     for item, answer in zip(items, answers):

@@ -8,7 +8,7 @@ import sys
 
 from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
-from dmpo_trl.evaluation import evaluate_ranking, process_rank
+from dmpo_trl.evaluation import end_process_group, evaluate_ranking, process_rank
 
 
 def main(output: str, mode: str) -> None:
@@ -20,3 +20,4 @@ def main(output: str, mode: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    end_process_group()

@@ -22,6 +22,7 @@ from tiny_models import build_model, build_tokenizer
 from torch.distributed.tensor import DTensor
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
+from dmpo_trl.evaluation import end_process_group
 
 
 ROWS = [
@@ -100,3 +101,4 @@ def main(output_path: str, mode: str | None = None) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    end_process_group()

@@ -92,3 +92,17 @@ def test_ranking_in_two_processes_equals_one(tmp_path, mode):
     assert two["metrics"] == one["metrics"] and two["per_user"] == one["per_user"]
     assert two["users"] == [example.user for example in examples]
     assert not list(tmp_path.glob("*.progress*"))  # both processes' journals are gone
+
+
+def test_a_command_leaves_the_process_group_it_joined(tmp_path, monkeypatch):
+    """A `dmpo-trl` command run in a process group leaves it before returning (gloo can abort a process that exits
+    still in one)."""
+    import torch.distributed as dist
+
+    from dmpo_trl.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["evaluate", "--baseline", "no-such-baseline"]) == 2  # a user's mistake ends the command early
+    assert not dist.is_initialized()
