@@ -748,6 +748,11 @@ def end_process_group() -> None:
     A process that exits still in a gloo group can abort at interpreter shutdown ("terminate called without an
     active exception"), when gloo's worker threads are torn down after Python; the `dmpo-trl` commands call this
     before they return.
+
+    Example:
+    ```python
+    >>> end_process_group()  # the last line of a script run under torchrun; without a launch nothing happens
+    ```
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
