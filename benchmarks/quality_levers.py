@@ -52,6 +52,7 @@ LEVERS = [
     Lever("DMPO K=4, 600 rows", "quality-rows600", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
     Lever("DMPO K=4, 600 rows", "quality-rows600-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
     Lever("DMPO K=4, 1,000 rows", "quality-rows1000", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
+    Lever("DMPO K=4, 1,000 rows", "quality-rows1000-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
     Lever("Gemma 3 270M zero-shot", "quality-gemma", "zero-shot", "untrained"),
     Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality-gemma-dmpo", "dmpo-k4", "1e-3 x 2, SmolLM2's"),
     Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality-gemma-chosen", "dmpo-k4", "3e-4 x 1, chosen on validation"),

@@ -52,6 +52,8 @@ CONFIGS = [
     Prior("DMPO K=4, 600 rows", "quality-lr-rows600/lr1e-3-ep2:dmpo-k4", "quality-rows600-chosen:dmpo-k4",
           "quality-prior/valid"),
     Prior("DMPO K=4, 1,000 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows1000:dmpo-k4"),
+    Prior("DMPO K=4, 1,000 rows", "quality-lr-rows1000/lr1e-3-ep2:dmpo-k4", "quality-rows1000-chosen:dmpo-k4",
+          "quality-prior/valid"),
     Prior("zero-shot Gemma 3 270M", "quality-prior/valid-gemma:zero-shot", "quality-gemma:zero-shot"),
     Prior("Gemma 3 270M, DMPO K=4, 100 rows", "quality-lr-gemma/lr3e-4:dmpo-k4", "quality-gemma-chosen:dmpo-k4",
           "quality-prior/valid-gemma"),
