@@ -90,9 +90,53 @@ def rejected_fields(rejected: Any) -> list[tuple[str, Any]]:
     ([('rejected[0]', ' b'), ('rejected[1]', ' c')], [('rejected', ' b')])
     ```
     """
-    if isinstance(rejected, list) and not (rejected and isinstance(rejected[0], Mapping)):
+    if is_response_list(rejected):
         return [(f"rejected[{k}]", response) for k, response in enumerate(rejected)]
     return [("rejected", rejected)]
+
+
+def is_response_list(rejected: Any) -> bool:
+    """True when `rejected` is a list of K responses, False when it is one response (a string or a message list).
+
+    A conversational response is itself a list (of messages); a list of responses holds strings or message lists.
+
+    Example:
+    ```python
+    >>> is_response_list([" b", " c"]), is_response_list(" b"), is_response_list([{"role": "user", "content": "b"}])
+    (True, False, False)
+    ```
+    """
+    return isinstance(rejected, list) and not (rejected and isinstance(rejected[0], Mapping))
+
+
+def extract_implicit_prompt(row: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    """TRL's `extract_prompt` for a row whose `rejected` is one response or a list of K responses.
+
+    The prompt is the longest prefix (of characters, or of messages) that `chosen` shares with every rejected
+    response, each pair's prefix found by TRL's `extract_prompt`; with one rejected response the result is TRL's.
+    A `chosen` or rejected value that is neither a string nor a list is refused with a `ValueError` naming the row.
+
+    Example:
+    ```python
+    >>> extract_implicit_prompt({"chosen": "Q: hi A: yes", "rejected": ["Q: hi A: no", "Q: hi A: maybe"]})
+    {'prompt': 'Q: hi A:', 'chosen': ' yes', 'rejected': [' no', ' maybe']}
+    ```
+    """
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    several = is_response_list(rejected)
+    if several and not rejected:
+        raise _refuse(index, "rejected", "is an empty list; give at least one rejected response.")
+    for name, value in [("chosen", chosen), *rejected_fields(rejected)]:
+        if not isinstance(value, (str, list)):
+            raise _refuse(
+                index, name, f"must be a string or a list of messages (no `prompt` column), got {_show(value)}."
+            )
+    from trl import extract_prompt  # here, so that importing this module does not import TRL
+
+    responses = rejected if several else [rejected]
+    length = min(len(extract_prompt({"chosen": chosen, "rejected": r})["prompt"]) for r in responses)
+    remainders = [response[length:] for response in responses]
+    return {"prompt": chosen[:length], "chosen": chosen[length:], "rejected": remainders if several else remainders[0]}
 
 
 def check_row(row: dict[str, Any], index: int) -> tuple[bool, list]:

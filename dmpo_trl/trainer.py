@@ -13,7 +13,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from datasets.fingerprint import Hasher
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
-from trl import DPOConfig, DPOTrainer, extract_prompt
+from trl import DPOConfig, DPOTrainer
 from trl.data_utils import _tokenize, common_prefix_length
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
@@ -21,7 +21,7 @@ from trl.trainer.utils import get_config_model_id, global_then_local_main_first,
 from .collator import DataCollatorForMultiPreference
 from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig, check_loss_types
 from .losses import PREFERENCE_LOSSES
-from .rows import check_row, check_tokenized_row, subsample
+from .rows import check_row, check_tokenized_row, extract_implicit_prompt, subsample
 from .sharing import (
     packed_forward_kwargs,
     packed_router_aux_loss,
@@ -43,6 +43,15 @@ def length_status(
         return "dropped"
     longest = max([len(chosen_ids)] + [len(r) for r in rejected_ids])
     return "truncated" if prompt < max_length < prompt + longest else None
+
+
+def pairwise_refusal(index: int, dataset_name: str, count: int, reason: str) -> str:
+    """The error for a row with K > 1 rejected responses where TRL's pairwise loss runs (`reason` says why)."""
+    return (
+        f"Row {index} of the {dataset_name} dataset has {count} rejected responses, but {reason} runs TRL's pairwise "
+        "DPO loss, which takes one rejected response per row. Use loss_type 'dmpo', 'sdpo', 'sigmoid' or "
+        "'plackett_luce' without ld_alpha, use_weighting and f_divergence_type, or set max_negatives=1."
+    )
 
 
 class StreamedLengthCheck:
@@ -141,6 +150,43 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 #: Batch keys that describe the K layout; TRL's own `_compute_loss` (pairwise losses) must not pass them to the model.
 LAYOUT_KEYS = ("num_rejected", "rejected_index", "rejected_mask", "sequence_rows")
 
+#: Where TRL's own loss runs (pairwise rows), the K-response losses run as the one they equal at K = 1: TRL's sigmoid.
+PAIRWISE_EQUIVALENT = {"dmpo": "sigmoid", "sdpo": "sigmoid", "plackett_luce": "sigmoid"}
+
+
+def trl_only_options(args: DPOConfig) -> list[str]:
+    """The `DPOConfig` options set in `args` that only TRL's pairwise loss implements (WPO, LD-DPO, f-divergences).
+
+    Example:
+    ```python
+    >>> trl_only_options(DPOConfig("out", use_weighting=True, ld_alpha=0.5, bf16=False, report_to="none"))
+    ['ld_alpha=0.5', 'use_weighting=True']
+    ```
+    """
+    options = []
+    if args.ld_alpha is not None:
+        options.append(f"ld_alpha={args.ld_alpha}")
+    if args.use_weighting:
+        options.append("use_weighting=True")
+    if args.f_divergence_type != "reverse_kl":
+        options.append(f"f_divergence_type={args.f_divergence_type!r}")
+    return options
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module | None):
+    """Run `module` in eval mode (no dropout) inside the block, then give each submodule back its own mode."""
+    if module is None:
+        yield
+        return
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+
 
 class DMPOTrainer(DPOTrainer):
     """
@@ -202,24 +248,19 @@ class DMPOTrainer(DPOTrainer):
         refuse_vision_inputs(processing_class, train_dataset, eval_dataset)
         loss_types = [args.loss_type] if isinstance(args.loss_type, str) else list(args.loss_type)
         check_loss_types(loss_types)  # a plain DPOConfig does not check them
-        # TRL's own loss types, and its pairwise extras, run TRL's `_compute_loss` (pairwise rows only).
-        self._pairwise_only = (
-            not set(loss_types) <= set(MULTI_NEGATIVE_LOSSES)
-            or args.ld_alpha is not None
-            or args.use_weighting
-            or args.f_divergence_type != "reverse_kl"
-        )
-        if self._pairwise_only and {"dmpo", "sdpo", "plackett_luce"} & set(loss_types):
-            raise ValueError(
-                f"loss_type={loss_types}: 'dmpo', 'sdpo' and 'plackett_luce' combine only with "
-                f"{list(MULTI_NEGATIVE_LOSSES)}, the default f_divergence_type='reverse_kl', ld_alpha=None and "
-                "use_weighting=False."
-            )
+        # TRL's own loss types, and its pairwise extras (WPO, LD-DPO, f-divergences), run TRL's `_compute_loss` on
+        # pairwise rows, where 'dmpo', 'sdpo' and 'plackett_luce' are TRL's 'sigmoid': a DPOConfig that works with
+        # DPOTrainer works unchanged as a DMPOConfig. Only rows with K > 1 rejected responses are refused.
+        trl_losses = [name for name in loss_types if name not in MULTI_NEGATIVE_LOSSES]
+        reasons = ([f"loss_type={trl_losses}"] if trl_losses else []) + trl_only_options(args)
+        self._pairwise_only = bool(reasons)
+        self._pairwise_reason = " and ".join(reasons)
         if self._pairwise_only and getattr(args, "length_normalize", False):
             raise ValueError(
-                f"length_normalize=True applies to the losses {list(MULTI_NEGATIVE_LOSSES[:-1])}; loss_type="
-                f"{loss_types} (or ld_alpha / use_weighting / f_divergence_type) runs TRL's own loss, which sums."
+                f"length_normalize=True applies to the losses {list(MULTI_NEGATIVE_LOSSES[:-1])}; "
+                f"{self._pairwise_reason} runs TRL's own loss, which sums."
             )
+        trl_loss_types = [PAIRWISE_EQUIVALENT.get(name, name) for name in loss_types] if reasons else loss_types
         self._max_num_rejected = 1
         if processing_class is None:
             model_id = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -234,20 +275,26 @@ class DMPOTrainer(DPOTrainer):
                 share_prompt=False if self._pairwise_only else getattr(args, "prefix_sharing", "auto"),
                 pack_rows=getattr(args, "pack_rows", False),
             )
-        super().__init__(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+        # TRL reads (and checks) its loss names from `args` in its constructor; the user's config keeps their own.
+        user_loss_type, args.loss_type = args.loss_type, trl_loss_types
+        try:
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
+        finally:
+            args.loss_type = user_loss_type
+        self.loss_types = list(trl_loss_types)
         if getattr(args, "fsdp", None) and not self.is_fsdp_enabled:
             logger.warning(
                 f"fsdp is set, but accelerate runs this launch as {self.accelerator.distributed_type.value}: it "
@@ -292,6 +339,30 @@ class DMPOTrainer(DPOTrainer):
         finally:
             self._precompute_model_hash = model_hash
 
+    def _get_dataloader(self, dataset, *args, **kwargs):
+        """Transformers' dataloader, prepared without accelerate's batch dispatching for a streamed dataset.
+
+        For an `IterableDataset` accelerate dispatches by default: the main process collates the batches, concatenates
+        them along dim 0 and gives each process a slice of the size of the first tensor's dim 0. A batch here is not
+        split that way: the B chosen sequences come before all the rejected ones, and packed rows (prefix sharing,
+        `pack_rows`) hold several sequences each, so tensors of different first sizes describe one batch and a slice
+        loses the rows it cuts. Without dispatching each process reads the stream and keeps its own share of the
+        rows (accelerate's `IterableDatasetShard`), then collates them itself, so any layout is whole.
+        """
+        config = self.accelerator.dataloader_config
+        if not isinstance(dataset, torch.utils.data.IterableDataset) or config.dispatch_batches is False:
+            return super()._get_dataloader(dataset, *args, **kwargs)
+        if config.dispatch_batches:
+            logger.warning(
+                "dispatch_batches=True is not used for this streamed dataset: a DMPO batch (chosen sequences before "
+                "rejected ones, packed rows) cannot be split along dim 0; each process reads its own rows instead."
+            )
+        dispatch_batches, config.dispatch_batches = config.dispatch_batches, False
+        try:
+            return super()._get_dataloader(dataset, *args, **kwargs)
+        finally:
+            config.dispatch_batches = dispatch_batches
+
     # ------------------------------------------------------------------ dataset
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         """Validate and tokenize rows into `prompt_ids`, `chosen_ids`, `rejected_ids` (K id lists) and `num_rejected`.
@@ -306,14 +377,22 @@ class DMPOTrainer(DPOTrainer):
         max_negatives = getattr(args, "max_negatives", None)
         seed = args.seed
         vocab_size = len(processing_class)
+        # Plain values, not `self`, in the row functions: `map` with `num_proc` pickles them.
+        pairwise_reason = self._pairwise_reason if self._pairwise_only else None
+
+        def refuse_several(rejected: list, index: int) -> None:
+            if pairwise_reason and len(rejected) > 1:
+                raise ValueError(pairwise_refusal(index, dataset_name, len(rejected), pairwise_reason))
 
         def prepare_tokenized_row(row: dict[str, Any], index: int) -> dict[str, Any]:
             rejected = subsample(check_tokenized_row(row, index, vocab_size), max_negatives, seed, index)
+            refuse_several(rejected, index)
             return {"rejected_ids": rejected, "num_rejected": len(rejected)}
 
         def tokenize_row(row: dict[str, Any], index: int) -> dict[str, Any]:
             is_chat, rejected = check_row(row, index)
             rejected = subsample(rejected, max_negatives, seed, index)
+            refuse_several(rejected, index)
             if is_chat:
                 tools = row.get("tools")
                 kwargs = {
@@ -340,12 +419,9 @@ class DMPOTrainer(DPOTrainer):
 
         with global_then_local_main_first():
             if "prompt" not in first and not pretokenized:
-                if not isinstance(first.get("rejected"), str):
-                    raise ValueError(
-                        f"The {dataset_name} dataset has no `prompt` column; an implicit prompt can only be extracted "
-                        "from pairwise rows (`rejected` a single string)."
-                    )
-                dataset = dataset.map(extract_prompt, **map_kwargs)
+                # The prompt is implicit in `chosen` and `rejected` (TRL's `extract_prompt`); `rejected` may be one
+                # response (a string or a message list) or K of them.
+                dataset = dataset.map(extract_implicit_prompt, with_indices=True, **map_kwargs)
             if isinstance(dataset, Dataset):
                 map_kwargs["desc"] = f"{'Checking' if pretokenized else 'Tokenizing'} {dataset_name} dataset"
                 # Only what changes the tokens: not the whole `args`, which the function's closure would bring in
@@ -367,13 +443,9 @@ class DMPOTrainer(DPOTrainer):
         num_rejected = dataset["num_rejected"]
         largest_k = max(num_rejected, default=1)
         self._max_num_rejected = max(self._max_num_rejected, largest_k)
-        if self._pairwise_only and largest_k > 1:
+        if self._pairwise_only and largest_k > 1:  # rows tokenized earlier, from the `datasets` cache
             row = next(i for i, k in enumerate(num_rejected) if k > 1)
-            raise ValueError(
-                f"Row {row} of the {dataset_name} dataset has {num_rejected[row]} rejected responses, but "
-                f"loss_type={self.loss_types} (or ld_alpha / use_weighting / f_divergence_type) is pairwise. Use "
-                "loss_type 'dmpo', 'sdpo', 'sigmoid' or 'plackett_luce', or set max_negatives=1."
-            )
+            raise ValueError(pairwise_refusal(row, dataset_name, num_rejected[row], self._pairwise_reason))
         if args.max_length is None:
             return dataset
         statuses = [
@@ -448,10 +520,17 @@ class DMPOTrainer(DPOTrainer):
         owner = rows.expand(-1, seq_len).masked_fill(completion_mask[:, 1:] == 0, -1)
         return per_token_logps.sum(dim=1), per_token_logps, owner, outputs
 
-    def _reference_context(self):
-        """Disable gradients (and the adapter, when the reference is the PEFT base model)."""
+    def _reference_context(self, model: torch.nn.Module | None = None):
+        """No gradients, `model` (the one that runs as the reference) in eval mode, and the adapter off when the
+        reference is the PEFT base model.
+
+        The reference is a fixed policy: TRL 1.16 runs an explicit `ref_model` in whatever mode it comes in (train
+        mode for a model built from a config), and the adapter-disabled pass in the policy's train mode, so dropout
+        that `disable_dropout` cannot reach (a functional dropout such as OPT's) would change it from call to call.
+        """
         stack = contextlib.ExitStack()
         stack.enter_context(torch.no_grad())
+        stack.enter_context(eval_mode(model))
         stack.enter_context(disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs))
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -467,9 +546,10 @@ class DMPOTrainer(DPOTrainer):
         """
         if self._pairwise_only:
             pairwise_inputs = {key: value for key, value in inputs.items() if key not in LAYOUT_KEYS}
-            chosen, rejected = super().compute_ref_log_probs(model, pairwise_inputs)
+            with eval_mode(model):
+                chosen, rejected = super().compute_ref_log_probs(model, pairwise_inputs)
             return chosen, rejected.unsqueeze(1)
-        with self._reference_context(), self.accelerator.autocast():
+        with self._reference_context(model), self.accelerator.autocast():
             seq_logps = self._sequence_logps(model, inputs)[0]
         # A fixed width keeps shapes equal across processes for `gather` and across batches for the cached column.
         chosen, rejected, _ = split_by_row(seq_logps, inputs, width=self._max_num_rejected)
@@ -481,15 +561,28 @@ class DMPOTrainer(DPOTrainer):
             if inputs["rejected_index"].size(1) != 1:
                 raise ValueError(f"loss_type={self.loss_types} needs one rejected response per row.")
             pairwise_inputs = {key: value for key, value in inputs.items() if key not in LAYOUT_KEYS}
-            return super()._compute_loss(model, pairwise_inputs, return_outputs)
+            if self.precompute_ref_logps:
+                return super()._compute_loss(model, pairwise_inputs, return_outputs)
+            # TRL runs the reference inside its loss, in the mode the model is in; run it here in eval mode, with
+            # TRL's own `compute_ref_log_probs` (the values TRL's loss computes inline), and hand TRL the result.
+            reference = self.model if self.ref_model is None else self.ref_model
+            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(reference, pairwise_inputs)
+            pairwise_inputs["ref_chosen_logps"] = ref_chosen_logps
+            pairwise_inputs["ref_rejected_logps"] = ref_rejected_logps.squeeze(1)
+            self.precompute_ref_logps = True  # TRL's loss reads the reference values from the batch
+            try:
+                return super()._compute_loss(model, pairwise_inputs, return_outputs)
+            finally:
+                self.precompute_ref_logps = False
 
         mode = "train" if self.model.training else "eval"
         seq_logps, per_token_logps, owner, outputs = self._sequence_logps(model, inputs, self.aux_loss_enabled)
         if self.precompute_ref_logps:
             ref_seq_logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(seq_logps)
         else:
-            with self._reference_context():
-                ref_seq_logps = self._sequence_logps(self.ref_model or model, inputs)[0]
+            reference = self.ref_model or model
+            with self._reference_context(reference):
+                ref_seq_logps = self._sequence_logps(reference, inputs)[0]
 
         chosen_logps, rejected_logps, mask = split_by_row(seq_logps, inputs)
         ref_chosen_logps, ref_rejected_logps, _ = split_by_row(ref_seq_logps, inputs)
