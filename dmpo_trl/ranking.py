@@ -7,15 +7,17 @@ the prompt exactly as the evaluator (`dmpo_trl.evaluation`) does and scores each
 log-likelihood after it (`dmpo_trl.scoring.score_candidates`), plus the popularity prior when the run saved one
 (`dmpo_trl.prior`): the scores are the evaluator's.
 
-History and candidates are item ids of the catalogue or titles; a string that is not an id is used as a title as
-written, so items outside the catalogue can be ranked too.
+History and candidates are items of the catalogue, each given by its id or its title. An item outside the catalogue
+is ranked only when written as free text, `{"title": "..."}`: any other string that is neither an id nor a title is
+refused (`RankRequestError`), as are empty or `null` items, so a typo is never ranked as a title by accident.
+`check_request` is that check; `dmpo-trl rank` makes it, and every check of its files, before it loads the model.
 
 Example:
 ```python
 >>> from dmpo_trl import Ranker
 >>> ranker = Ranker.from_pretrained("outputs/demo")  # doctest: +SKIP
->>> ranker.rank(["Heat (1995)", "Casino (1995)"], ["Babe (1995)", "Fargo (1996)"])  # doctest: +SKIP
-[('Fargo (1996)', -9.21), ('Babe (1995)', -11.87)]
+>>> ranker.rank(["Heat (1995)", "Casino (1995)"], ["Babe (1995)", {"title": "Fargo 2 (2031)"}])  # doctest: +SKIP
+[({'title': 'Fargo 2 (2031)'}, -9.21), ('Babe (1995)', -11.87)]
 ```
 
 ```bash
@@ -29,22 +31,41 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .journal import atomic_write_text
+from .rows import _show
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RANKER_FILE", "PromptSettings", "Ranker", "RankRequestError", "rank_main", "save_ranker_config"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "RANKER_FILE",
+    "PromptSettings",
+    "RankRequestError",
+    "Ranker",
+    "check_request",
+    "rank_main",
+    "read_ranker_config",
+    "save_ranker_config",
+]
 
 RANKER_FILE = "ranker.json"
 """What `Ranker.from_pretrained` reads in a run's output folder."""
 RANKER_FORMAT = 1
+"""The version of `ranker.json` this library writes and reads (a file without `format` is version 1)."""
+MAX_REQUEST_BYTES = 1 << 20
+"""The longest request line `dmpo-trl rank` reads, 1 MiB (newline excluded); a longer line is refused, naming it."""
+
+Item = str | int | Mapping[str, str]
+"""A history or candidate item: a catalogue id or title, or free text `{"title": "..."}`."""
 
 # The `RecModelConfig` fields that say how the base model was loaded for training, so it is loaded the same way.
 _LOAD_FIELDS = (
@@ -59,6 +80,15 @@ _LOAD_FIELDS = (
     "attn_implementation",
     "trust_remote_code",
 )
+_BOOL_LOAD_FIELDS = {"load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "trust_remote_code"}
+# What a saved model's weights are called: a full model (one file or a sharded index), a LoRA adapter.
+_MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class RankRequestError(ValueError):
@@ -78,6 +108,17 @@ class PromptSettings:
     max_history: int | None = None
     batch_size: int = 20
     popularity_prior: float = 0.0  # > 0: scores carry `popularity_prior * log(1 + count)` (`with_popularity_prior`)
+
+
+_PROMPT_TYPES = typing.get_type_hints(PromptSettings)
+_OPTIONAL_PROMPT = {"popularity_prior"}  # added within format 1: a file without it ranks without the prior, as then
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """`isinstance` for JSON values: a bool is no number, an int is a float."""
+    if isinstance(value, bool):
+        return bool in (kind, *typing.get_args(kind))
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 def save_ranker_config(
@@ -115,17 +156,193 @@ def save_ranker_config(
     return atomic_write_text(Path(output_dir) / RANKER_FILE, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
 
 
+def read_ranker_config(folder: str | Path) -> dict[str, Any]:
+    """`folder`'s `ranker.json`, checked: a `ValueError` naming the file and the field refuses a file that is not
+    JSON (e.g. cut short), of another `format`, or with a key missing or of the wrong type.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> folder = save_ranker_config(tempfile.mkdtemp(), {"1": "Heat (1995)"}, PromptSettings()).parent
+    >>> read_ranker_config(folder)["catalogue"]["titles"]
+    {'1': 'Heat (1995)'}
+    ```
+    """
+    path = Path(folder) / RANKER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no {RANKER_FILE}: rank with a folder saved by `dmpo-trl train` or `run_recipe`"
+        )
+    try:
+        config = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error}); is it cut short? Save the run again") from None
+
+    def check(value: Any, name: str, kind: Any) -> Any:
+        if not _fits(value, kind):
+            what = "a JSON object" if kind is dict else getattr(kind, "__name__", str(kind)).replace("None", "null")
+            raise ValueError(f"{path}: `{name}` must be {what}, got {_show(value)}")
+        return value
+
+    check(config, "(top level)", dict)
+    version = config.get("format", RANKER_FORMAT)
+    if version != RANKER_FORMAT:
+        raise ValueError(f"{path}: `format` is {version!r}; this version of dmpo-trl reads format {RANKER_FORMAT}")
+    for key in ("base_model", "prompt", "catalogue"):
+        if key not in config:
+            raise ValueError(f"{path}: `{key}` is missing")
+        check(config[key], key, dict)
+    base, prompt, catalogue = config["base_model"], config["prompt"], config["catalogue"]
+    for name in _LOAD_FIELDS:
+        check(base.get(name), f"base_model.{name}", (bool if name in _BOOL_LOAD_FIELDS else str) | None)
+    unknown = sorted(prompt.keys() - _PROMPT_TYPES.keys())
+    if unknown:
+        raise ValueError(f"{path}: `prompt.{unknown[0]}` is not a prompt setting ({', '.join(_PROMPT_TYPES)})")
+    for name, kind in _PROMPT_TYPES.items():
+        if name not in prompt and name not in _OPTIONAL_PROMPT:
+            raise ValueError(f"{path}: `prompt.{name}` is missing")
+        check(prompt.get(name, 0.0), f"prompt.{name}", kind)
+    if prompt["batch_size"] < 1:
+        raise ValueError(f"{path}: `prompt.batch_size` must be at least 1, got {prompt['batch_size']}")
+    if "titles" not in catalogue:
+        raise ValueError(f"{path}: `catalogue.titles` is missing")
+    for key, kind in (("titles", str), ("popularity", int)):
+        for item, value in check(catalogue.get(key, {}), f"catalogue.{key}", dict).items():
+            check(value, f"catalogue.{key}.{item}", kind)
+    if prompt.get("popularity_prior", 0.0) and "popularity" not in catalogue:
+        raise ValueError(f"{path}: `catalogue.popularity` is missing; `prompt.popularity_prior` ranks with it")
+    return config
+
+
+def _model_folder(path: str | Path, download: bool = False) -> Path:
+    """`path` as a local folder (downloaded from the Hub when `download` and no such path exists); refuses a file."""
+    if download and not Path(path).exists():  # a Hub repo id, or a mistake
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = snapshot_download(str(path))
+        except Exception as error:
+            raise FileNotFoundError(
+                f"{path}: no such folder, nor a Hub repo that could be downloaded ({type(error).__name__})"
+            ) from error
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder saved by `dmpo-trl train` (its model and {RANKER_FILE})")
+    return path
+
+
+def _check_weights(folder: Path, config: dict[str, Any]) -> None:
+    """Refuse a model folder whose adapter or model weights are missing, before any model is loaded."""
+
+    def has(*names: str) -> bool:
+        return any((folder / name).is_file() for name in names)
+
+    if has("adapter_config.json"):
+        if not has(*_ADAPTER_WEIGHTS):
+            raise ValueError(
+                f"{folder}: adapter_config.json without the adapter's weights ({' or '.join(_ADAPTER_WEIGHTS)})"
+            )
+        if not config["base_model"].get("model_name_or_path"):
+            raise ValueError(
+                f"{folder / RANKER_FILE}: `base_model.model_name_or_path` is missing; the adapter needs it"
+            )
+    elif not has("config.json"):
+        raise ValueError(f"{folder}: neither a model (config.json) nor a LoRA adapter (adapter_config.json)")
+    elif not has(*_MODEL_WEIGHTS):
+        raise ValueError(f"{folder}: config.json without the model's weights ({', '.join(_MODEL_WEIGHTS)})")
+
+
+def _resolve(
+    value: Any, name: str, where: str, titles: Mapping[str, str], ids: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """(catalogue id, or None for free text; title) of one item; refuses anything else."""
+    if isinstance(value, Mapping):
+        text = value.get("title")
+        if set(value) != {"title"}:
+            raise RankRequestError(
+                f'{where}: `{name}` has keys {sorted(map(str, value))}; free text is {{"title": "..."}}'
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise RankRequestError(f"{where}: `{name}.title` must be a title (a non-blank string), got {_show(text)}")
+        return ids.get(text), text
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        problem = "is null" if value is None else f"must be an item id or title (a string), got {_show(value)}"
+        raise RankRequestError(f'{where}: `{name}` {problem}; free text is {{"title": "..."}}')
+    if not value.strip():
+        raise RankRequestError(
+            f"{where}: `{name}` is {'an empty string' if not value else 'blank'}; an item needs an id or title"
+        )
+    if value in titles:
+        return value, titles[value]
+    if value in ids:
+        return ids[value], value
+    raise RankRequestError(
+        f"{where}: `{name}` {value[:80]!r} is not in the catalogue (no such id or title); "
+        'free text is {"title": "..."}'
+    )
+
+
+def check_request(
+    request: Any, titles: Mapping[str, str], where: str = "request", ids: Mapping[str, str] | None = None
+) -> tuple[list[str], list[tuple[str | None, str]]]:
+    """Check one `{"history": [...], "candidates": [...]}` request against the catalogue `titles` (id -> title);
+    return the history's titles and each candidate's (id, title), id None for free text.
+
+    Each field is a non-empty list of items: a catalogue id or title, or free text `{"title": "..."}`. Anything else
+    (a missing field, an empty, blank or null item, a string outside the catalogue, a candidate title given twice) is
+    refused with a `RankRequestError` whose message starts with `where` and names the field. `ids` (title -> id) is
+    the inverse of `titles`, when the caller keeps one.
+
+    Example:
+    ```python
+    >>> titles = {"1": "Heat (1995)", "2": "Fargo (1996)"}
+    >>> check_request({"history": ["1"], "candidates": ["Fargo (1996)", {"title": "Babe (1995)"}]}, titles)
+    (['Heat (1995)'], [('2', 'Fargo (1996)'), (None, 'Babe (1995)')])
+    >>> try:
+    ...     check_request({"history": ["1"], "candidates": ["2", "Babe (1995)"]}, titles, "line 3")
+    ... except RankRequestError as error:
+    ...     print(error)
+    line 3: `candidates[1]` 'Babe (1995)' is not in the catalogue (no such id or title); free text is {"title": "..."}
+    ```
+    """
+    if not isinstance(request, Mapping):
+        raise RankRequestError(
+            f'{where}: a request is an object {{"history": [...], "candidates": [...]}}, got {_show(request)}'
+        )
+    ids = {title: item for item, title in titles.items()} if ids is None else ids
+    resolved = {}
+    for name in ("history", "candidates"):
+        if name not in request:
+            raise RankRequestError(f"{where}: `{name}` is missing")
+        values = request[name]
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence) or not values:
+            raise RankRequestError(f"{where}: `{name}` must be a non-empty list of items, got {_show(values)}")
+        resolved[name] = [_resolve(value, f"{name}[{k}]", where, titles, ids) for k, value in enumerate(values)]
+    first: dict[str, int] = {}
+    for k, (_, title) in enumerate(resolved["candidates"]):
+        if first.setdefault(title, k) != k:
+            raise RankRequestError(
+                f"{where}: `candidates[{k}]` repeats {title[:80]!r}, given as `candidates[{first[title]}]`"
+            )
+    return [title for _, title in resolved["history"]], resolved["candidates"]
+
+
 @dataclass
 class Ranker:
     """A trained model with its tokenizer, prompt settings and item catalogue, ready to rank candidates.
 
-    Build it with `Ranker.from_pretrained(output_dir)`, or directly from a model and tokenizer.
+    Build it with `Ranker.from_pretrained(output_dir)`, or directly from a model and tokenizer. Items are catalogue
+    ids or titles, or free text `{"title": "..."}` for an item outside the catalogue (see `check_request`).
 
     Example:
     ```python
     >>> ranker = Ranker(model, tokenizer, titles={"1": "Heat (1995)", "2": "Fargo (1996)"})  # doctest: +SKIP
-    >>> ranker.rank(["1"], ["2", "Babe (1995)"])  # doctest: +SKIP
-    [('Babe (1995)', -8.4), ('2', -10.1)]
+    >>> ranker.rank(["1"], ["2", {"title": "Babe (1995)"}])  # doctest: +SKIP
+    [({'title': 'Babe (1995)'}, -8.4), ('2', -10.1)]
     ```
     """
 
@@ -146,6 +363,11 @@ class Ranker:
     ) -> Ranker:
         """Restore the model (or base model + adapter), tokenizer, prompt settings and catalogue of a run.
 
+        Before any model is loaded, a `ValueError` naming the file and what is wrong refuses a file given for the
+        folder, a `ranker.json` that `read_ranker_config` refuses, and missing weights (an adapter_config.json
+        without adapter_model.safetensors, a config.json without model.safetensors); `FileNotFoundError` a folder
+        that does not exist nor downloads.
+
         Args:
             output_dir: a folder written by `run_recipe` (`dmpo-trl train`): the model or LoRA adapter, the
                 tokenizer and `ranker.json`; or the Hub id of such a folder pushed with `push_to_hub`.
@@ -155,28 +377,14 @@ class Ranker:
             cache_dir: where a GGUF base model is converted (default: `dmpo_trl.models.default_cache_dir()`).
             trust_remote_code: run the model's own code from its folder or Hub repo (off unless asked).
         """
+        output_dir = _model_folder(output_dir, download=True)
+        config = read_ranker_config(output_dir)
+        _check_weights(output_dir, config)
+
         import torch
 
         from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer, resolve_model_path
 
-        if not Path(output_dir).exists():  # a Hub repo id, or a mistake
-            from huggingface_hub import snapshot_download
-
-            try:
-                output_dir = snapshot_download(str(output_dir))
-            except Exception as error:
-                raise FileNotFoundError(
-                    f"{output_dir}: no such folder, nor a Hub repo that could be downloaded ({type(error).__name__})"
-                ) from error
-        output_dir = Path(output_dir)
-        path = output_dir / RANKER_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{output_dir} holds no {RANKER_FILE}: rank with a folder saved by `dmpo-trl train` or `run_recipe`"
-            )
-        config = json.loads(path.read_text())
-        if config.get("format") != RANKER_FORMAT:
-            raise ValueError(f"{path}: format {config.get('format')!r}, this version reads format {RANKER_FORMAT}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = config["base_model"]
         if (output_dir / "adapter_config.json").is_file():
@@ -200,35 +408,26 @@ class Ranker:
         catalogue = config["catalogue"]
         return cls(model, tokenizer, prompt, dict(catalogue["titles"]), dict(catalogue.get("popularity", {})))
 
-    def title(self, item: str) -> str:
-        """The title of a catalogue item id; any other string is taken as a title."""
+    def title(self, item: Item) -> str:
+        """The title of a catalogue item id or of free text `{"title": ...}`; any other string is taken as a title."""
+        if isinstance(item, Mapping):
+            return str(item.get("title"))
         return self.titles.get(str(item), str(item))
 
-    def check(self, history: Sequence[str], candidates: Sequence[str], where: str = "request") -> None:
-        """Raise `RankRequestError` (its message starts with `where`, naming the field) unless `history` and
-        `candidates` are non-empty lists of ids or titles and no candidate title repeats."""
-        for name, values in (("history", history), ("candidates", candidates)):
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-                raise RankRequestError(f"{where}: field {name!r} must be a non-empty list of item ids or titles")
-            bad = next((v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)), None)
-            if bad is not None:
-                raise RankRequestError(f"{where}: field {name!r} holds {bad!r}; items are ids or titles")
-        titles = [self.title(c) for c in candidates]
-        if len(set(titles)) < len(titles):
-            repeated = next(t for t in titles if titles.count(t) > 1)
-            raise RankRequestError(f"{where}: field 'candidates' lists {repeated!r} more than once")
+    def check(
+        self, history: Sequence[Item], candidates: Sequence[Item], where: str = "request"
+    ) -> tuple[list[str], list[tuple[str | None, str]]]:
+        """`check_request` against this ranker's catalogue: the history's titles and each candidate's (id, title), or
+        a `RankRequestError` whose message starts with `where` and names the field."""
+        return check_request({"history": history, "candidates": candidates}, self.titles, where, self._ids_by_title)
 
-    def _prompt(self, history: Sequence[str], candidates: Sequence[str]):
+    def _prompt(self, history: Sequence[str], titles: Sequence[str]):
         from .data import render_prompt, resolve_template
         from .data.prompts import uses_candidates
         from .evaluation import _wrap
 
         template = resolve_template(self.prompt.prompt_style)
-        titles = [self.title(c) for c in candidates]
-        history_titles = [self.title(h) for h in history]
-        text = render_prompt(
-            template, history_titles, titles if uses_candidates(template) else (), self.prompt.list_style
-        )
+        text = render_prompt(template, history, titles if uses_candidates(template) else (), self.prompt.list_style)
         return _wrap(text, titles, self.prompt.conversational, self.prompt.answer_prefix)
 
     @functools.cached_property
@@ -240,21 +439,21 @@ class Ranker:
         value = str(value)
         return value if value in self.titles else self._ids_by_title.get(value, value)
 
-    def scores(self, history: Sequence[str], candidates: Sequence[str], where: str = "request") -> list[float]:
+    def scores(self, history: Sequence[Item], candidates: Sequence[Item], where: str = "request") -> list[float]:
         """Each candidate's score in the order given: the log-likelihood of its title after the prompt, plus the
-        popularity prior when `prompt.popularity_prior` is set (an item outside the catalogue counts 0)."""
+        popularity prior when `prompt.popularity_prior` is set (free text outside the catalogue counts 0)."""
         from .evaluation import with_popularity_prior
         from .scoring import score_candidates
 
-        self.check(history, candidates, where)
+        history, resolved = self.check(history, candidates, where)
         limit = self.prompt.max_history
         if limit and len(history) > limit:
             logger.warning(
                 f"{where}: kept the last {limit} of {len(history)} history items (the model was trained "
                 f"on {limit}); {len(history) - limit} earlier ones dropped."
             )
-            history = list(history)[-limit:]
-        prompt, completions = self._prompt(history, candidates)
+            history = history[-limit:]
+        prompt, completions = self._prompt(history, [title for _, title in resolved])
         values = score_candidates(
             self.model,
             self.tokenizer,
@@ -265,12 +464,15 @@ class Ranker:
             self.prompt.batch_size,
         )
         if self.prompt.popularity_prior:
-            ids = [self.item(c) for c in candidates]
+            ids = [item for item, _ in resolved]
             return with_popularity_prior(values, ids, self.popularity, self.prompt.popularity_prior)
         return [float(v) for v in values]
 
-    def rank(self, history: Sequence[str], candidates: Sequence[str]) -> list[tuple[str, float]]:
+    def rank(self, history: Sequence[Item], candidates: Sequence[Item]) -> list[tuple[Item, float]]:
         """`[(candidate, score), ...]`, best first: a permutation of `candidates` (ties keep their given order).
+
+        Raises `RankRequestError` for an item that is empty, null or outside the catalogue (free text is
+        `{"title": "..."}`), see `check_request`.
 
         Example:
         ```python
@@ -281,12 +483,13 @@ class Ranker:
         return self._ranked(candidates, self.scores(history, candidates))
 
     @staticmethod
-    def _ranked(candidates: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
+    def _ranked(candidates: Sequence[Item], scores: Sequence[float]) -> list[tuple[Item, float]]:
         order = sorted(range(len(candidates)), key=lambda k: -scores[k])
         return [(candidates[k], scores[k]) for k in order]
 
-    def rank_batch(self, requests: Sequence[dict[str, Any]], progress: bool = False) -> list[list[tuple[str, float]]]:
-        """`rank` for many `{"history": [...], "candidates": [...]}` requests; a bad one raises, naming its index.
+    def rank_batch(self, requests: Sequence[dict[str, Any]], progress: bool = False) -> list[list[tuple[Item, float]]]:
+        """`rank` for many `{"history": [...], "candidates": [...]}` requests; all are checked first, and a bad one
+        raises `RankRequestError` naming its index (`request 3: ...`).
 
         Example:
         ```python
@@ -299,10 +502,7 @@ class Ranker:
         from .evaluation import process_rank
 
         for index, request in enumerate(requests):
-            missing = [key for key in ("history", "candidates") if not isinstance(request, dict) or key not in request]
-            if missing:
-                raise RankRequestError(f"request {index}: missing field {missing[0]!r}")
-            self.check(request["history"], request["candidates"], f"request {index}")
+            check_request(request, self.titles, f"request {index}", self._ids_by_title)
         rank, world = process_rank()  # under torchrun/accelerate each process ranks its share, then all are gathered
         mine = range(rank, len(requests), world)
         ranked = {
@@ -324,11 +524,21 @@ class Ranker:
 
 def add_rank_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `dmpo-trl rank`."""
-    parser.add_argument("--model", required=True, help="a folder saved by `dmpo-trl train` (model + ranker.json)")
     parser.add_argument(
-        "--input", required=True, help='JSON lines: {"history": [...], "candidates": [...]} (ids or titles)'
+        "--model", required=True, help="a folder saved by `dmpo-trl train`: its model or LoRA adapter and ranker.json"
     )
-    parser.add_argument("--output", required=True, help="JSON lines: each request plus its ranking, best first")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help='JSON lines, one request a line of at most 1 MiB: {"history": [...], "candidates": [...]}, each item '
+        'a catalogue id or title, or {"title": "..."} for free text outside the catalogue',
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="JSON lines: each request plus its ranking, best first; written atomically, never over --input or a "
+        "file of the --model folder",
+    )
     parser.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available)")
     parser.add_argument("--merge", action="store_true", help="fold a LoRA adapter into the weights first")
     parser.add_argument(
@@ -337,70 +547,126 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 
-def read_requests(path: str | Path) -> list[dict[str, Any]]:
-    """The requests of a JSON-lines file (blank lines skipped); raises `RankRequestError` naming a bad line."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a UTF-8 file, none read past `MAX_REQUEST_BYTES`: a longer line is refused."""
+    with open(path, "rb") as file:
+        for number, raw in enumerate(iter(lambda: file.readline(MAX_REQUEST_BYTES + 2), b""), 1):
+            line = raw.rstrip(b"\r\n")
+            if len(line) > MAX_REQUEST_BYTES:
+                raise RankRequestError(
+                    f"{path} line {number}: longer than {MAX_REQUEST_BYTES} bytes (MAX_REQUEST_BYTES, 1 MiB); "
+                    "a request is one history and its candidates"
+                )
+            try:
+                text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise RankRequestError(
+                    f"{path} line {number}: not UTF-8 ({error.reason}, byte {error.start})"
+                ) from None
+            yield number, text
+
+
+def read_requests(path: str | Path, titles: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The requests of a JSON-lines file (blank lines skipped), each checked by `check_request` against the catalogue
+    `titles`; a `RankRequestError` names the first bad line and field (`requests.jsonl line 3: ...`), also for a line
+    over `MAX_REQUEST_BYTES` (read no further), one that is not JSON, and a request with a field `ranking` (where
+    `dmpo-trl rank` writes). A folder is refused with a `ValueError`, a missing file with `FileNotFoundError`.
+
+    Example:
+    ```python
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "requests.jsonl"
+    >>> _ = path.write_text('{"user": "u1", "history": ["1"], "candidates": ["2", {"title": "Babe (1995)"}]}\\n')
+    >>> read_requests(path, {"1": "Heat (1995)", "2": "Fargo (1996)"})
+    [{'user': 'u1', 'history': ['1'], 'candidates': ['2', {'title': 'Babe (1995)'}]}]
+    ```
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a JSON-lines file of requests")
+    if not path.exists():
+        raise FileNotFoundError(f"no such input file: {path}")
+    ids = {title: item for item, title in titles.items()}
     requests = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in _lines(path):
         if not line.strip():
             continue
+        where = f"{path} line {number}"
         try:
             request = json.loads(line)
         except json.JSONDecodeError as error:
-            raise RankRequestError(f"{path} line {number}: not JSON ({error.msg})") from None
-        if not isinstance(request, dict):
-            raise RankRequestError(f"{path} line {number}: expected a JSON object with history and candidates")
-        for key in ("history", "candidates"):
-            if key not in request:
-                raise RankRequestError(f"{path} line {number}: missing field {key!r}")
-        request["_line"] = number
+            raise RankRequestError(f"{where}: not JSON ({error.msg}, column {error.colno})") from None
+        except RecursionError:
+            raise RankRequestError(f"{where}: not JSON (nested too deeply)") from None
+        check_request(request, titles, where, ids)
+        if "ranking" in request:
+            raise RankRequestError(f"{where}: `ranking` is the field `dmpo-trl rank` writes; rename it")
         requests.append(request)
     return requests
 
 
+def _files_read(model_dir: Path, config: dict[str, Any]) -> list[Path]:
+    """The files that ranking with `model_dir` may read: the model folder's, and a local base model folder's
+    (JSON-lines files aside, which no loader reads)."""
+    base = config["base_model"].get("model_name_or_path")
+    folders = [model_dir, *([Path(base)] if base and Path(base).is_dir() else [])]
+    return [path for folder in folders for path in folder.iterdir() if path.is_file() and path.suffix != ".jsonl"]
+
+
+def _check_output(output: str | Path, reads: Sequence[Path]) -> Path:
+    """`--output` as a file to write: refuses a folder, a path under a file or an unwritable folder, and a file that
+    the command reads (compared as files, so other spellings and links of it count)."""
+    target = Path(output)
+    if target.is_dir():
+        raise ValueError(f"--output {output} is a folder; give the path of the file to write")
+    read = next((path for path in reads if target.exists() and target.samefile(path)), None)
+    if read is not None:
+        raise ValueError(f"--output {output} is {read}, which this command reads; write the ranking to another file")
+    parent = next(folder for folder in target.absolute().parents if folder.exists())
+    if not parent.is_dir():
+        raise ValueError(f"--output {output}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {output}: no permission to write in {parent}")
+    return target
+
+
 def run_rank(args: argparse.Namespace) -> int:
-    """`dmpo-trl rank`: rank every request of `--input` with `--model`, write `--output`."""
+    """`dmpo-trl rank`: rank every request of `--input` with `--model`, write `--output` atomically.
+
+    Every check of the model folder, `ranker.json`, the requests and the output path comes before the model loads;
+    a mistake ends as one line, `dmpo-trl rank: error: ...`, with exit status 2 (see `dmpo_trl.cli`).
+    """
+    from .cli import user_inputs
     from .recipe_cli import _prepare_process
 
     _prepare_process()  # the CLI's process settings (OpenMP waits, bitsandbytes' optional-kernel notice)
-    try:
-        requests = read_requests(args.input)
-    except FileNotFoundError:
-        print(f"dmpo-trl rank: error: no such input file: {args.input}", file=sys.stderr)
-        return 2
-    except RankRequestError as error:
-        print(f"dmpo-trl rank: error: {error}", file=sys.stderr)
-        return 2
-    if not (Path(args.model) / RANKER_FILE).is_file():
-        print(f"dmpo-trl rank: error: {args.model} holds no {RANKER_FILE} (a folder saved by `dmpo-trl train`)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    ranker = Ranker.from_pretrained(
-        args.model, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
-    )
-    for request in requests:
-        try:
-            ranker.check(request["history"], request["candidates"], f"{args.input} line {request['_line']}")
-        except RankRequestError as error:
-            print(f"dmpo-trl rank: error: {error}", file=sys.stderr)
-            return 2
-    rankings = ranker.rank_batch([{k: v for k, v in r.items() if k != "_line"} for r in requests], args.progress)
+    with user_inputs():
+        model_dir = _model_folder(args.model)
+        config = read_ranker_config(model_dir)
+        _check_weights(model_dir, config)
+        requests = read_requests(args.input, config["catalogue"]["titles"])
+        output = _check_output(args.output, [Path(args.input), *_files_read(model_dir, config)])
+        ranker = Ranker.from_pretrained(
+            model_dir, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
+        )
+    rankings = ranker.rank_batch(requests, args.progress)
     from .evaluation import process_rank
 
     if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one writes
         return 0
-    output = Path(args.output)
-    lines = []
-    for request, ranking in zip(requests, rankings):
-        request.pop("_line")
-        request["ranking"] = [{"item": c, "title": ranker.title(c), "score": s} for c, s in ranking]
-        lines.append(json.dumps(request, ensure_ascii=False) + "\n")
+    lines = [
+        json.dumps({**request, "ranking": [{"item": c, "title": ranker.title(c), "score": s} for c, s in ranking]},
+                   ensure_ascii=False) + "\n"
+        for request, ranking in zip(requests, rankings)
+    ]  # fmt: skip
     atomic_write_text(output, "".join(lines))
     print(f"Ranked {len(requests)} requests with {args.model}: {output}")
     return 0
 
 
 def rank_main(argv: Sequence[str] | None = None) -> int:
-    """`dmpo-trl rank --model DIR --input requests.jsonl --output ranked.jsonl`; returns the exit code.
+    """`dmpo-trl rank --model DIR --input requests.jsonl --output ranked.jsonl`; returns the exit code (2, after one
+    line on stderr, for a user's mistake).
 
     Example:
     ```python
@@ -408,6 +674,6 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     0
     ```
     """
-    parser = argparse.ArgumentParser(prog="dmpo-trl rank", description=__doc__.splitlines()[0])
-    add_rank_arguments(parser)
-    return run_rank(parser.parse_args(argv))
+    from .cli import main
+
+    return main(["rank", *(sys.argv[1:] if argv is None else argv)])

@@ -1,6 +1,10 @@
 """`Ranker` and `dmpo-trl rank` on a run the recipe saved (tiny model): the evaluator's scores, also from the shell."""
 
 import json
+import os
+import shutil
+import tracemalloc
+from pathlib import Path
 
 import pytest
 from docstring_examples import run_docstring_examples
@@ -8,7 +12,7 @@ from recipe_helpers import tiny_flags, write_tiny_log
 
 from dmpo_trl import Ranker, ranking
 from dmpo_trl.cli import main
-from dmpo_trl.ranking import RankRequestError
+from dmpo_trl.ranking import MAX_REQUEST_BYTES, RankRequestError, read_requests
 from dmpo_trl.recipe import load_interaction_log, parse_recipe_arguments, run_recipe, split_users
 
 
@@ -50,11 +54,11 @@ def test_ranker_takes_titles_and_ids_alike(lora_run):
 
 def test_bad_requests_name_the_request_and_field(lora_run, caplog):
     ranker = Ranker.from_pretrained(lora_run[2])
-    with pytest.raises(RankRequestError, match=r"request 1: missing field 'candidates'"):
+    with pytest.raises(RankRequestError, match=r"request 1: `candidates` is missing"):
         ranker.rank_batch([{"history": ["m1"], "candidates": ["m2"]}, {"history": ["m1"]}])
-    with pytest.raises(RankRequestError, match=r"field 'history' must be a non-empty list"):
+    with pytest.raises(RankRequestError, match=r"`history` must be a non-empty list"):
         ranker.rank([], ["m2"])
-    with pytest.raises(RankRequestError, match=r"field 'candidates' lists 'Heat 2' more than once"):
+    with pytest.raises(RankRequestError, match=r"`candidates\[1\]` repeats 'Heat 2', given as `candidates\[0\]`"):
         ranker.rank(["m1"], ["m2", "Heat 2"])
     with caplog.at_level("WARNING"):
         ranker.rank(["m1", "m2", "m3", "m4", "m5"], ["m6", "m7"])
@@ -86,10 +90,10 @@ def test_rank_command_user_errors_are_one_line_and_exit_2(lora_run, tmp_path, ca
     source.write_text('{"history": ["m1"], "candidates": ["m2"]}\n{"history": ["m1"]}\n')
     args = ["rank", "--model", str(lora_run[2]), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]
     assert main(args) == 2
-    assert capsys.readouterr().err.strip() == f"dmpo-trl rank: error: {source} line 2: missing field 'candidates'"
+    assert capsys.readouterr().err.strip() == f"dmpo-trl rank: error: {source} line 2: `candidates` is missing"
     source.write_text('{"history": ["m1"], "candidates": "m2"}\n')
     assert main(args) == 2
-    assert f"{source} line 1: field 'candidates' must be a non-empty list" in capsys.readouterr().err
+    assert f"{source} line 1: `candidates` must be a non-empty list" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no such folder"):
         Ranker.from_pretrained(tmp_path / "missing")
     args[2] = str(tmp_path)  # a folder without ranker.json
@@ -141,3 +145,205 @@ def test_rank_command_in_two_processes_equals_one(lora_run, tmp_path):
         == 0
     )
     assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+
+
+# --- bad inputs: refused with one clear line, before the model loads -------------------------------------------
+
+
+def rank_error(capsys, model, source, target) -> str:
+    """Run `dmpo-trl rank`, which must refuse: exit status 2 and one line on stderr, returned without its prefix."""
+    assert main(["rank", "--model", str(model), "--input", str(source), "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dmpo-trl rank: error: "), err
+    return err.strip().removeprefix("dmpo-trl rank: error: ")
+
+
+@pytest.fixture
+def model_copy(lora_run, tmp_path):
+    """A copy of the LoRA run's folder, to break."""
+    return Path(shutil.copytree(lora_run[2], tmp_path / "model"))
+
+
+@pytest.fixture
+def requests_file(tmp_path):
+    source = tmp_path / "requests.jsonl"
+    source.write_text('{"history": ["m1"], "candidates": ["m2", "m3"]}\n')
+    return source
+
+
+def test_items_outside_the_catalogue_rank_only_as_free_text(lora_run):
+    ranker = Ranker.from_pretrained(lora_run[2])
+    for bad, problem in [
+        (None, "`candidates[1]` is null"),
+        ("", "`candidates[1]` is an empty string"),
+        ("  ", "`candidates[1]` is blank"),
+        ("m99", "`candidates[1]` 'm99' is not in the catalogue (no such id or title); free text is {\"title\""),
+        (1.5, "`candidates[1]` must be an item id or title (a string), got float: '1.5'"),
+        ({"name": "Heat 3"}, '`candidates[1]` has keys [\'name\']; free text is {"title": "..."}'),
+        ({"title": " "}, "`candidates[1].title` must be a title (a non-blank string), got str: ' '"),
+    ]:
+        with pytest.raises(RankRequestError) as caught:
+            ranker.rank(["m1"], ["m2", bad])
+        assert str(caught.value).startswith(f"request: {problem}"), caught.value
+    with pytest.raises(RankRequestError, match=r"^request: `history\[1\]` 'Heat 99' is not in the catalogue"):
+        ranker.rank(["m1", "Heat 99"], ["m2"])
+    with pytest.raises(RankRequestError, match=r"^request 1: `history\[0\]` is null"):
+        ranker.rank_batch([{"history": ["m1"], "candidates": ["m2"]}, {"history": [None], "candidates": ["m2"]}])
+    # free text, said so: scored as the title it gives, with the prior of the catalogue item of that title if any
+    free = [{"title": "Heat 3"}, {"title": "A film of 2031"}]
+    assert ranker.scores([{"title": "Heat 1"}], free)[0] == ranker.scores(["m1"], ["m3", "m4"])[0]
+    assert sorted(map(str, (c for c, _ in ranker.rank(["m1"], free)))) == sorted(map(str, free))
+
+
+def test_rank_command_refuses_unknown_items_before_loading_the_model(lora_run, model_copy, tmp_path, capsys):
+    config = json.loads((model_copy / "ranker.json").read_text())
+    config["base_model"]["model_name_or_path"] = str(tmp_path / "no-such-base")  # loading would fail: it never runs
+    (model_copy / "ranker.json").write_text(json.dumps(config))
+    source = tmp_path / "requests.jsonl"
+    source.write_text(
+        '{"history": ["m1"], "candidates": ["m2"]}\n\n{"history": ["m1"], "candidates": ["m2", "m99"]}\n'
+    )
+    assert rank_error(capsys, model_copy, source, tmp_path / "out.jsonl") == (
+        f"{source} line 3: `candidates[1]` 'm99' is not in the catalogue (no such id or title); "
+        'free text is {"title": "..."}'
+    )
+    source.write_text('{"history": ["m1"], "candidates": ["m2", {"title": "A film of 2031"}]}\n')
+    assert (
+        main(["rank", "--model", str(lora_run[2]), "--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 0
+    )
+    ranked = json.loads((tmp_path / "o.jsonl").read_text())["ranking"]
+    assert {"item": {"title": "A film of 2031"}, "title": "A film of 2031"}.items() <= next(
+        r for r in ranked if r["title"] == "A film of 2031"
+    ).items()
+
+
+def test_rank_command_never_writes_over_what_it_reads(lora_run, requests_file, tmp_path, capsys, monkeypatch):
+    model = lora_run[2]
+    before = requests_file.read_text()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link.jsonl").symlink_to(requests_file)
+    for output in ["./requests.jsonl", str(requests_file), "link.jsonl"]:
+        message = rank_error(capsys, model, "requests.jsonl", output)
+        assert (
+            message
+            == f"--output {output} is requests.jsonl, which this command reads; write the ranking to another file"
+        )
+    for name in ["ranker.json", "adapter_model.safetensors"]:
+        message = rank_error(capsys, model, requests_file, model / name)
+        assert message.startswith(f"--output {model / name} is {model / name}, which this command reads")
+    assert requests_file.read_text() == before and json.loads((model / "ranker.json").read_text())["format"] == 1
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('"titles"', None, "not valid JSON (Unterminated string starting at: line "),  # cut short in a key
+        ('"format": 1', '"format": 2', "`format` is 2; this version of dmpo-trl reads format 1"),
+        ('"batch_size"', '"batch"', "`prompt.batch` is not a prompt setting (prompt_style, conversational, "),
+        ('"titles"', '"title"', "`catalogue.titles` is missing"),
+        ('"max_history": 3', '"max_history": "3"', "`prompt.max_history` must be int | null, got str: '3'"),
+        ('"conversational": true', '"conversational": 1', "`prompt.conversational` must be bool, got int: '1'"),
+    ],
+)
+def test_a_damaged_ranker_json_is_refused_naming_the_field(
+    model_copy, requests_file, tmp_path, capsys, old, new, message
+):
+    path = model_copy / "ranker.json"
+    text = json.dumps(json.loads(path.read_text()), indent=1)
+    path.write_text(text[: text.index(old) + 4] if new is None else text.replace(old, new))
+    with pytest.raises(ValueError) as caught:
+        Ranker.from_pretrained(model_copy)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value
+    assert rank_error(capsys, model_copy, requests_file, tmp_path / "out.jsonl").startswith(f"{path}: {message}")
+
+
+def test_ranker_json_without_a_format_is_format_1(model_copy):
+    path = model_copy / "ranker.json"
+    config = json.loads(path.read_text())
+    assert config.pop("format") == 1  # save_ranker_config writes it
+    path.write_text(json.dumps(config))
+    assert Ranker.from_pretrained(model_copy).titles == config["catalogue"]["titles"]
+
+
+def test_a_folder_without_weights_is_refused_before_loading(
+    model_copy, tiny_model_dir, requests_file, tmp_path, capsys
+):
+    (model_copy / "adapter_model.safetensors").unlink()
+    expected = (
+        f"{model_copy}: adapter_config.json without the adapter's weights "
+        "(adapter_model.safetensors or adapter_model.bin)"
+    )
+    with pytest.raises(ValueError, match="adapter_config.json without"):
+        Ranker.from_pretrained(model_copy)
+    assert rank_error(capsys, model_copy, requests_file, tmp_path / "out.jsonl") == expected
+    (model_copy / "adapter_config.json").unlink()
+    assert rank_error(capsys, model_copy, requests_file, tmp_path / "out.jsonl") == (
+        f"{model_copy}: neither a model (config.json) nor a LoRA adapter (adapter_config.json)"
+    )
+    shutil.copy(Path(tiny_model_dir) / "config.json", model_copy)
+    assert rank_error(capsys, model_copy, requests_file, tmp_path / "out.jsonl").startswith(
+        f"{model_copy}: config.json without the model's weights (model.safetensors, "
+    )
+
+
+def test_files_and_folders_in_each_others_place_are_refused(lora_run, requests_file, tmp_path, capsys):
+    model = lora_run[2]
+    assert rank_error(capsys, model, tmp_path, tmp_path / "out.jsonl") == (
+        f"{tmp_path} is a folder, not a JSON-lines file of requests"
+    )
+    assert rank_error(capsys, model, requests_file, tmp_path) == (
+        f"--output {tmp_path} is a folder; give the path of the file to write"
+    )
+    assert rank_error(capsys, model, requests_file, requests_file / "out.jsonl") == (
+        f"--output {requests_file / 'out.jsonl'}: {requests_file} is a file, not a folder"
+    )
+    ranker_json = model / "ranker.json"
+    assert rank_error(capsys, ranker_json, requests_file, tmp_path / "out.jsonl") == (
+        f"{ranker_json} is a file, not a folder saved by `dmpo-trl train` (its model and ranker.json)"
+    )
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Ranker.from_pretrained(ranker_json)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_request_lines_are_bounded_and_numbered(lora_run, tmp_path, capsys):
+    source = tmp_path / "requests.jsonl"
+    good = '{"history": ["m1"], "candidates": ["m2"]}\n'
+    long = '{"history": ["m1"], "candidates": ["' + "x" * MAX_REQUEST_BYTES + '"]}\n'
+    source.write_text(good + long + good)
+    assert rank_error(capsys, lora_run[2], source, tmp_path / "out.jsonl") == (
+        f"{source} line 2: longer than 1048576 bytes (MAX_REQUEST_BYTES, 1 MiB); a request is one history and its "
+        "candidates"
+    )
+    source.write_text(good + "x" * (20 * MAX_REQUEST_BYTES) + "\n")  # read a limit's worth, no more
+    tracemalloc.start()
+    with pytest.raises(RankRequestError, match="line 2: longer than"):
+        read_requests(source, {"m1": "Heat 1", "m2": "Heat 2"})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * MAX_REQUEST_BYTES
+    source.write_text(good + '{"history": ["m1"], "candidates": ["m2"]\n')
+    assert rank_error(capsys, lora_run[2], source, tmp_path / "out.jsonl") == (
+        f"{source} line 2: not JSON (Expecting ',' delimiter, column 41)"
+    )
+    source.write_text(good + '{"candidates": ["m2"]}\n')
+    assert rank_error(capsys, lora_run[2], source, tmp_path / "out.jsonl") == f"{source} line 2: `history` is missing"
+    source.write_text(good + '{"history": ["m1"], "candidates": ["m2"], "ranking": []}\n')
+    assert rank_error(capsys, lora_run[2], source, tmp_path / "out.jsonl") == (
+        f"{source} line 2: `ranking` is the field `dmpo-trl rank` writes; rename it"
+    )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_rank_output_is_written_atomically_with_the_umasks_mode(lora_run, requests_file, tmp_path, umask):
+    target = tmp_path / "out" / "ranked.jsonl"
+    target.parent.mkdir()
+    target.write_text("an earlier ranking\n")
+    previous = os.umask(umask)
+    try:
+        assert main(["rank", "--model", str(lora_run[2]), "--input", str(requests_file), "--output", str(target)]) == 0
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [path.name for path in target.parent.iterdir()] == ["ranked.jsonl"]  # no temporary file left
+    assert json.loads(target.read_text())["ranking"][0]["item"] in ("m2", "m3")
