@@ -27,8 +27,18 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and one rename (creating parent folders); returns the path.
+
+    The file gets the mode an ordinary `open(path, "w")` gives it (0o666 less the umask), not the temporary file's
+    private 0o600, so that others can read what a command writes.
 
     Example:
     ```python
@@ -41,6 +51,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -50,6 +61,32 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def share_saved_weights(folder: str | Path) -> list[Path]:
+    """Give the `.safetensors` files in `folder` the mode an ordinary write would (0o666 less the umask).
+
+    safetensors writes its files private (0o600) whatever the umask, so a model saved for others to use could not be
+    read by them. Returns the files whose mode changed.
+
+    Example:
+    ```python
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> path = folder / "model.safetensors"
+    >>> path.touch(mode=0o600)
+    >>> _ = share_saved_weights(folder)
+    >>> oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    True
+    ```
+    """
+    mode = 0o666 & ~current_umask()
+    changed = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        if path.is_file() and (path.stat().st_mode & 0o777) != mode:
+            path.chmod(mode)
+            changed.append(path)
+    return changed
 
 
 class Journal:

@@ -20,6 +20,7 @@ from trl.trainer.utils import get_config_model_id, global_then_local_main_first,
 
 from .collator import DataCollatorForMultiPreference
 from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig, check_loss_types
+from .journal import share_saved_weights
 from .losses import PREFERENCE_LOSSES
 from .rows import check_row, check_tokenized_row, extract_implicit_prompt, subsample
 from .sharing import (
@@ -626,6 +627,12 @@ class DMPOTrainer(DPOTrainer):
         pad_token_id = getattr(self.data_collator, "pad_token_id", None) or 0
         batch = DataCollatorForMultiPreference(pad_token_id=pad_token_id)(unpack_rows(inputs))
         return {key: value.to(inputs["input_ids"].device) for key, value in batch.items()}
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Transformers' save (`save_model`, checkpoints), with the weights readable as the umask allows: safetensors
+        writes them private (0o600)."""
+        super()._save(output_dir, state_dict)
+        share_saved_weights(output_dir if output_dir is not None else self.args.output_dir)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """TRL's, with logits and labels (`input_ids`) one row per (prompt, response) in either layout."""
