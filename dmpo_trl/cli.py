@@ -94,6 +94,11 @@ def register_command(command: Command) -> Command:
 
 def _own(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        if {"-h", "--help"} & set(args.argv) and "--config" not in args.argv:
+            from .stored_help import render_help, stored_help
+
+            print(stored_help(name) or render_help(name), end="")  # stored: no torch import, under a second
+            raise SystemExit(0)
         from . import recipe_cli
 
         return getattr(recipe_cli, f"{name}_main")(args.argv)
