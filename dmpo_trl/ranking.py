@@ -233,20 +233,16 @@ def _model_folder(path: str | Path, download: bool = False) -> Path:
     return path
 
 
-def _check_weights(folder: Path, config: dict[str, Any]) -> None:
+def _check_weights(folder: Path) -> None:
     """Refuse a model folder whose adapter or model weights are missing, before any model is loaded."""
 
     def has(*names: str) -> bool:
         return any((folder / name).is_file() for name in names)
 
-    if has("adapter_config.json"):
+    if has("adapter_config.json"):  # its base is `base_model` (a null name: the embedded default model)
         if not has(*_ADAPTER_WEIGHTS):
             raise ValueError(
                 f"{folder}: adapter_config.json without the adapter's weights ({' or '.join(_ADAPTER_WEIGHTS)})"
-            )
-        if not config["base_model"].get("model_name_or_path"):
-            raise ValueError(
-                f"{folder / RANKER_FILE}: `base_model.model_name_or_path` is missing; the adapter needs it"
             )
     elif not has("config.json"):
         raise ValueError(f"{folder}: neither a model (config.json) nor a LoRA adapter (adapter_config.json)")
@@ -379,7 +375,7 @@ class Ranker:
         """
         output_dir = _model_folder(output_dir, download=True)
         config = read_ranker_config(output_dir)
-        _check_weights(output_dir, config)
+        _check_weights(output_dir)
 
         import torch
 
@@ -643,7 +639,7 @@ def run_rank(args: argparse.Namespace) -> int:
     with user_inputs():
         model_dir = _model_folder(args.model)
         config = read_ranker_config(model_dir)
-        _check_weights(model_dir, config)
+        _check_weights(model_dir)
         requests = read_requests(args.input, config["catalogue"]["titles"])
         output = _check_output(args.output, [Path(args.input), *_files_read(model_dir, config)])
         ranker = Ranker.from_pretrained(

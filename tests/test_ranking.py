@@ -267,6 +267,10 @@ def test_ranker_json_without_a_format_is_format_1(model_copy):
 def test_a_folder_without_weights_is_refused_before_loading(
     model_copy, tiny_model_dir, requests_file, tmp_path, capsys
 ):
+    config = json.loads((model_copy / "ranker.json").read_text())
+    config["base_model"]["model_name_or_path"] = None  # the embedded default model: no reason to refuse
+    (model_copy / "ranker.json").write_text(json.dumps(config))
+    ranking._check_weights(model_copy)
     (model_copy / "adapter_model.safetensors").unlink()
     expected = (
         f"{model_copy}: adapter_config.json without the adapter's weights "
