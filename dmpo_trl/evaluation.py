@@ -72,6 +72,7 @@ __all__ = [
     "RankingPrompt",
     "baseline_popularity",
     "build_ranking_prompts",
+    "check_result_path",
     "evaluate_baseline",
     "evaluate_ranking",
     "explain_pick",
@@ -387,7 +388,24 @@ def save_result(result: dict, path: str | Path) -> Path:
         model = (result.get("settings") or {}).get("model")
         named = isinstance(model, str) and not model.startswith("baseline:")
         result = {**result, "provenance": provenance(model if named else None)}
+    check_result_path(path)
     return atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+
+
+def check_result_path(path: str | Path | None) -> None:
+    """`ValueError` naming `output` when a results path is a folder (checked before any ranking, not after).
+
+    Example:
+    ```python
+    >>> try:
+    ...     check_result_path(".")
+    ... except ValueError as exc:
+    ...     print(exc)
+    output .: a folder; name the results file to write
+    ```
+    """
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"output {path}: a folder; name the results file to write")
 
 
 def evaluate_baseline(
@@ -424,6 +442,7 @@ def evaluate_baseline(
     """
     if baseline not in BASELINES:
         raise ValueError(f"Unknown baseline {baseline!r}; choose from {BASELINES}")
+    check_result_path(output)
     started = time.perf_counter()
     if candidates is None:
         sets = candidate_sets(log, examples, num_candidates, seed, negative_strategy, popularity)
@@ -610,6 +629,7 @@ def evaluate_ranking(
         raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}")
     if popularity_prior < 0 or (popularity_prior and mode != "likelihood"):
         raise ValueError(f"popularity_prior={popularity_prior}: a weight >= 0, and only for mode='likelihood'")
+    check_result_path(output)
     if prompt_style is None:  # the best measured: history for likelihood ranking, the candidate list for generation
         prompt_style = "candidates" if mode == "generation" else "history"
     started = time.perf_counter()

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ __all__ = [
     "RecipeResult",
     "SPLIT_FILE",
     "build_datasets",
+    "check_output_path",
+    "check_split",
     "demo_arguments",
     "evaluate_models",
     "load_interaction_log",
@@ -603,7 +605,7 @@ def split_record(
     Example:
     ```python
     >>> log = InteractionLog({f"u{i}": list("abcdefg") for i in range(9)}, {i: i for i in "abcdefghijkl"})
-    >>> args = RecDataArguments(num_train_users=4, num_test_users=3, num_candidates=4).for_mode()
+    >>> args = RecDataArguments(num_train_users=4, num_valid_users=0, num_test_users=3, num_candidates=4).for_mode()
     >>> record = split_record(args, log, split_users(args, log), 0, False)
     >>> len(record["train"]), len(record["test"]), len(record["candidates"][record["test"][0]])
     (4, 3, 4)
@@ -635,7 +637,7 @@ def write_split(record: dict[str, Any], folder: str | Path) -> Path:
 
 
 def load_split(path: str | Path) -> dict[str, Any]:
-    """Read a `split.json` (or the one inside a folder); `ValueError` when it is not one.
+    """Read a `split.json` (or the one inside a folder), checked by `check_split`; `ValueError` when it is not one.
 
     Example:
     ```python
@@ -643,18 +645,88 @@ def load_split(path: str | Path) -> dict[str, Any]:
     ['12', '873', '301']
     ```
     """
-    path = Path(path)
-    path = path / SPLIT_FILE if path.is_dir() else path
+    given = Path(path)
+    path = given / SPLIT_FILE if given.is_dir() else given
     if not path.is_file():
-        raise FileNotFoundError(f"No split file: {path}")
+        raise FileNotFoundError(
+            f"{given}: a folder without a {SPLIT_FILE}" if given.is_dir() else f"No split file: {path}"
+        )
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from exc
+    check_split(record, path)
+    return record
+
+
+def check_split(record: Any, path: str | Path = SPLIT_FILE, log: InteractionLog | None = None) -> None:
+    """`ValueError` naming `path` and the field when `record` is not a split as `split_record` writes one.
+
+    Checked: the keys and their JSON types, the test users (distinct string ids, never training users), each
+    test user's candidate list (distinct item ids, `data.num_candidates` of them, holding the saved target) and the
+    `data` settings; with `log`, also that the test users are its users and the candidates its items.
+
+    Example:
+    ```python
+    >>> record = {"dataset": "d", "seed": 0, "train": [], "valid": [], "test": ["u"], "data": {"num_candidates": 2},
+    ...           "candidates": {"u": ["a", "a"]}, "targets": {"u": "a"}}
+    >>> try:
+    ...     check_split(record, "out/split.json")
+    ... except ValueError as exc:
+    ...     print(exc)
+    out/split.json: candidates["u"][1]: 'a' is repeated
+    ```
+    """
+
+    def refuse(where: str, problem: str) -> ValueError:
+        return ValueError(f"{path}: {where}: {problem}")
+
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a dmpo-trl split file (a JSON {type(record).__name__}, not an object)")
     missing = [k for k in ("dataset", "seed", "train", "valid", "test", "candidates", "data") if k not in record]
     if missing:
         raise ValueError(f"{path}: not a dmpo-trl split file (missing {missing})")
-    return record
+    kinds = {"dataset": str, "train": list, "valid": list, "test": list, "candidates": dict, "data": dict}
+    kinds.update(targets=dict, conversational=(bool, type(None)))
+    for key, kind in kinds.items():
+        if key in record and not isinstance(record[key], kind):
+            raise refuse(key, f"{record[key]!r} is not {_json_kind(kind)}")
+    if record["seed"] is not None and (isinstance(record["seed"], bool) or not isinstance(record["seed"], int)):
+        raise refuse("seed", f"{record['seed']!r} is not an integer")
+    for i, user in enumerate(record["test"]):
+        if not isinstance(user, str) or not user:
+            raise refuse(f"test[{i}]", f"{user!r} is not a user id (a non-empty string)")
+    try:
+        data_args = split_data_arguments(record)
+    except (TypeError, ValueError) as exc:
+        raise refuse("data", str(exc)) from exc
+    trained, seen, targets = {str(user) for user in record["train"]}, set(), record.get("targets", {})
+    for i, user in enumerate(record["test"]):
+        if user in seen or user in trained:
+            raise refuse(f"test[{i}]", f"{user!r} is {'repeated' if user in seen else 'also a training user'}")
+        seen.add(user)
+        if log is not None and user not in log.sequences:
+            raise refuse(f"test[{i}]", f"{user!r} is not a user of {log.name}")
+        where, items = f'candidates["{user}"]', record["candidates"].get(user)
+        if not isinstance(items, list):
+            raise refuse(where, f"{items!r} is not a list of item ids" if items else f"test user {user!r} has none")
+        for j, item in enumerate(items):
+            if not isinstance(item, str) or not item or item in items[:j]:
+                problem = "repeated" if item in items[:j] else "not an item id (a non-empty string)"
+                raise refuse(f"{where}[{j}]", f"{item!r} is {problem}")
+            if log is not None and item not in log.titles:
+                raise refuse(f"{where}[{j}]", f"{item!r} is not an item of {log.name}")
+        if len(items) != data_args.num_candidates:
+            raise refuse(where, f"{len(items)} items, but data.num_candidates is {data_args.num_candidates}")
+        target = targets.get(user) or (log.sequences[user][-1] if log is not None else None)
+        if target is not None and target not in items:
+            raise refuse(where, f"the target {target!r} is not among them")
+
+
+def _json_kind(kind) -> str:
+    names = {str: "a string", list: "a list", dict: "an object", bool: "true or false", type(None): "null"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names[k] for k in kinds)
 
 
 def split_data_arguments(record: dict[str, Any]) -> RecDataArguments:
@@ -663,20 +735,66 @@ def split_data_arguments(record: dict[str, Any]) -> RecDataArguments:
     return RecDataArguments(**{k: v for k, v in record["data"].items() if k in known})
 
 
-def saved_test_users(record: dict[str, Any], log: InteractionLog) -> tuple[list[UserExample], list[list[str]]]:
-    """The split's test examples (rebuilt from `log`) and their saved candidate lists, in the saved order."""
+def saved_test_users(
+    record: dict[str, Any], log: InteractionLog, path: str | Path = SPLIT_FILE
+) -> tuple[list[UserExample], list[list[str]]]:
+    """The split's test examples (rebuilt from `log`) and their saved candidate lists, in the saved order.
+
+    `ValueError` naming `path` and the field when the split does not fit `log` (`check_split`) or has no test users.
+    """
+    check_split(record, path, log)
+    if not record["test"]:
+        raise ValueError(f"{path}: test: no test users to rank")
     max_history = record["data"].get("max_history", 10)
     examples, candidates = [], []
     for user in record["test"]:
-        if user not in log.sequences:
-            raise ValueError(f"split user {user!r} is not in the {log.name} log")
         example = example_at(log, user, -1, max_history)
         saved = record.get("targets", {}).get(user, example.target)
         if saved != example.target:
-            raise ValueError(f"user {user!r}: the log's last item is {example.target!r}, the split saved {saved!r}")
+            raise ValueError(
+                f'{path}: targets["{user}"]: {saved!r}, but the last item of {user!r} in {log.name} is '
+                f"{example.target!r}"
+            )
         examples.append(example)
         candidates.append(record["candidates"][user])
     return examples, candidates
+
+
+def data_inputs(data_args: RecDataArguments) -> dict[str, str]:
+    """The local files and folders `data_args` reads, each with the flag that names it (for `check_output_path`)."""
+    inputs = {data_args.interactions: "--interactions", data_args.items: "--items", data_args.data_dir: "--data_dir"}
+    if not data_args.is_interaction_log and Path(data_args.dataset_name).exists():
+        inputs[data_args.dataset_name] = "--dataset_name"
+    return {str(path): flag for path, flag in inputs.items() if path}
+
+
+def check_output_path(output: str | Path, inputs: Mapping[str | Path, str], flag: str, folder: bool = False) -> None:
+    """`ValueError` when a command would write `output` (a file, or a folder with `folder=True`; `flag` names it)
+    over one of its `inputs` (path -> what it is), comparing resolved real paths: the same path, an existing file
+    inside an input folder, or an output folder that holds an input file. Also when `output` is a folder where a
+    file is expected, or a file where a folder is.
+
+    Example:
+    ```python
+    >>> try:
+    ...     check_output_path("a.csv", {"a.csv": "--interactions"}, "--results_file")
+    ... except ValueError as exc:
+    ...     print(exc)
+    --results_file a.csv would write over --interactions, which this command reads: write elsewhere
+    ```
+    """
+    target = Path(output).resolve()
+    if folder and target.exists() and not target.is_dir():
+        raise ValueError(f"{flag} {output}: a file, not a folder")
+    if not folder and target.is_dir():
+        raise ValueError(f"{flag} {output}: a folder; name the file to write")
+    for given, what in inputs.items():
+        source = Path(given).resolve()
+        named = what if str(given) == str(output) else f"{what} {given}"
+        if target == source or (source.is_dir() and target.is_relative_to(source) and target.exists()):
+            raise ValueError(f"{flag} {output} would write over {named}, which this command reads: write elsewhere")
+        if folder and target == source.parent:
+            raise ValueError(f"{flag} {output} holds {named}, which this command reads: write elsewhere")
 
 
 @dataclass
@@ -703,9 +821,11 @@ def load_recipe_data(data_args: RecDataArguments, seed: int) -> RecipeData:
     if not saved.is_file():
         return RecipeData(data_args, None, None, preference)
     record = load_split(saved)
+    if not record["test"]:  # prepared with no test users: nothing to rank
+        return RecipeData(data_args, None, None, preference, record)
     saved_args = split_data_arguments(record)
     log = load_interaction_log(saved_args)
-    test, candidates = saved_test_users(record, log)
+    test, candidates = saved_test_users(record, log, saved)
     return RecipeData(saved_args, log, None, preference, record, test, candidates)
 
 
@@ -779,6 +899,9 @@ def run_recipe(
     clock = time.perf_counter()
     with user_inputs():
         data_args = data_args.for_mode(recipe_args.ranking_mode)
+        if training_args.output_dir:
+            check_output_path(training_args.output_dir, data_inputs(data_args), "--output_dir", folder=True)
+        check_push_to_hub(training_args)
         resume = resolve_resume(training_args)
         data = load_recipe_data(data_args, training_args.seed)
     log, split, seed = data.log, data.split, _seed(data.data_args, training_args.seed)
@@ -979,6 +1102,25 @@ def run_recipe(
     timings["total_s"] = round(time.perf_counter() - started, 2)
     log_history = mined.log_history if mined is not None else list(trainer.state.log_history)
     return RecipeResult(results, log_history, timings, output_dir, trainer, data.data_args)
+
+
+def check_push_to_hub(training_args: DMPOConfig) -> None:
+    """`ValueError` before anything runs when `push_to_hub` is set but cannot push: the Hub is off (`HF_HUB_OFFLINE`),
+    does not answer, or refuses the token (`hub_token`, else the saved login)."""
+    if not training_args.push_to_hub:
+        return
+    from huggingface_hub import HfApi, constants
+
+    later = "train without --push_to_hub and upload output_dir later (`hf upload`)"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set: unset it, or {later}")
+    try:
+        HfApi().whoami(token=training_args.hub_token)
+    except Exception as exc:  # no connection, no login, a revoked token: all found before training, not after
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"--push_to_hub: the Hub did not accept a login check ({type(exc).__name__}: {reason}); {later}"
+        ) from exc
 
 
 def run_settings(data_args, training_args, model_args, recipe_args) -> dict[str, dict[str, Any]]:

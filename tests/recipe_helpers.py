@@ -24,8 +24,8 @@ def tiny_flags(log_files: tuple[str, str], model_dir, output_dir, *extra: str) -
     interactions, items = log_files
     return [
         "--interactions", interactions, "--items", items, "--model_name_or_path", str(model_dir),
-        "--num_train_users", "8", "--num_test_users", "5", "--num_candidates", "4", "--num_negatives", "2",
-        "--max_history", "3", "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2",
-        "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--activation_checkpointing", "false",
-        "--no_show_progress", "--output_dir", str(output_dir), *extra,
+        "--num_train_users", "8", "--num_valid_users", "0", "--num_test_users", "5", "--num_candidates", "4",
+        "--num_negatives", "2", "--max_history", "3", "--max_steps", "2", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-2", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+        "--activation_checkpointing", "false", "--no_show_progress", "--output_dir", str(output_dir), *extra,
     ]  # fmt: skip
