@@ -142,6 +142,13 @@ class PrepareArguments:
     )
     gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the tokenizer's own code."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an --output_dir that already holds files (a trained run, prepared data): its "
+            "split.json and data files are replaced, and a model trained there would be ranked on the new split."
+        },
+    )
 
 
 PREPARE_DEFAULTS = {"num_train_users": 100, "num_valid_users": 100, "num_test_users": 500, "split_seed": 0}
@@ -179,6 +186,50 @@ def chat_template_decides(model_name_or_path, gguf_file=None, trust_remote_code:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_JSON_FILES = (
+    "config.json", "generation_config.json", "adapter_config.json", "preprocessor_config.json", "chat_template.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "ranker.json", "split.json",
+)  # fmt: skip
+"""The JSON files of a model folder that loading and ranking read; any other JSON file there is a result."""
+
+
+def _model_files(model: str | None, gguf_file: str | None = None) -> dict[str, str]:
+    """The local files a model path loads, each named (for `check_output_path`): none for a Hub id or an embedded
+    model. `UsageError` for a file that is not a .gguf."""
+    if gguf_file and not model:
+        return {gguf_file: "--gguf_file"}
+    path = Path(model or "")
+    if not model or not path.exists():
+        return {}
+    if not path.is_dir():
+        if path.suffix.lower() != ".gguf":
+            raise UsageError(f"--model_name_or_path {model}: a file; give a model folder, a .gguf file or a Hub id")
+        return {model: "--model_name_or_path"}
+    loaded = [f for f in path.iterdir() if f.is_file()]
+    loaded = [f for f in loaded if f.suffix not in (".json", ".jsonl") or f.name in MODEL_JSON_FILES]
+    return {str(f): f"the model's {f.name}" for f in sorted(loaded + list(path.glob("*.index.json")))}
+
+
+def _check_adapter_weights(model: str | None) -> None:
+    """`UsageError` for an adapter folder without its weights, before the base model it names loads."""
+    path = Path(model or "")
+    if model and (path / "adapter_config.json").is_file() and not any((path / n).is_file() for n in ADAPTER_WEIGHTS):
+        raise UsageError(f"{model}: adapter_config.json without the adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+
+
+def _check_prepare_output(output: Path, overwrite: bool) -> None:
+    """`UsageError` when prepare's output folder already holds files, unless `--overwrite_output_dir`."""
+    held = sorted(f.name for f in output.iterdir()) if output.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise UsageError(
+            f"--output_dir {output} already holds files ({shown}): prepare would replace its split.json, and a "
+            "model trained there would be ranked on the new split; pass --overwrite_output_dir to write there anyway"
+        )
+
+
 def prepare_main(argv: Sequence[str] | None = None) -> int:
     """`dmpo-trl prepare`: preference rows ("train", "validation") plus `split.json`, written to `--output_dir`.
 
@@ -192,7 +243,15 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     from datasets import DatasetDict
 
     from .data import build_preference_dataset
-    from .recipe import RecDataArguments, load_interaction_log, split_record, split_users, write_split
+    from .recipe import (
+        RecDataArguments,
+        check_output_path,
+        data_inputs,
+        load_interaction_log,
+        split_record,
+        split_users,
+        write_split,
+    )
 
     parser = _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", PREPARE_DEFAULTS, DATA_ALIASES)
     with user_inputs():
@@ -205,6 +264,10 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
                 "--negative_strategy model mines negatives with the model during training; prepare writes fixed "
                 "rows: train with `dmpo-trl train --negative_strategy model`, or prepare with another strategy"
             )
+        output = Path(prepare_args.output_dir)
+        check_output_path(output, data_inputs(data_args), "--output_dir", folder=True)
+        _check_prepare_output(output, prepare_args.overwrite_output_dir)
+        _model_files(prepare_args.model_name_or_path, prepare_args.gguf_file)
         log = load_interaction_log(data_args)
         split = split_users(data_args, log)
     conversational = data_args.conversational
@@ -229,7 +292,6 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         data = DatasetDict(
             {name: build_preference_dataset(log, rows, **build) for name, rows in splits.items() if rows}
         )
-    output = Path(prepare_args.output_dir)
     write_split(split_record(data_args, log, split, seed, conversational), output)
     if prepare_args.format == "arrow":
         data.save_to_disk(str(output))
@@ -320,7 +382,10 @@ EVALUATE_ALIASES = {**DATA_ALIASES, "--num-users": "--num_test_users", "--no-pro
 
 def _split_for_evaluation(eval_args: EvaluateArguments) -> Path | None:
     if eval_args.split_file is not None:
-        return None if eval_args.split_file.lower() == "none" else Path(eval_args.split_file)
+        if eval_args.split_file.lower() == "none":
+            return None
+        path = Path(eval_args.split_file)  # a folder means its split.json
+        return path / "split.json" if (path / "split.json").is_file() else path
     model = eval_args.model_name_or_path
     if eval_args.baseline is None and model and (Path(model) / "split.json").is_file():
         return Path(model) / "split.json"
@@ -369,6 +434,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from .evaluation import evaluate_baseline, evaluate_ranking, format_table, process_rank, save_result
     from .recipe import (
         RecDataArguments,
+        check_output_path,
+        data_inputs,
         load_interaction_log,
         load_split,
         saved_test_users,
@@ -385,6 +452,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
         if eval_args.baseline and eval_args.ranking_mode != "likelihood":
             raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
+        model_files = {} if eval_args.baseline else _model_files(eval_args.model_name_or_path, eval_args.gguf_file)
+        _check_adapter_weights(eval_args.model_name_or_path)
         if eval_args.popularity_prior is None:
             eval_args.popularity_prior = _saved_prior(eval_args)
         prior = eval_args.popularity_prior
@@ -408,15 +477,19 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             data_args = split_data_arguments(record)
             if data_args.conversational is None:
                 data_args.conversational = record.get("conversational")
-            log = load_interaction_log(data_args)
-            test, candidates = saved_test_users(record, log)
         else:
             data_args = data_args.for_mode(eval_args.ranking_mode)
             if not data_args.is_interaction_log:
                 raise UsageError(
                     f"Unknown dataset {data_args.dataset_name!r}; evaluate ranks the users of {_log_names()}"
                 )
-            log = load_interaction_log(data_args)
+        if eval_args.results_file:  # never over a file this run reads
+            inputs = {**({str(split_path): "the split file"} if split_path else {}), **data_inputs(data_args)}
+            check_output_path(eval_args.results_file, {**inputs, **model_files}, "--results_file")
+        log = load_interaction_log(data_args)
+        if record is not None:
+            test, candidates = saved_test_users(record, log, split_path)
+        else:
             test = split_users(data_args, log).test
     seed = data_args.split_seed or 0
     if eval_args.baseline:
