@@ -210,7 +210,8 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     The sequences are laid out as TRL's [`~trl.trainer.dpo_trainer.DataCollatorForPreference`] does for K = 1: the B
     chosen sequences first, then every row's rejected sequences in row order (sum of K rows in all, no padding rows),
     so a pairwise batch is identical to TRL's. `num_rejected` (B,), `rejected_index`, `rejected_mask` and
-    `sequence_rows` tell which rejected sequence belongs to which row (see `rejected_layout`).
+    `sequence_rows` tell which rejected sequence belongs to which row (see `rejected_layout`); `row_tokens` (B,) counts
+    each row's tokens in that one-sequence-per-response layout, in either layout (the `num_tokens` metric).
     Each sequence is truncated to `max_length` before padding (`keep_start` keeps the prompt's start).
 
     With `share_prompt=True` each row becomes one packed sequence instead (see `dmpo_trl.sharing`): the prompt once,
@@ -267,6 +268,7 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self._shared(examples) if self.uses_shared_layout(examples) else self._unshared(examples)
         batch.update(rejected_layout([len(example["rejected_ids"]) for example in examples]))
+        batch["row_tokens"] = torch.tensor([self._row_tokens(example) for example in examples])
         if "ref_chosen_logps" in examples[0]:
             batch["ref_chosen_logps"] = torch.tensor([example["ref_chosen_logps"] for example in examples])
         if "ref_rejected_logps" in examples[0]:
@@ -278,6 +280,12 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
                 ]
             )
         return batch
+
+    def _row_tokens(self, example: dict[str, Any]) -> int:
+        """Tokens of the row's K + 1 sequences one per row, after `max_length`: what TRL counts in `num_tokens`."""
+        prompt = len(example["prompt_ids"])
+        lengths = [prompt + len(response) for response in [example["chosen_ids"], *example["rejected_ids"]]]
+        return sum(min(length, self.max_length) if self.max_length is not None else length for length in lengths)
 
     def _shared(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.truncation_mode != "keep_start":

@@ -149,7 +149,7 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 #: Batch keys that describe the K layout; TRL's own `_compute_loss` (pairwise losses) must not pass them to the model.
-LAYOUT_KEYS = ("num_rejected", "rejected_index", "rejected_mask", "sequence_rows")
+LAYOUT_KEYS = ("num_rejected", "rejected_index", "rejected_mask", "sequence_rows", "row_tokens")
 
 #: Where TRL's own loss runs (pairwise rows), the K-response losses run as the one they equal at K = 1: TRL's sigmoid.
 PAIRWISE_EQUIVALENT = {"dmpo": "sigmoid", "sdpo": "sigmoid", "plackett_luce": "sigmoid"}
@@ -341,22 +341,24 @@ class DMPOTrainer(DPOTrainer):
             self._precompute_model_hash = model_hash
 
     def _get_dataloader(self, dataset, *args, **kwargs):
-        """Transformers' dataloader, prepared without accelerate's batch dispatching for a streamed dataset.
+        """Transformers' dataloader, prepared without accelerate's batch dispatching.
 
-        For an `IterableDataset` accelerate dispatches by default: the main process collates the batches, concatenates
-        them along dim 0 and gives each process a slice of the size of the first tensor's dim 0. A batch here is not
-        split that way: the B chosen sequences come before all the rejected ones, and packed rows (prefix sharing,
-        `pack_rows`) hold several sequences each, so tensors of different first sizes describe one batch and a slice
-        loses the rows it cuts. Without dispatching each process reads the stream and keeps its own share of the
-        rows (accelerate's `IterableDatasetShard`), then collates them itself, so any layout is whole.
+        accelerate dispatches the batches of an `IterableDataset` by default (and of any dataset with
+        `dispatch_batches=True`): the main process collates them, concatenates them along dim 0 and gives each process
+        a slice as long as the first tensor's dim 0. A batch here is not split that way: the B chosen sequences come
+        before all the rejected ones, and packed rows (prefix sharing, `pack_rows`) hold several sequences each, so
+        tensors of different first sizes describe one batch and a slice loses the rows it cuts. Without dispatching,
+        each process reads its own share of the rows (accelerate's sampler or `IterableDatasetShard`) and collates
+        them itself, so any layout stays whole.
         """
         config = self.accelerator.dataloader_config
-        if not isinstance(dataset, torch.utils.data.IterableDataset) or config.dispatch_batches is False:
+        streamed = isinstance(dataset, torch.utils.data.IterableDataset)
+        if not (config.dispatch_batches or (config.dispatch_batches is None and streamed)):
             return super()._get_dataloader(dataset, *args, **kwargs)
         if config.dispatch_batches:
             logger.warning(
-                "dispatch_batches=True is not used for this streamed dataset: a DMPO batch (chosen sequences before "
-                "rejected ones, packed rows) cannot be split along dim 0; each process reads its own rows instead."
+                "dispatch_batches=True is not used: a DMPO batch (chosen sequences before rejected ones, packed rows) "
+                "cannot be split along dim 0, so each process reads and collates its own rows instead."
             )
         dispatch_batches, config.dispatch_batches = config.dispatch_batches, False
         try:
@@ -660,7 +662,9 @@ class DMPOTrainer(DPOTrainer):
         entropy = outputs.entropy[:, -seq_len:].detach()
         metrics["entropy"].append(self._gather_ratio(masked_sum(entropy, scored), scored.sum()))
         if mode == "train":
-            num_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            # TRL's count, tokens of the one-sequence-per-response layout, also where the batch is packed
+            tokens = inputs["row_tokens"] if "row_tokens" in inputs else inputs["attention_mask"]
+            num_tokens = self.accelerator.gather_for_metrics(tokens.sum()).sum().item()
             self._total_train_tokens += num_tokens // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
         mean_logits = outputs.mean_logits[:, -seq_len:].detach()
