@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -51,7 +52,7 @@ from .data import (
 from .data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
 from .journal import atomic_write_text
 from .mining import DEFAULT_POOL_SIZE
-from .models import RecModelConfig
+from .models import RecModelConfig, name_base_model_by_hub_id
 from .recipe_cli import EVALUATION_BASELINES
 
 
@@ -138,9 +139,13 @@ class RecDataArguments:
         metadata={"help": "Keep at most this many training rows (a seeded sample, nested across sizes)."},
     )
     num_valid_users: int = field(
-        default=0, metadata={"help": "Users for the trainer's preference eval set (eval_strategy)."}
+        default=50,
+        metadata={
+            "help": "Validation users: the trainer's preference eval set (eval_strategy), and the users the "
+            "popularity prior's weight is chosen on (0: no prior)."
+        },
     )
-    num_test_users: int = field(default=200, metadata={"help": "Users for the ranking evaluation."})
+    num_test_users: int = field(default=500, metadata={"help": "Users for the ranking evaluation."})
     num_negatives: int = field(default=4, metadata={"help": "K rejected titles per training row."})
     num_candidates: int = field(
         default=20, metadata={"help": "Titles listed per prompt (target + negatives), also for evaluation."}
@@ -180,8 +185,11 @@ class RecDataArguments:
     max_history: int = field(default=10, metadata={"help": "History items shown per prompt."})
     min_history: int = field(default=5, metadata={"help": "Skip users with fewer items before their last one."})
     split_seed: int | None = field(
-        default=None,
-        metadata={"help": "Seed of the user split, candidate lists and negatives (default: the training --seed)."},
+        default=0,
+        metadata={
+            "help": "Seed of the user split, candidate lists and negatives (None: the training --seed). The same "
+            "default in prepare, train and evaluate, so they hold out the same test users."
+        },
     )
 
     def __post_init__(self):
@@ -454,7 +462,7 @@ def split_users(data_args: RecDataArguments, log: InteractionLog, seed: int = 0)
     Example:
     ```python
     >>> log = InteractionLog({f"u{i}": list("abcdefg") for i in range(9)}, {i: i for i in "abcdefg"})
-    >>> split = split_users(RecDataArguments(num_train_users=4, num_test_users=3), log)
+    >>> split = split_users(RecDataArguments(num_train_users=4, num_valid_users=0, num_test_users=3), log)
     >>> len(split.train), len(split.test)
     (4, 3)
     ```
@@ -486,7 +494,7 @@ def build_datasets(
     Example:
     ```python
     >>> log = InteractionLog({f"u{i}": list("abcdefg") for i in range(9)}, {i: i.upper() for i in "abcdefghijkl"})
-    >>> args = RecDataArguments(num_train_users=4, num_test_users=3, num_candidates=5, num_negatives=2)
+    >>> args = RecDataArguments(num_train_users=4, num_valid_users=0, num_test_users=3, num_negatives=2)
     >>> data = build_datasets(args, log, split_users(args, log))
     >>> len(data["train"]), len(data["train"][0]["rejected"])
     (4, 2)
@@ -1092,7 +1100,12 @@ def run_recipe(
         use_model_card(
             trainer, output_dir, model_name=Path(output_dir).name, results_file=recipe_args.results_file, **card
         )
-        trainer.save_model(output_dir)
+        name_base_model_by_hub_id(
+            trainer.accelerator.unwrap_model(trainer.model), model_args.model_name_or_path, model_args.gguf_file
+        )
+        with warnings.catch_warnings():  # peft looks the Hub id up to see if embeddings were resized (never, here)
+            warnings.filterwarnings("ignore", "Could not find a config file in", UserWarning)
+            trainer.save_model(output_dir)
         trainer.create_model_card()  # replaces the blank card peft writes with the model
     if wandb_requested(training_args.report_to) and results:
         config = {"data": asdict(data_args), "recipe": asdict(recipe_args), "model": _jsonable(asdict(model_args))}

@@ -21,32 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .cli import UsageError, user_inputs
+from .quiet import quiet_third_party_output
 
 
 def _prepare_process() -> None:
-    """Process settings for a CPU run, applied before torch loads.
+    """Process settings for a command, applied before torch loads.
 
     - `OMP_WAIT_POLICY=PASSIVE` (unless set): OpenMP threads sleep instead of spinning at each barrier. On a
       machine where other processes also use the cores, spinning threads wait for a descheduled sibling and a
       2-thread forward pass runs several times slower than with one thread; sleeping threads cost next to nothing
       when the machine is idle.
-    - bitsandbytes' notice that an optional CPU kernel package is missing is silenced (it falls back by itself),
-      and so is the `kernels` package's notice, when bitsandbytes looks that kernel up offline, that it skips the
-      publisher check.
+    - Third-party notices a user cannot act on are hidden (`dmpo_trl.quiet`); ours stay.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
+    quiet_third_party_output()
 
 
 def _report(result, wall_s: float, data_args) -> None:
@@ -71,6 +69,30 @@ def _report(result, wall_s: float, data_args) -> None:
     print(f"Wall time: {wall_s:.0f} s ({spent})")
 
 
+def train_arguments(argv: Sequence[str] | None = None) -> tuple:
+    """`dmpo-trl train`'s `(data_args, training_args, model_args, recipe_args)` and one line on where the training
+    settings come from: what `argv` (or its `--config` file) sets, else the best measured values for the model and
+    adapter being trained (`dmpo_trl.presets.measured_defaults`), else TRL's defaults.
+
+    Example:
+    ```python
+    >>> args = train_arguments(["--use_peft", "--output_dir", "out", "--report_to", "none"])[:-1]
+    >>> training_args = args[1]
+    >>> training_args.learning_rate, training_args.num_train_epochs, training_args.per_device_train_batch_size
+    (0.001, 2.0, 4)
+    ```
+    """
+    from .presets import measured_defaults
+    from .recipe import parse_recipe_arguments
+
+    parsed = parse_recipe_arguments(argv)
+    data_args, training_args, model_args, recipe_args = parsed
+    measured, why = measured_defaults(model_args.model_name_or_path, model_args.use_peft, training_args.loss_type)
+    if measured:  # the parser's defaults: the command line and --config still win
+        parsed = parse_recipe_arguments(argv, measured)
+    return (*parsed, why)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """`dmpo-trl train [flags] [--config file.yaml]`: run the recipe, print the before/after table, save results.
 
@@ -81,10 +103,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     ```
     """
     _prepare_process()
-    from .recipe import parse_recipe_arguments, run_recipe
+    from .recipe import run_recipe
 
     started = time.perf_counter()
-    data_args, training_args, model_args, recipe_args = parse_recipe_arguments(argv)
+    data_args, training_args, model_args, recipe_args, why = train_arguments(argv)
+    print(
+        f"Training settings: learning rate {training_args.learning_rate:g} x {training_args.num_train_epochs:g} "
+        f"epochs, {training_args.per_device_train_batch_size} rows per device and step (unset ones: {why})"
+    )
     result = run_recipe(data_args, training_args, model_args, recipe_args)
     _report(result, time.perf_counter() - started, data_args)
     if recipe_args.results_file:
@@ -151,7 +177,6 @@ class PrepareArguments:
     )
 
 
-PREPARE_DEFAULTS = {"num_train_users": 100, "num_valid_users": 100, "num_test_users": 500, "split_seed": 0}
 DATA_ALIASES = {"--seed": "--split_seed", "--no-conversational": "--no_conversational"}
 
 
@@ -244,7 +269,6 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
 
     from .data import build_preference_dataset
     from .recipe import (
-        RecDataArguments,
         check_output_path,
         data_inputs,
         load_interaction_log,
@@ -253,7 +277,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         write_split,
     )
 
-    parser = _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", PREPARE_DEFAULTS, DATA_ALIASES)
+    parser = command_parsers()["prepare"]()
     with user_inputs():
         data_args, prepare_args = parse_args(parser, argv)
         data_args = data_args.for_mode("likelihood")
@@ -376,7 +400,6 @@ class EvaluateArguments:
     )
 
 
-EVALUATE_DEFAULTS = {"num_train_users": 0, "num_valid_users": 0, "num_test_users": 500, "split_seed": 0}
 EVALUATE_ALIASES = {**DATA_ALIASES, "--num-users": "--num_test_users", "--no-progress": "--no_show_progress"}
 
 
@@ -443,9 +466,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         split_users,
     )
 
-    parser = _data_parser(
-        [RecDataArguments, EvaluateArguments], "dmpo-trl evaluate", EVALUATE_DEFAULTS, EVALUATE_ALIASES
-    )
+    parser = command_parsers()["evaluate"]()
     with user_inputs():
         data_args, eval_args = parse_args(parser, argv)
         if eval_args.baseline and (eval_args.model_name_or_path or eval_args.gguf_file):
@@ -552,3 +573,31 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     if written:
         print(f"Wrote {written}")
     return 0
+
+
+# --- parsers ----------------------------------------------------------------------------------------------------
+
+TRAIN_DESCRIPTION = (
+    "Build preference data, rank the test users zero-shot, train with DMPOTrainer (full, LoRA, QLoRA), rank again. "
+    "Training settings left unset take the best measured values for the model and adapter (dmpo_trl.presets): "
+    "with LoRA on the embedded SmolLM2-135M, learning rate 1e-3 x 2 epochs and 4 rows per step."
+)
+
+
+def command_parsers() -> dict[str, Callable[[], Any]]:
+    """Each subcommand's parser, built on demand (`dmpo_trl.stored_help` renders their `--help` from these)."""
+    from .recipe import DEMO_SETTINGS, RecDataArguments, recipe_parser
+
+    def train():
+        parser = recipe_parser("dmpo-trl train")
+        parser.description = TRAIN_DESCRIPTION
+        return parser
+
+    return {
+        "prepare": lambda: _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", {}, DATA_ALIASES),
+        "train": train,
+        "evaluate": lambda: _data_parser(
+            [RecDataArguments, EvaluateArguments], "dmpo-trl evaluate", {}, EVALUATE_ALIASES
+        ),
+        "demo": lambda: recipe_parser("dmpo-trl demo", DEMO_SETTINGS),
+    }

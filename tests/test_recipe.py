@@ -141,8 +141,8 @@ def test_run_recipe_with_model_negatives_and_several_targets_per_user(tiny_log_f
     assert len(saved["train"]) == len(set(saved["train"])) <= 8 and not set(saved["train"]) & set(saved["test"])
     assert saved["data"]["negative_strategy"] == "model"
     log = recipe.load_interaction_log(data_args)
-    seed = training_args.seed
-    test = recipe.split_users(data_args, log, seed).test
+    seed = data_args.split_seed  # 0 by default, whatever the training seed
+    test = recipe.split_users(data_args, log, training_args.seed).test
     uniform = [c for c, _ in candidate_sets(log, test, data_args.num_candidates, seed, "uniform")]
     assert [u["candidates"] for u in result.results["dmpo (lora)"]["per_user"]] == uniform
 
