@@ -511,7 +511,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         if record is not None:
             test, candidates = saved_test_users(record, log, split_path)
         else:
-            test = split_users(data_args, log).test
+            # Only the test users: they are dealt first, so they are the ones prepare and train hold out for the seed
+            test = split_users(dataclasses.replace(data_args, num_train_users=0, num_valid_users=0), log).test
     seed = data_args.split_seed or 0
     if eval_args.baseline:
         name = f"baseline:{eval_args.baseline}"

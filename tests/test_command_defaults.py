@@ -212,3 +212,14 @@ def test_only_embedded_models_are_renamed(tiny_model):
 def test_help_files_are_package_data():
     setup = (Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
     assert "help/*.txt" in setup
+
+
+def test_prepare_and_evaluate_hold_out_the_same_test_users(tiny_log_files, tmp_path):
+    interactions, items = tiny_log_files
+    data = ["--interactions", interactions, "--items", items, "--num_test_users", "5", "--num_candidates", "4"]
+    users = ["--num_train_users", "8", "--num_valid_users", "2"]
+    assert main(["prepare", *data, *users, "--no_conversational", "--output_dir", str(tmp_path / "data")]) == 0
+    held_out = json.loads((tmp_path / "data" / "split.json").read_text())["test"]
+    results = tmp_path / "random.json"
+    assert main(["evaluate", "--baseline", "random", *data, "--results_file", str(results), "--no_show_progress"]) == 0
+    assert json.loads(results.read_text())["users"] == held_out
