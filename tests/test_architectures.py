@@ -171,6 +171,57 @@ def test_k1_equals_trl_dpo(tokenizer, tmp_path, arch, prefix_sharing):
         assert ours._metrics["eval"]["aux_loss"][-1] == pytest.approx(trl._metrics["eval"]["aux_loss"][-1], abs=1e-6)
 
 
+# Models with dropout, handed to the trainer in train mode: OPT's is functional (`config.dropout`, out of
+# `disable_dropout`'s reach), GPT-2's is in `nn.Dropout` modules (reached by `disable_dropout`, so it is off here).
+DROPOUT = {"opt": {}, "gpt2": {"disable_dropout": False}}
+
+
+@pytest.mark.parametrize("arch", sorted(DROPOUT))
+def test_dropout_reference_runs_in_eval_mode(tokenizer, tmp_path, arch):
+    """The reference is a fixed policy: repeated `evaluate()` gives the same eval_loss, shared equals unshared, and
+    the reference model keeps the mode it came in."""
+    losses = {}
+    for share in (True, False):
+        reference = build_architecture(tokenizer, arch, seed=1).train()
+        trainer = DMPOTrainer(
+            build_architecture(tokenizer, arch, seed=0),
+            ref_model=reference,
+            args=make_args(tmp_path / str(share), prefix_sharing=share, **DROPOUT[arch]),
+            train_dataset=Dataset.from_list(ROWS),
+            processing_class=tokenizer,
+        )
+        assert trainer.model.config.dropout > 0 if arch == "opt" else trainer.model.config.resid_pdrop > 0
+        losses[share] = [trainer.evaluate(Dataset.from_list(ROWS))["eval_loss"] for _ in range(3)]
+        assert reference.training
+    assert losses[True] == pytest.approx([losses[True][0]] * 3, abs=1e-6)
+    assert losses[False] == pytest.approx([losses[False][0]] * 3, abs=1e-6)
+    assert losses[True][0] == pytest.approx(losses[False][0], abs=1e-4)
+
+
+@pytest.mark.parametrize("options", [{}, {"use_weighting": True}], ids=["dmpo", "trl-loss"])
+def test_adapter_disabled_reference_runs_in_eval_mode(tokenizer, tmp_path, options):
+    """With a LoRA policy and no reference model the reference is the base model: its log-probs are those of eval
+    mode even while the policy trains (in either loss path), and the policy stays in train mode."""
+    from peft import LoraConfig
+
+    trainer = DMPOTrainer(
+        build_architecture(tokenizer, "opt", seed=0),
+        args=make_args(tmp_path, **options),
+        train_dataset=Dataset.from_list([{**row, "rejected": row["rejected"][0]} for row in ROWS]),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ROWS))])
+    trainer.model.eval()
+    expected = trainer.compute_ref_log_probs(trainer.model, batch)
+    trainer.model.train()
+    for _ in range(2):
+        chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)
+        torch.testing.assert_close(chosen, expected[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(rejected, expected[1], atol=1e-6, rtol=0)
+    assert trainer.model.training and all(module.training for module in trainer.model.modules())
+
+
 # Full, sliding-window and mixed layers; each compiles flex_attention with inductor, ~15 s on this CPU
 FLEX = ["llama", "mistral", "gemma3"]
 
