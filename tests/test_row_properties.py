@@ -14,9 +14,10 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny_models import build_model
+from trl import extract_prompt
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
-from dmpo_trl.rows import ROLES, check_row, check_tokenized_row
+from dmpo_trl.rows import ROLES, check_row, check_tokenized_row, extract_implicit_prompt, is_response_list
 
 
 SETTINGS = settings(
@@ -364,6 +365,31 @@ def test_broken_tokenized_rows_are_refused_naming_row_and_field(row, index, data
     COUNTS["generated"] += 1
     COUNTS["refused"] += 1
     COUNTS[f"mutation (tokenized): {name}"] += 1
+
+
+@SETTINGS
+@given(row=valid_rows())
+def test_implicit_prompt_is_recovered(row):
+    """Folding the prompt into `chosen` and every rejected response, then extracting it: TRL's `extract_prompt` for
+    one rejected response; for K, a prompt each response starts with, as long as the shortest pairwise one."""
+    prompt, single = row["prompt"], not is_response_list(row["rejected"])
+    rejected = [row["rejected"]] if single else row["rejected"]
+    implicit = {"chosen": prompt + row["chosen"], "rejected": prompt + rejected[0] if single else []}
+    if not single:
+        implicit["rejected"] = [prompt + response for response in rejected]
+    extracted = extract_implicit_prompt(copy.deepcopy(implicit), index=0)
+    pairwise = [extract_prompt({"chosen": implicit["chosen"], "rejected": prompt + r})["prompt"] for r in rejected]
+    if single:
+        assert extracted == extract_prompt(implicit)
+    assert extracted["prompt"] == min(pairwise, key=len)
+    assert extracted["prompt"] + extracted["chosen"] == implicit["chosen"]
+    for whole, rest in zip(rejected, [extracted["rejected"]] if single else extracted["rejected"], strict=True):
+        assert extracted["prompt"] + rest == prompt + whole
+
+
+def test_implicit_prompt_refuses_what_is_not_a_response():
+    with pytest.raises(ValueError, match=r"Row 4: `rejected\[1\]` must be a string or a list of messages"):
+        extract_implicit_prompt({"chosen": "Q: a", "rejected": ["Q: b", None]}, index=4)
 
 
 def test_counts():
