@@ -197,7 +197,9 @@ class DMPOTrainer(DPOTrainer):
     Any TRL preference dataset (`prompt`/`chosen`/`rejected`, plain text or conversational) trains unchanged, and so
     do pre-tokenized rows (`prompt_ids`/`chosen_ids`/`rejected_ids`, the last one id list or K of them). Text only: a
     processor or an image column raises `NotImplementedError`. The constructor is TRL's; `args` is a [`DMPOConfig`]
-    (a plain `DPOConfig` also works and trains TRL's loss).
+    (a plain `DPOConfig` also works and trains TRL's loss). On pairwise rows every `DPOConfig` option gives TRL's
+    numbers, with one departure from TRL 1.16: the reference (an explicit `ref_model`, or the PEFT base model with the
+    adapter off) always runs in eval mode, so dropout never reaches it; the model's own mode is left as it was.
 
     Example:
     ```python
