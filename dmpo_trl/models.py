@@ -810,20 +810,6 @@ def name_base_model_by_hub_id(model: torch.nn.Module, model_name_or_path=None, g
         config.base_model_name_or_path = embedded.hub_id
 
 
-def trained_base_model(folder: str | Path) -> dict[str, Any] | None:
-    """`{"model_name_or_path", "gguf_file"}` of the base model a saved run trained on, from its `ranker.json`
-    (`None` for an embedded model's name means the default one); `None` when the folder has no `ranker.json`."""
-    path = Path(folder) / "ranker.json"
-    if not path.is_file():
-        return None
-    try:
-        base = json.loads(path.read_text(encoding="utf-8"))["base_model"]
-        return {"model_name_or_path": base["model_name_or_path"], "gguf_file": base.get("gguf_file")}
-    except (ValueError, KeyError, TypeError) as error:
-        problem = f"{type(error).__name__}: {error}"
-        raise ValueError(f"{path}: no readable `base_model.model_name_or_path` ({problem})") from None
-
-
 def load_adapter_model(
     adapter_dir: str | Path,
     model_args: ModelConfig | None = None,
@@ -833,9 +819,9 @@ def load_adapter_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Reload a trained LoRA/QLoRA adapter on its base model; `merge=True` folds it into the weights.
 
-    The base model is loaded as `model_args` says (default: the base model the adapter was trained on, as the
-    folder's `ranker.json` records it, else the adapter's `base_model_name_or_path`; unquantized, in the device's
-    default dtype). Load it in 4-bit (`load_in_4bit=True`) to get back exactly the QLoRA model that
+    The base model is loaded as `model_args` says (default: the adapter's `base_model_name_or_path`, unquantized,
+    in the device's default dtype; `dmpo_trl.ranking.base_model_args` gives the exact base a run with a
+    `ranker.json` trained on). Load it in 4-bit (`load_in_4bit=True`) to get back exactly the QLoRA model that
     was trained. Merging needs plain weights: with `merge=True` a 4-bit base is dequantized first and the adapter is
     folded into those weights, so the merged model computes what the QLoRA model computed (up to rounding) and saves
     as an ordinary checkpoint; an unquantized base merges into its original weights. The tokenizer comes from
@@ -853,12 +839,11 @@ def load_adapter_model(
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json (save it with trainer.save_model)")
-    base = {"model_name_or_path": PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path}
-    base = trained_base_model(adapter_dir) or base
+    base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
     if model_args is None:
-        model_args = RecModelConfig(**base, use_peft=True)
+        model_args = RecModelConfig(model_name_or_path=base, use_peft=True)
     elif model_args.model_name_or_path is None and getattr(model_args, "gguf_file", None) is None:
-        model_args = replace(model_args, **base)
+        model_args = replace(model_args, model_name_or_path=base)
     model, tokenizer, _ = load_model_for_training(model_args, trust_remote_code=trust_remote_code, **model_kwargs)
     if merge and getattr(model, "is_quantized", False):
         model = strip_quantization(model.dequantize())

@@ -51,6 +51,7 @@ __all__ = [
     "PromptSettings",
     "RankRequestError",
     "Ranker",
+    "base_model_args",
     "check_request",
     "rank_main",
     "read_ranker_config",
@@ -154,6 +155,27 @@ def save_ranker_config(
         "catalogue": catalogue,
     }
     return atomic_write_text(Path(output_dir) / RANKER_FILE, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
+
+
+def base_model_args(config: dict[str, Any], cache_dir: str | Path | None = None, **overrides: Any):
+    """The `RecModelConfig` that loads the base model a run's adapter was trained on, from its checked `ranker.json`
+    (`read_ranker_config`): the exact weights (an embedded model's GGUF, converted into `cache_dir`), not the Hub id
+    the adapter config names. `overrides` replace saved fields (e.g. `dtype`).
+
+    Example:
+    ```python
+    >>> base_model_args({"base_model": {"model_name_or_path": "org/model", "load_in_4bit": True}}).load_in_4bit
+    True
+    ```
+    """
+    from .models import RecModelConfig, resolve_model_path
+
+    load = {k: v for k, v in config["base_model"].items() if k in _LOAD_FIELDS and v is not None}
+    load.update({k: v for k, v in overrides.items() if v is not None})
+    load["model_name_or_path"] = resolve_model_path(
+        load.pop("model_name_or_path", None), load.pop("gguf_file", None), cache_dir
+    )
+    return RecModelConfig(**load, use_peft=True)
 
 
 def read_ranker_config(folder: str | Path) -> dict[str, Any]:
@@ -379,18 +401,17 @@ class Ranker:
 
         import torch
 
-        from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer, resolve_model_path
+        from .models import load_adapter_model, load_model_and_tokenizer
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = config["base_model"]
         if (output_dir / "adapter_config.json").is_file():
-            load = {k: v for k, v in base.items() if k in _LOAD_FIELDS and v is not None}
-            load["model_name_or_path"] = resolve_model_path(
-                load.pop("model_name_or_path", None), load.pop("gguf_file", None), cache_dir
-            )
-            model_args = RecModelConfig(**load, use_peft=True)
             model, tokenizer = load_adapter_model(
-                output_dir, model_args, merge=merge, device=device, trust_remote_code=trust_remote_code
+                output_dir,
+                base_model_args(config, cache_dir),
+                merge=merge,
+                device=device,
+                trust_remote_code=trust_remote_code,
             )
         else:
             model, tokenizer = load_model_and_tokenizer(

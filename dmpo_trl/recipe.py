@@ -1100,9 +1100,10 @@ def run_recipe(
         use_model_card(
             trainer, output_dir, model_name=Path(output_dir).name, results_file=recipe_args.results_file, **card
         )
-        name_base_model_by_hub_id(
-            trainer.accelerator.unwrap_model(trainer.model), model_args.model_name_or_path, model_args.gguf_file
-        )
+        if log is not None:  # ranker.json records the exact base (the GGUF) for Ranker and evaluate to load
+            name_base_model_by_hub_id(
+                trainer.accelerator.unwrap_model(trainer.model), model_args.model_name_or_path, model_args.gguf_file
+            )
         with warnings.catch_warnings():  # peft looks the Hub id up to see if embeddings were resized (never, here)
             warnings.filterwarnings("ignore", "Could not find a config file in", UserWarning)
             trainer.save_model(output_dir)

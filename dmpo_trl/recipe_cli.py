@@ -20,7 +20,6 @@ dmpo-trl demo --num_test_users 200   # any flag changes the demo's settings
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -417,22 +416,25 @@ def _split_for_evaluation(eval_args: EvaluateArguments) -> Path | None:
 
 def _saved_prior(eval_args: EvaluateArguments) -> float:
     """The popularity prior's weight a trained folder's ranker.json ranks with (0 without one)."""
-    from .ranking import RANKER_FILE
+    from .ranking import RANKER_FILE, read_ranker_config
 
     model = eval_args.model_name_or_path
-    if eval_args.baseline is None and eval_args.ranking_mode == "likelihood" and model:
-        path = Path(model) / RANKER_FILE
-        if path.is_file():
-            return float(json.loads(path.read_text())["prompt"].get("popularity_prior", 0.0))
+    likelihood = eval_args.baseline is None and eval_args.ranking_mode == "likelihood"
+    if likelihood and model and (Path(model) / RANKER_FILE).is_file():
+        return float(read_ranker_config(model)["prompt"].get("popularity_prior") or 0.0)
     return 0.0
 
 
 def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
     from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer
+    from .ranking import RANKER_FILE, base_model_args, read_ranker_config
 
     model = eval_args.model_name_or_path
     if model and (Path(model) / "adapter_config.json").is_file():
         args = RecModelConfig(use_peft=True, dtype=eval_args.dtype)
+        if (Path(model) / RANKER_FILE).is_file():  # the exact base it trained on, not the Hub id the adapter names
+            base = base_model_args(read_ranker_config(model)).model_name_or_path
+            args = dataclasses.replace(args, model_name_or_path=base)
         remote_code = {"trust_remote_code": True} if eval_args.trust_remote_code else {}
         loaded, tokenizer = load_adapter_model(model, args, **remote_code)
         return loaded.to(device), tokenizer

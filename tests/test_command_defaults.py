@@ -171,7 +171,8 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask_022):
 @pytest.mark.slow
 def test_a_trained_run_is_readable_by_others_and_names_its_base(tiny_log_files, tiny_model_dir, tmp_path, umask_022):
     from dmpo_trl import Ranker
-    from dmpo_trl.models import name_base_model_by_hub_id, trained_base_model
+    from dmpo_trl.models import name_base_model_by_hub_id
+    from dmpo_trl.ranking import base_model_args, read_ranker_config
 
     output = tmp_path / "run"
     assert main(["train", *tiny_flags(tiny_log_files, tiny_model_dir, output, "--use_peft")]) == 0
@@ -181,7 +182,7 @@ def test_a_trained_run_is_readable_by_others_and_names_its_base(tiny_log_files, 
     # A tiny local model is not embedded: its path stays, and the run records the base it trained on
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir)
-    assert trained_base_model(output)["model_name_or_path"] == str(tiny_model_dir)
+    assert base_model_args(read_ranker_config(output)).model_name_or_path == str(tiny_model_dir)
 
     # An embedded base is named by its Hub id; the run still loads offline from what ranker.json records
     ranker = Ranker.from_pretrained(output)
