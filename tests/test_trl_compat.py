@@ -299,6 +299,13 @@ def test_trl_only_option_keeps_the_users_loss_type(tokenizer, tmp_path):
     assert args.loss_type == ["dmpo"] and trainer.loss_types == ["sigmoid"]
 
 
+def test_k_response_loss_beside_a_trl_loss_runs_as_sigmoid(tokenizer, tmp_path):
+    """`["dmpo", "hinge"]` on pairwise rows is TRL's `["sigmoid", "hinge"]`."""
+    ours = _run(DMPOTrainer, DMPOConfig, tokenizer, tmp_path / "ours", {"loss_type": ["dmpo", "hinge"]}, None)
+    trl = _run(DPOTrainer, DPOConfig, tokenizer, tmp_path / "trl", {"loss_type": ["sigmoid", "hinge"]}, None)
+    assert_same_numbers(ours, trl)
+
+
 # ------------------------------------------------------------------ streamed eval sets
 @pytest.mark.parametrize("prefix_sharing", [True, False])
 @pytest.mark.parametrize("as_dict", [False, True])
