@@ -63,8 +63,8 @@ FIELD_CASES: dict[str, list[dict] | str] = {
     "use_weighting": [{"use_weighting": True}, {"use_weighting": True, "model": "lora"}],
     "discopop_tau": [{"loss_type": ["discopop"], "discopop_tau": 0.1}],
     "activation_offloading": "moves saved activations to CPU memory with CUDA streams: on a CPU-only machine TRL's "
-    "DPOTrainer itself stops in its first training step (AttributeError: no CUDA stream), as ours does; it changes "
-    "where tensors live, not a number, and needs a GPU run to be compared",
+    "DPOTrainer itself stops in its first training step (AttributeError on a None device stream), as ours does; it "
+    "changes where tensors live, not a number, and needs a GPU run to be compared",
     "sync_ref_model": [pytest.param({"sync_ref_model": True, "ref_model_sync_steps": 1, "train": True})],
     "ref_model_mixup_alpha": [
         pytest.param(
