@@ -7,7 +7,8 @@ Run by the mkdocs-gen-files plugin (`mkdocs.yml`); nothing is written to `docs/`
    the files themselves and a link to a missing file fails the strict build.
 2. A page may hold a marker line `<!-- results: FOLDER/FILE.md -->`: it is replaced by that report, generated from
    the file as it is now (headings demoted under the page's own, its links rewritten to point at the copies), with
-   a line naming the file and its JSON, and the plot beside it when there is one (`<!-- results: FILE.md plot -->`).
+   a line naming the file and its JSON, and the plot beside it when there is one (`<!-- results: FILE.md plot -->`);
+   table columns that are empty in every row are left out.
 3. `results/files.md` lists every report with its title, its JSON and its plot.
 """
 
@@ -50,6 +51,29 @@ def title_of(report: Path) -> str:
     return report.stem
 
 
+def drop_empty_columns(lines: list[str]) -> list[str]:
+    """Markdown tables without the columns that are empty in every row (e.g. generation metrics a run skipped)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("|"):
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].startswith("|"):
+            j += 1
+        rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines[i:j]]
+        if len(rows) > 2 and len({len(row) for row in rows}) == 1:
+            keep = [c for c in range(len(rows[0])) if any(row[c] for row in rows[2:])]
+            rows = [[row[c] for c in keep] for row in rows]
+            out.extend("| " + " | ".join(row) + " |" for row in rows)
+        else:
+            out.extend(lines[i:j])
+        i = j
+    return out
+
+
 def include(name: str, page: str, plot: bool) -> str:
     """The report `benchmarks/results/<name>` rendered for the page at `page`."""
     report = RESULTS / name
@@ -80,7 +104,7 @@ def include(name: str, page: str, plot: bool) -> str:
     if plot and image.is_file():
         rel = image.relative_to(RESULTS).as_posix()
         lines += [f"![{title_of(report)}]({relative_link(f'{SITE_RESULTS}/{rel}', page)})", ""]
-    return "\n".join(lines + body) + "\n"
+    return "\n".join(lines + drop_empty_columns(body)) + "\n"
 
 
 def copy_results() -> None:
