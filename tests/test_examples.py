@@ -1,7 +1,6 @@
-"""The example notebooks hold their scripts, are stored with outputs (those that run on CPU), and execute (nbclient,
-seconds-scale settings, the tiny test model) without being rewritten."""
+"""The example notebooks hold their scripts, are stored with outputs (those that run on CPU) free of local paths and
+warnings, and execute (nbclient, seconds-scale settings, the tiny test model) without being rewritten."""
 
-import copy
 import importlib.util
 import sys
 import time
@@ -17,7 +16,9 @@ pytest.importorskip("matplotlib")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from build_notebooks import GPU_NOTEBOOKS, NOTEBOOKS, build_notebook, cells_of  # noqa: E402
+import build_notebooks  # noqa: E402
+from build_notebooks import GPU_NOTEBOOKS, NOTEBOOKS, build_notebook, cells_of, unclean_outputs  # noqa: E402
+from docstring_examples import run_docstring_examples  # noqa: E402
 
 
 def stored(name: str):
@@ -44,6 +45,45 @@ def test_notebook_is_stored_with_its_outputs(name):
         assert images and "same scores as the evaluator: True" in text_of(code)
 
 
+def notebook_printing(text: str, name: str = "stderr", kind: str = "stream"):
+    cell = nbformat.v4.new_code_cell("run()")
+    if kind == "stream":
+        cell.outputs = [nbformat.v4.new_output("stream", name=name, text=text)]
+    else:
+        cell.outputs = [nbformat.v4.new_output(kind, data={"text/plain": text})]
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A"), cell])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "/opt/venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.",
+        "utils.py:3: FutureWarning: `is_gradient_checkpointing` is deprecated",
+        "[2026-11-29 17:22:24,505] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.",
+        "saved to /tmp/quickstart-x1y2/outputs/quickstart",
+        "'/home/someone/data/ml-100k'",
+        "/root/.cache/huggingface/hub",
+        "C:\\Users\\someone\\notebooks",
+    ],
+)
+def test_unclean_outputs_finds_paths_and_warnings(line):
+    assert unclean_outputs(notebook_printing(f"fine\n{line}\n")) == [f"cell 1: {line.strip()}"]
+    assert unclean_outputs(notebook_printing(line, kind="execute_result")) == [f"cell 1: {line.strip()}"]
+
+
+def test_unclean_outputs_keeps_ordinary_output():
+    text = (
+        "Data: movielens-100k, 80 train / 0 valid / 80 test users\n"
+        "['README.md', 'adapter_config.json', 'split.json']\nsee https://huggingface.co/papers/2405.16127/home/\n"
+        "os.path.join(training_args.output_dir, 'merged')  outputs/quickstart/merged\n"
+    )
+    assert unclean_outputs(notebook_printing(text, name="stdout")) == []
+
+
+def test_build_notebooks_docstring_examples():
+    assert run_docstring_examples(build_notebooks) == 0
+
+
 def text_of(cells) -> str:
     return "\n".join(output.get("text", "") for cell in cells for output in cell.outputs)
 
@@ -54,25 +94,22 @@ def smoke_env(monkeypatch, tiny_model_dir, tmp_path):
     monkeypatch.setenv("DMPO_EXAMPLES_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("DMPO_TRL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # what `--execute` sets
     return tmp_path
 
 
 @pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="MovieLens-100K comes from `recbole`")
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name, smoke_env):
-    notebook = copy.deepcopy(stored(name))
-    for cell in notebook.cells:  # only what this run prints counts
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    client = nbclient.NotebookClient(
-        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(smoke_env)}}
-    )
+    """Run as `--execute` runs it (after `KERNEL_SETUP`, from its script's cells): no traceback and no warning."""
     started = time.perf_counter()
-    client.execute()
+    notebook = build_notebooks.execute(name, smoke_env, timeout=240)
     print(f"{name}: {time.perf_counter() - started:.1f} s")
     outputs = "\n".join(
         output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
     )
+    warnings = [line for line in unclean_outputs(notebook) if build_notebooks.WARNING_LINE.search(line)]
+    assert not warnings, f"{name} shows warnings: {warnings}"  # (paths: the tiny model lives in a temporary folder)
     assert "Traceback" not in outputs
     if name == "quickstart_movielens":
         assert "hit_ratio@1" in outputs and "zero-shot" in outputs and "dmpo (lora)" in outputs
