@@ -132,13 +132,18 @@ def expand_markers() -> None:
 def files_page() -> None:
     page = "results/files.md"
     lines = [
+        "---",
+        "hide:",
+        "  - toc",
+        "---",
+        "",
         "# Every results file",
         "",
         "Generated when the site is built from `benchmarks/results/`: each report with its title, its JSON (settings,",
         "per-user ranks, library versions and the git commit) and its plot. The per-seed raw runs (`runs/` folders)",
         "stay in the repository.",
         "",
-        "| file | title | data | plot |",
+        "| file | data | plot | title |",
         "|---|---|---|---|",
     ]
     for report in (path for path in results_files() if path.suffix == ".md"):
@@ -154,7 +159,7 @@ def files_page() -> None:
             else ""
         )
         link = f"[{rel}]({relative_link(f'{SITE_RESULTS}/{rel}', page)})"
-        lines.append(f"| {link} | {title_of(report).replace('|', '/')} | {', '.join(data)} | {plot} |")
+        lines.append(f"| {link} | {', '.join(data)} | {plot} | {title_of(report).replace('|', '/')} |")
     others = [path for path in results_files() if path.parent == RESULTS and path.suffix != ".md"]
     others = [path for path in others if not path.with_suffix(".md").is_file()]
     if others:
