@@ -14,10 +14,12 @@ cd "$(dirname "$0")/.."
 TRL_VERSIONS="${TRL_VERSIONS:-1.16.0}"
 # Every test file that runs TRL code: the trainer, prefix sharing, the collator, the losses, (Q)LoRA, the scoring
 # (TRL's tokenization), model loading (TRL's ModelConfig and config helpers), the recipe (TrlParser, training), the
-# architecture matrix (K=1 against TRL's DPOTrainer), TRL's options and the host-copy count against TRL's step.
-TRL_TESTS="tests/test_trainer.py tests/test_sharing.py tests/test_collator.py tests/test_losses.py tests/test_qlora.py
-tests/test_evaluation.py tests/test_models.py tests/test_recipe.py tests/test_architectures.py tests/test_trl_options.py
-tests/test_host_syncs.py"
+# architecture matrix (K=1 against TRL's DPOTrainer), TRL's options and the host-copy count against TRL's step; and
+# the docstring examples of the scoring, model-loading and recipe modules (collected by tests/conftest.py).
+TRL_TESTS="tests/unit/test_trainer.py tests/unit/test_sharing.py tests/unit/test_collator.py tests/unit/test_losses.py
+tests/unit/test_qlora.py tests/unit/test_evaluation.py tests/unit/test_models.py tests/integration/test_recipe.py
+tests/unit/test_architectures.py tests/unit/test_trl_options.py tests/unit/test_host_syncs.py dmpo_trl/evaluation.py
+dmpo_trl/scoring.py dmpo_trl/models.py dmpo_trl/recipe.py dmpo_trl/recipe_cli.py"
 # The project's venv (what `make install` builds) unless PYTHON says otherwise
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3

@@ -1,4 +1,10 @@
+"""Shared fixtures of tests/unit, tests/integration and tests/distributed; the helper modules in tests/helpers are
+importable from all of them (`from tiny_models import ...`); the docstring examples of every `dmpo_trl` module run as
+pytest items (tests/helpers/docstring_items.py)."""
+
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +16,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # OpenMP threads sleep instead of spinning: on a shared machine spinning 2-thread forwards run several times slower
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+HELPERS = Path(__file__).resolve().parent / "helpers"
+sys.path.insert(0, str(HELPERS))
+
+import docstring_items  # noqa: E402
 from tiny_models import build_model, build_tokenizer, save_tiny  # noqa: E402
+
+
+def pytest_configure(config):
+    # A plugin rather than this file's own hook: conftest hooks see only the files under tests/, the examples live in
+    # dmpo_trl/ (which `testpaths` names)
+    config.pluginmanager.register(docstring_items, "dmpo_trl_docstring_examples")
 
 
 @pytest.fixture(scope="session")
