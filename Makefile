@@ -54,4 +54,4 @@ test-trl: install
 	PYTHON=$(BIN)/python .ci/test_trl.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .cache/trl-*
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .cache/trl-*
