@@ -162,15 +162,19 @@ print("same scores as the evaluator:", same)
 #
 # `output_dir` holds the LoRA adapter and tokenizer (`trainer.save_model`), `ranking_results.json` (every metric,
 # the candidate lists, each user's scores, all settings, library versions and the commit), `ranker.json` (what
-# `Ranker` restores) and `README.md`, the model card (base model, ranking table, settings, the DMPO citation), all
-# written before the model so that `push_to_hub` uploads them. Reload the adapter, or fold it into the weights,
-# with `dmpo_trl.models.load_adapter_model`:
+# `Ranker` restores) and `README.md`, the model card (a quick start with `Ranker`, the base model, the ranking table,
+# the data, split and settings it was trained with, the DMPO citation), all written before the model so that
+# `push_to_hub` uploads them. Reload the adapter, or fold it into the weights, with
+# `dmpo_trl.models.load_adapter_model` on the exact base it was trained on (`ranker.json` records it: here the
+# embedded GGUF weights, not the Hub checkpoint the adapter config names):
 
 # %%
 from dmpo_trl.models import load_adapter_model
+from dmpo_trl.ranking import base_model_args, read_ranker_config
 
 
-merged, tokenizer = load_adapter_model(training_args.output_dir, model_args, merge=True)
+base = base_model_args(read_ranker_config(training_args.output_dir))
+merged, tokenizer = load_adapter_model(training_args.output_dir, base, merge=True)
 merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
 tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
 sorted(os.listdir(training_args.output_dir))
