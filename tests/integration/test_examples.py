@@ -45,6 +45,12 @@ def test_notebook_is_stored_with_its_outputs(name):
         assert images and "same scores as the evaluator: True" in text_of(code)
 
 
+def test_check_passes_on_the_stored_notebooks(capsys):
+    """`build_notebooks.py --check`: every notebook holds its script, and no stored output shows a local path or a
+    warning."""
+    assert build_notebooks.main(["--check"]) == 0, capsys.readouterr().out
+
+
 def notebook_printing(text: str, name: str = "stderr", kind: str = "stream"):
     cell = nbformat.v4.new_code_cell("run()")
     if kind == "stream":
