@@ -832,6 +832,10 @@ def load_adapter_model(
     >>> trainer.save_model("out")  # doctest: +SKIP
     >>> merged, tokenizer = load_adapter_model("out", merge=True)  # doctest: +SKIP
     >>> merged.save_pretrained("out-merged")  # doctest: +SKIP
+    >>> # a `dmpo-trl train` folder: its ranker.json records the exact base (an embedded model's GGUF weights)
+    >>> from dmpo_trl.ranking import base_model_args, read_ranker_config
+    >>> base = base_model_args(read_ranker_config("out"))  # doctest: +SKIP
+    >>> merged, tokenizer = load_adapter_model("out", base, merge=True)  # doctest: +SKIP
     ```
     """
     from peft import PeftConfig, PeftModel
