@@ -92,8 +92,6 @@ def tidy_streams(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in notebook.cells:
         outputs = []
         for output in cell.get("outputs", []):
-            if output.output_type == "stream" and not output.text.strip():
-                continue
             previous = outputs[-1] if outputs else {}
             same_stream = previous.get("output_type") == "stream" and previous.get("name") == output.get("name")
             if output.output_type == "stream" and same_stream:
@@ -103,6 +101,7 @@ def tidy_streams(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for output in outputs:
             if output.output_type == "stream":
                 output.text = re.sub(r"[^\n]*\r(?=[^\n])", "", output.text)
+        outputs = [o for o in outputs if o.output_type != "stream" or o.text.strip()]  # merged first: "\n" joins bars
         if "outputs" in cell:
             cell.outputs = outputs
     return notebook

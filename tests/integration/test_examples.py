@@ -17,7 +17,14 @@ pytest.importorskip("matplotlib")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import build_notebooks  # noqa: E402
-from build_notebooks import GPU_NOTEBOOKS, NOTEBOOKS, build_notebook, cells_of, unclean_outputs  # noqa: E402
+from build_notebooks import (  # noqa: E402
+    GPU_NOTEBOOKS,
+    NOTEBOOKS,
+    build_notebook,
+    cells_of,
+    tidy_streams,
+    unclean_outputs,
+)
 from docstring_examples import run_docstring_examples  # noqa: E402
 
 
@@ -84,6 +91,20 @@ def test_unclean_outputs_keeps_ordinary_output():
         "os.path.join(training_args.output_dir, 'merged')  outputs/quickstart/merged\n"
     )
     assert unclean_outputs(notebook_printing(text, name="stdout")) == []
+
+
+def test_tidy_streams_keeps_each_progress_bar_at_its_last_state():
+    """Two progress bars, each closed by a newline output, stay two lines; a stream left blank is dropped."""
+    cell = nbformat.v4.new_code_cell("rank()")
+    stream = [("stderr", "\rbar1 50%\rbar1 100%"), ("stderr", "\n"), ("stderr", "\rbar2 100%"), ("stdout", "table\n")]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name=name, text=text) for name, text in [*stream, ("stderr", "\n")]
+    ]
+    outputs = tidy_streams(nbformat.v4.new_notebook(cells=[cell])).cells[0].outputs
+    assert [(output.name, output.text) for output in outputs] == [
+        ("stderr", "bar1 100%\nbar2 100%"),
+        ("stdout", "table\n"),
+    ]
 
 
 def test_build_notebooks_docstring_examples():
