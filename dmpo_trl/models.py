@@ -819,9 +819,9 @@ def load_adapter_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Reload a trained LoRA/QLoRA adapter on its base model; `merge=True` folds it into the weights.
 
-    The base model is loaded as `model_args` says (default: the adapter's `base_model_name_or_path`, unquantized,
-    in the device's default dtype; `dmpo_trl.ranking.base_model_args` gives the exact base a run with a
-    `ranker.json` trained on). Load it in 4-bit (`load_in_4bit=True`) to get back exactly the QLoRA model that
+    The base model is loaded as `model_args` says (default: the base model a run folder's `ranker.json` records, the
+    exact weights it trained on, else the adapter's `base_model_name_or_path`; unquantized, in the device's default
+    dtype). Load it in 4-bit (`load_in_4bit=True`) to get back exactly the QLoRA model that
     was trained. Merging needs plain weights: with `merge=True` a 4-bit base is dequantized first and the adapter is
     folded into those weights, so the merged model computes what the QLoRA model computed (up to rounding) and saves
     as an ordinary checkpoint; an unquantized base merges into its original weights. The tokenizer comes from
@@ -832,10 +832,6 @@ def load_adapter_model(
     >>> trainer.save_model("out")  # doctest: +SKIP
     >>> merged, tokenizer = load_adapter_model("out", merge=True)  # doctest: +SKIP
     >>> merged.save_pretrained("out-merged")  # doctest: +SKIP
-    >>> # a `dmpo-trl train` folder: its ranker.json records the exact base (an embedded model's GGUF weights)
-    >>> from dmpo_trl.ranking import base_model_args, read_ranker_config
-    >>> base = base_model_args(read_ranker_config("out"))  # doctest: +SKIP
-    >>> merged, tokenizer = load_adapter_model("out", base, merge=True)  # doctest: +SKIP
     ```
     """
     from peft import PeftConfig, PeftModel
@@ -843,11 +839,15 @@ def load_adapter_model(
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json (save it with trainer.save_model)")
-    base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
-    if model_args is None:
-        model_args = RecModelConfig(model_name_or_path=base, use_peft=True)
-    elif model_args.model_name_or_path is None and getattr(model_args, "gguf_file", None) is None:
-        model_args = replace(model_args, model_name_or_path=base)
+    named = model_args is not None and (model_args.model_name_or_path or getattr(model_args, "gguf_file", None))
+    if not named:
+        if (adapter_dir / "ranker.json").is_file():  # a run folder: the exact base it trained on, not the Hub id
+            from .ranking import base_model_args, read_ranker_config  # ranking sits above models: imported on use
+
+            base = base_model_args(read_ranker_config(adapter_dir)).model_name_or_path
+        else:
+            base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+        model_args = replace(model_args or RecModelConfig(use_peft=True), model_name_or_path=base)
     model, tokenizer, _ = load_model_for_training(model_args, trust_remote_code=trust_remote_code, **model_kwargs)
     if merge and getattr(model, "is_quantized", False):
         model = strip_quantization(model.dequantize())

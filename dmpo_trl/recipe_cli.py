@@ -427,14 +427,10 @@ def _saved_prior(eval_args: EvaluateArguments) -> float:
 
 def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
     from .models import RecModelConfig, load_adapter_model, load_model_and_tokenizer
-    from .ranking import RANKER_FILE, base_model_args, read_ranker_config
 
     model = eval_args.model_name_or_path
     if model and (Path(model) / "adapter_config.json").is_file():
-        args = RecModelConfig(use_peft=True, dtype=eval_args.dtype)
-        if (Path(model) / RANKER_FILE).is_file():  # the exact base it trained on, not the Hub id the adapter names
-            base = base_model_args(read_ranker_config(model)).model_name_or_path
-            args = dataclasses.replace(args, model_name_or_path=base)
+        args = RecModelConfig(use_peft=True, dtype=eval_args.dtype)  # the base ranker.json records
         remote_code = {"trust_remote_code": True} if eval_args.trust_remote_code else {}
         loaded, tokenizer = load_adapter_model(model, args, **remote_code)
         return loaded.to(device), tokenizer
