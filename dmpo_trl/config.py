@@ -72,9 +72,9 @@ class DMPOConfig(DPOConfig):
             With K = 1 the first three are exactly TRL's DPO loss. Other TRL loss types (e.g. `"hinge"`, `"ipo"`) run
             TRL's own implementation and need pairwise data (K = 1). So do TRL's `ld_alpha`, `use_weighting` (WPO)
             and an `f_divergence_type` other than `"reverse_kl"`: with them TRL's loss runs, `"dmpo"`, `"sdpo"` and
-            `"plackett_luce"` as the `"sigmoid"` they equal at K = 1, so a `DPOConfig` that works works unchanged as
-            a `DMPOConfig`; a row with K > 1 is refused, naming it. An unknown name is refused when the config is
-            built, with the list of valid ones.
+            `"plackett_luce"` as the `"sigmoid"` they equal at K = 1, so a `DPOConfig` that trains with `DPOTrainer`
+            trains unchanged as a `DMPOConfig`; a row with K > 1 is refused, naming it. An unknown name is refused
+            when the config is built, with the list of valid ones.
         length_normalize (`bool`, *optional*, defaults to `False`):
             Use the mean per-token log-ratio r(y) / |y| instead of the sum in the `"dmpo"`, `"sdpo"`, `"sigmoid"` and
             `"plackett_luce"` rewards (SimPO-style length normalisation), so a long response is not penalised for its
