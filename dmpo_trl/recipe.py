@@ -1105,7 +1105,7 @@ def run_recipe(
                 trainer.accelerator.unwrap_model(trainer.model), model_args.model_name_or_path, model_args.gguf_file
             )
         with warnings.catch_warnings():  # peft looks the Hub id up to see if embeddings were resized (never, here)
-            warnings.filterwarnings("ignore", "Could not find a config file in", UserWarning)
+            warnings.filterwarnings("ignore", "(Could not find a config file in|Unable to fetch remote file)")
             trainer.save_model(output_dir)
         trainer.create_model_card()  # replaces the blank card peft writes with the model
     if wandb_requested(training_args.report_to) and results:

@@ -29,11 +29,12 @@ def test_ranker_and_rank_examples_run_as_written(tmp_path):
     def run(*command):
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return done.stdout, done.stderr
 
-    run("bash", "-c", block("bash", "dmpo-trl demo"))  # the command the README says makes the folder
+    _, err = run("bash", "-c", block("bash", "dmpo-trl demo"))  # the command the README says makes the folder
+    assert [line for line in err.splitlines() if "Warning" in line or "[WARNING]" in line] == []
     assert (tmp_path / "outputs" / "demo" / "ranker.json").is_file()
-    out = run(
+    out, _ = run(
         sys.executable,
         "-c",
         block("python", "from dmpo_trl import Ranker")
