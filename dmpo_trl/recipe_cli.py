@@ -179,10 +179,10 @@ class PrepareArguments:
 DATA_ALIASES = {"--seed": "--split_seed", "--no-conversational": "--no_conversational"}
 
 
-def _data_parser(dataclass_types, prog: str, defaults: dict, aliases: dict):
+def _data_parser(dataclass_types, prog: str, aliases: dict):
     from .recipe import command_parser
 
-    parser = command_parser(dataclass_types, prog, defaults)
+    parser = command_parser(dataclass_types, prog)
     conversational = parser._option_string_actions["--conversational"]
     conversational.nargs, conversational.const = "?", True  # `--conversational` alone, as before, means true
     parser.add_argument("--no_conversational", dest="conversational", action="store_false", help="plain-text prompts")
@@ -593,10 +593,8 @@ def command_parsers() -> dict[str, Callable[[], Any]]:
         return parser
 
     return {
-        "prepare": lambda: _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", {}, DATA_ALIASES),
+        "prepare": lambda: _data_parser([RecDataArguments, PrepareArguments], "dmpo-trl prepare", DATA_ALIASES),
         "train": train,
-        "evaluate": lambda: _data_parser(
-            [RecDataArguments, EvaluateArguments], "dmpo-trl evaluate", {}, EVALUATE_ALIASES
-        ),
+        "evaluate": lambda: _data_parser([RecDataArguments, EvaluateArguments], "dmpo-trl evaluate", EVALUATE_ALIASES),
         "demo": lambda: recipe_parser("dmpo-trl demo", DEMO_SETTINGS),
     }
