@@ -65,6 +65,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from dmpo_trl.metrics import interval, paired_difference  # noqa: E402
+
 
 DEFAULT_METHODS = [
     "random",
@@ -739,7 +741,7 @@ def per_user_metrics(
     runs: list[dict], candidates: dict[int, dict], regime: str, scoring: str
 ) -> dict[str, np.ndarray]:
     """HitRatio@1 and NDCG@5 per test user, pooled over the seeds (in seed order)."""
-    from dmpo_trl.metrics import hits_at_k, ndcg_at_k, rank_of_target
+    from dmpo_trl.metrics import hits_at_k, ndcg_at_k, rank_of_target, tie_seed
 
     ranks = []
     for run_ in runs:
@@ -751,16 +753,9 @@ def per_user_metrics(
             key = "score" if "score" in run_["scores"][regime] else "sum"
             all_scores = run_["scores"][regime][key]
         for row, scores in zip(rows, all_scores):
-            tie_seed = f"dmpo-trl-ties|{run_['seed']}|{row['user']}|{row['target']}"
-            ranks.append(rank_of_target(scores, row["target_index"], ties="random", seed=tie_seed))
+            seed = tie_seed(run_["seed"], row["user"], row["target"])
+            ranks.append(rank_of_target(scores, row["target_index"], ties="random", seed=seed))
     return {"hit_ratio@1": hits_at_k(ranks, 1), "ndcg@5": ndcg_at_k(ranks, 5)}
-
-
-def interval(values: np.ndarray) -> tuple[float, float, float]:
-    from dmpo_trl.metrics import bootstrap_interval
-
-    low, high = bootstrap_interval(values, seed=0, num_resamples=2000)
-    return float(np.mean(values)), low, high
 
 
 def fmt(mean: float, low: float, high: float) -> str:
@@ -798,10 +793,6 @@ def summarize(cfg: QualityConfig) -> dict[str, Any]:
         summary["methods"][name] = entry
     summary["comparisons"] = comparisons(summary["methods"])
     return summary
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    return interval(a - b)
 
 
 def marked_difference(a: np.ndarray, b: np.ndarray) -> str:

@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         if "torch" in sys.modules:  # a command under torchrun leaves its process group before the process exits
-            from .evaluation import end_process_group
+            from .distributed import end_process_group
 
             end_process_group()
 

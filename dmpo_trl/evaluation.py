@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import time
@@ -46,14 +45,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from trl.data_utils import _tokenize
 
 from . import __version__
+from ._trl_compat import tokenize
 from .classic import CLASSIC_BASELINES
 from .data import ANSWER_PREFIX, InteractionLog, UserExample, candidate_sets, render_prompt, resolve_template
-from .data.prompts import uses_candidates
+from .data.prompts import prompt_and_completions, uses_candidates
+from .distributed import process_rank, wait_for_everyone
 from .journal import Journal, atomic_write_text
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
+from .metrics import tie_seed as metrics_tie_seed
 from .provenance import provenance
 from .scoring import (
     Completion,
@@ -108,13 +109,6 @@ class RankingPrompt:
         return [k for k in range(len(self.candidates)) if k != self.target_index]
 
 
-def _wrap(prompt: str, titles: Sequence[str], conversational: bool, answer_prefix: str):
-    """The prompt and completions in the form of a `build_preference_dataset` row."""
-    if conversational:
-        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": t}] for t in titles]
-    return prompt + answer_prefix, [f" {t}" for t in titles]
-
-
 def build_ranking_prompts(
     log: InteractionLog,
     examples: Sequence[UserExample],
@@ -155,7 +149,7 @@ def build_ranking_prompts(
         titles = [log.titles[i] for i in candidates]
         history = [log.titles[i] for i in example.history]
         text = render_prompt(template, history, titles if with_candidates else (), list_style)
-        prompt, completions = _wrap(text, titles, conversational, answer_prefix)
+        prompt, completions = prompt_and_completions(text, titles, conversational, answer_prefix)
         items.append(RankingPrompt(example, candidates, target_index, prompt, completions))
     return items
 
@@ -201,7 +195,8 @@ def _pairwise_prompts(
         rng.shuffle(pair)
         titles = [log.titles[i] for i in pair]
         text = render_prompt(template, history, titles, render.get("list_style", "numbered"))
-        prompt, completions = _wrap(text, titles, conversational, render.get("answer_prefix", ANSWER_PREFIX))
+        answer_prefix = render.get("answer_prefix", ANSWER_PREFIX)
+        prompt, completions = prompt_and_completions(text, titles, conversational, answer_prefix)
         out.append((prompt, completions, pair.index(target)))
     return out
 
@@ -331,8 +326,8 @@ def ranking_metrics(ranks: Sequence[int], seed: int = 0) -> dict[str, Any]:
 
 
 def tie_seed(seed: int, example: UserExample) -> str:
-    """The seed that breaks a tie between `example`'s candidates (`rank_of_target(..., ties="random")`)."""
-    return f"dmpo-trl-ties|{seed}|{example.user}|{example.target}"
+    """The seed that breaks a tie between `example`'s candidates (`dmpo_trl.metrics.tie_seed`)."""
+    return metrics_tie_seed(seed, example.user, example.target)
 
 
 def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[float]], seed: int) -> dict:
@@ -493,9 +488,9 @@ def generate_answers(
     ```
     """
     encoded = [
-        _tokenize(tokenizer, p, add_generation_prompt=True)["input_ids"]
+        tokenize(tokenizer, p, add_generation_prompt=True)["input_ids"]
         if isinstance(p, list)
-        else _tokenize(tokenizer, p)["input_ids"]
+        else tokenize(tokenizer, p)["input_ids"]
         for p in prompts
     ]
     length = max(len(ids) for ids in encoded)
@@ -730,10 +725,7 @@ def evaluate_ranking(
         result = _auc_result(items, values, seed)
     result = _finish(result, settings, started, output if rank == 0 else None, model)
     if journal is not None:
-        if world > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()  # the results file is written before any journal goes
+        wait_for_everyone()  # the results file is written before any journal goes
         journal.remove()
     return result
 
@@ -750,32 +742,6 @@ def progress_path(output: str | Path, rank: int = 0, world: int = 1) -> Path:
     output = Path(output)
     part = "" if world == 1 else f"-{rank}-of-{world}"
     return output.with_name(f"{output.name}.progress{part}.jsonl")
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, number of processes) under an accelerate/torchrun launch; (0, 1) otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU the processes form a gloo group
-    return state.process_index, state.num_processes
-
-
-def end_process_group() -> None:
-    """Leave the process group a torchrun/accelerate launch formed, if any (a no-op otherwise).
-
-    A process that exits still in a gloo group can abort at interpreter shutdown ("terminate called without an
-    active exception"), when gloo's worker threads are torn down after Python; the `dmpo-trl` commands call this
-    before they return.
-
-    Example:
-    ```python
-    >>> end_process_group()  # the last line of a script run under torchrun; without a launch nothing happens
-    ```
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def _generation_result(items, answers, log, seed) -> dict:

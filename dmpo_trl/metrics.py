@@ -1,4 +1,5 @@
-"""Ranking metrics for one target among N candidates: HitRatio@k, NDCG@k, MRR, pairwise AUC, bootstrap intervals.
+"""Ranking metrics for one target among N candidates: HitRatio@k, NDCG@k, MRR, pairwise AUC, bootstrap intervals,
+paired differences, and the seed that breaks ties (the same for the library and the benchmarks).
 
 Every function is pure (no model, no global state). A *rank* is the 0-based position of the target once the candidates
 are sorted by decreasing score: rank 0 means the target came first.
@@ -182,3 +183,50 @@ def bootstrap_interval(
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def tie_seed(seed: int, user: str, target: str) -> str:
+    """The seed that breaks a tie between a user's candidates (`rank_of_target(..., ties="random", seed=...)`).
+
+    Every ranking in the library and the benchmarks uses it, so the same scores give the same ranks everywhere.
+
+    Example:
+    ```python
+    >>> tie_seed(0, "u1", "i7")
+    'dmpo-trl-ties|0|u1|i7'
+    ```
+    """
+    return f"dmpo-trl-ties|{seed}|{user}|{target}"
+
+
+def interval(values: Sequence[float], num_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-user `values` and its 95% percentile bootstrap interval.
+
+    Example:
+    ```python
+    >>> mean, low, high = interval([0, 1] * 50)
+    >>> mean, low < mean < high
+    (0.5, True)
+    ```
+    """
+    values = np.asarray(values, dtype=np.float64)
+    low, high = bootstrap_interval(values, seed=seed, num_resamples=num_resamples)
+    return float(np.mean(values)) if values.size else float("nan"), low, high
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], **kwargs) -> tuple[float, float, float]:
+    """(mean, low, high) of the per-user difference `a - b` (same users, same candidates): a paired bootstrap.
+
+    An interval that excludes 0 marks a win (low > 0) or a loss (high < 0).
+
+    Example:
+    ```python
+    >>> mean, low, high = paired_difference([1, 1, 0, 1] * 25, [0, 1, 0, 0] * 25)
+    >>> mean, low > 0
+    (0.5, True)
+    ```
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference needs the same users in both: shapes {a.shape} and {b.shape}")
+    return interval(a - b, **kwargs)

@@ -39,6 +39,8 @@ from transformers import (
 )
 from trl import ModelConfig
 
+from .distributed import local_process_index
+
 
 @dataclass(frozen=True)
 class EmbeddedModel:
@@ -639,9 +641,7 @@ def get_kbit_device_map() -> dict[str, int] | None:
     """
     if not torch.cuda.is_available():
         return None
-    from accelerate import PartialState
-
-    return {"": PartialState().local_process_index}
+    return {"": local_process_index()}
 
 
 def get_quantization_config(

@@ -440,12 +440,11 @@ class Ranker:
 
     def _prompt(self, history: Sequence[str], titles: Sequence[str]):
         from .data import render_prompt, resolve_template
-        from .data.prompts import uses_candidates
-        from .evaluation import _wrap
+        from .data.prompts import prompt_and_completions, uses_candidates
 
         template = resolve_template(self.prompt.prompt_style)
         text = render_prompt(template, history, titles if uses_candidates(template) else (), self.prompt.list_style)
-        return _wrap(text, titles, self.prompt.conversational, self.prompt.answer_prefix)
+        return prompt_and_completions(text, titles, self.prompt.conversational, self.prompt.answer_prefix)
 
     @functools.cached_property
     def _ids_by_title(self) -> dict[str, str]:
@@ -516,7 +515,7 @@ class Ranker:
         """
         from tqdm.auto import tqdm
 
-        from .evaluation import process_rank
+        from .distributed import process_rank
 
         for index, request in enumerate(requests):
             check_request(request, self.titles, f"request {index}", self._ids_by_title)
@@ -667,7 +666,7 @@ def run_rank(args: argparse.Namespace) -> int:
             model_dir, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
         )
     rankings = ranker.rank_batch(requests, args.progress)
-    from .evaluation import process_rank
+    from .distributed import process_rank
 
     if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one writes
         return 0

@@ -452,7 +452,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     ```
     """
     _prepare_process()
-    from .evaluation import evaluate_baseline, evaluate_ranking, format_table, process_rank, save_result
+    from .distributed import process_rank
+    from .evaluation import evaluate_baseline, evaluate_ranking, format_table, save_result
     from .recipe import (
         RecDataArguments,
         check_output_path,

@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from .log import InteractionLog, UserExample
 from .negatives import NegativeSampler, candidate_sets, example_rng
-from .prompts import ANSWER_PREFIX, render_prompt, resolve_template, uses_candidates
+from .prompts import ANSWER_PREFIX, prompt_and_completions, render_prompt, resolve_template, uses_candidates
 
 
 def _prompts(
@@ -39,12 +39,6 @@ def _prompts(
             template, [log.titles[i] for i in example.history], [log.titles[i] for i in candidates], list_style
         )
         yield example, prompt, [c for c in candidates if c != example.target]
-
-
-def _wrap(prompt: str, completions: list[str], conversational: bool, answer_prefix: str):
-    if conversational:
-        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": c}] for c in completions]
-    return prompt + answer_prefix, [f" {c}" for c in completions]
 
 
 def build_preference_dataset(
@@ -103,7 +97,7 @@ def build_preference_dataset(
             )
         else:
             rejected_ids = sampler.sample(example, num_negatives, example_rng(example, seed))
-        text, completions = _wrap(
+        text, completions = prompt_and_completions(
             prompt, [log.titles[i] for i in [example.target, *rejected_ids]], conversational, answer_prefix
         )
         rows["prompt"].append(text)
@@ -167,7 +161,8 @@ def build_sft_dataset(
     rows: dict[str, list] = {"prompt": [], "completion": [], "user": [], "target": []}
     parts = _prompts(log, examples, prompt_style, num_candidates, negative_strategy, seed, list_style, popularity)
     for example, prompt, _ in parts:
-        text, (completion,) = _wrap(prompt, [log.titles[example.target]], conversational, answer_prefix)
+        target = [log.titles[example.target]]
+        text, (completion,) = prompt_and_completions(prompt, target, conversational, answer_prefix)
         rows["prompt"].append(text)
         rows["completion"].append(completion)
         rows["user"].append(example.user)

@@ -212,3 +212,22 @@ def render_prompt(
         candidates=render_titles(candidates, list_style),
         num_candidates=len(candidates),
     )
+
+
+def prompt_and_completions(prompt: str, titles: Sequence[str], conversational: bool, answer_prefix: str):
+    """A rendered prompt and one completion per title, as a preference row holds them (training and ranking alike).
+
+    Plain text: the prompt ends with `answer_prefix` and each completion is `" " + title`. Conversational: one user
+    message, and one assistant message per title.
+
+    Example:
+    ```python
+    >>> prompt_and_completions("Seen: Heat (1995).", ["Fargo (1996)"], False, "\\nAnswer:")
+    ('Seen: Heat (1995).\\nAnswer:', [' Fargo (1996)'])
+    >>> prompt_and_completions("Seen: Heat (1995).", ["Fargo (1996)"], True, "\\nAnswer:")[1]
+    [[{'role': 'assistant', 'content': 'Fargo (1996)'}]]
+    ```
+    """
+    if conversational:
+        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": t}] for t in titles]
+    return prompt + answer_prefix, [f" {t}" for t in titles]

@@ -9,7 +9,8 @@ import sys
 
 from resume_helpers import RANKING_SETTINGS, evaluation_inputs
 
-from dmpo_trl.evaluation import end_process_group, evaluate_ranking, process_rank
+from dmpo_trl.distributed import end_process_group, process_rank
+from dmpo_trl.evaluation import evaluate_ranking
 
 
 def main(output: str, mode: str) -> None:

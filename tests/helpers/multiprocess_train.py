@@ -23,7 +23,7 @@ from tiny_models import build_model, build_tokenizer
 from torch.distributed.tensor import DTensor
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
-from dmpo_trl.evaluation import end_process_group
+from dmpo_trl.distributed import end_process_group
 
 
 ROWS = [
