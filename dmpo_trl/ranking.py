@@ -41,6 +41,7 @@ from typing import Any
 
 from .journal import atomic_write_text
 from .rows import _show
+from .settings import PromptSettings
 
 
 logger = logging.getLogger(__name__)
@@ -94,21 +95,6 @@ _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 class RankRequestError(ValueError):
     """A ranking request that cannot be ranked; the message names the request and the field."""
-
-
-@dataclass
-class PromptSettings:
-    """How the evaluator rendered prompts and scored titles for this model (`evaluate_ranking`'s arguments)."""
-
-    prompt_style: str = "history"
-    conversational: bool = False
-    list_style: str = "numbered"
-    answer_prefix: str = "\nAnswer:"
-    normalize: bool = False
-    end_of_turn: bool = True
-    max_history: int | None = None
-    batch_size: int = 20
-    popularity_prior: float = 0.0  # > 0: scores carry `popularity_prior * log(1 + count)` (`with_popularity_prior`)
 
 
 _PROMPT_TYPES = typing.get_type_hints(PromptSettings)
