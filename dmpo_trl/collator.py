@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
-from trl.trainer.utils import pad
 
+from .padding import pad_ids, pad_sequences
 from .sharing import concatenate_rows, group_rows, pack_row, pad_rows
 
 
@@ -327,12 +327,9 @@ class DataCollatorForMultiPreference(DataCollatorMixin):
             sequences = [ids[window] for ids in sequences]
             completion_masks = [mask[window] for mask in completion_masks]
 
-        def padded(rows: list[list[int]], value: int) -> torch.Tensor:
-            tensors = [torch.tensor(row, dtype=torch.long) for row in rows]
-            return pad(tensors, padding_value=value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
-
+        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id, "right", self.pad_to_multiple_of)
         return {
-            "input_ids": padded(sequences, self.pad_token_id),
-            "attention_mask": padded([[1] * len(ids) for ids in sequences], 0),
-            "completion_mask": padded(completion_masks, 0),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "completion_mask": pad_ids(completion_masks, 0, "right", self.pad_to_multiple_of),
         }

@@ -55,6 +55,7 @@ from .distributed import process_rank, wait_for_everyone
 from .journal import Journal, atomic_write_text
 from .metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, pairwise_auc, rank_of_target
 from .metrics import tie_seed as metrics_tie_seed
+from .padding import pad_sequences, padding_id
 from .provenance import provenance
 from .scoring import (
     Completion,
@@ -493,13 +494,9 @@ def generate_answers(
         else tokenize(tokenizer, p)["input_ids"]
         for p in prompts
     ]
-    length = max(len(ids) for ids in encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(encoded):
-        input_ids[row, length - len(ids) :] = torch.tensor(ids)
-        attention_mask[row, length - len(ids) :] = 1
+    pad_id = padding_id(tokenizer)
+    input_ids, attention_mask = pad_sequences(encoded, pad_id, side="left")
+    length = input_ids.shape[1]
     device = next(model.parameters()).device
     with eval_mode(model):
         output = model.generate(

@@ -29,6 +29,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import _tokenize, common_prefix_length
 
+from .padding import pad_sequences, padding_id
 from .sharing import score_completions_shared, score_many_shared, unsupported_reason
 
 
@@ -168,7 +169,7 @@ def score_completions(
             warnings.warn(f"Scoring without prefix sharing: the model's {reason}.", stacklevel=2)
     sums = torch.zeros(total, dtype=torch.float32)
     batch_size = batch_size or max(total, 1)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     device = _device(model)
     keep_kwarg = _accepts_logits_to_keep(model)
     with eval_mode(model):
@@ -177,13 +178,8 @@ def score_completions(
             width = max(len(c) for c in chunk)
             if width == 0:
                 continue
-            sequences = [prompt_ids + c for c in chunk]
-            length = max(len(s) for s in sequences)
-            input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
-            for row, sequence in enumerate(sequences):
-                input_ids[row, length - len(sequence) :] = torch.tensor(sequence)
-                attention_mask[row, length - len(sequence) :] = 1
+            input_ids, attention_mask = pad_sequences([prompt_ids + c for c in chunk], pad_id, side="left")
+            length = input_ids.shape[1]
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
             inputs = {k: v.to(device) for k, v in inputs.items()}
