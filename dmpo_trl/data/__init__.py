@@ -9,6 +9,8 @@ train = build_preference_dataset(log, split.train, num_negatives=4, prompt_style
 ```
 """
 
+from ..cache import dataset_cache_dir
+from ..cache import dataset_cache_dir as default_cache_dir  # the old name, kept importable
 from .builder import build_preference_dataset, build_sft_dataset
 from .domains import (
     CatalogueSplit,
@@ -19,7 +21,7 @@ from .domains import (
     restrict_log,
     split_catalogue,
 )
-from .download import ChecksumError, DownloadError, default_cache_dir
+from .download import ChecksumError, DownloadError
 from .loaders import (
     DATASETS,
     load_dataset_by_name,
@@ -67,6 +69,7 @@ __all__ = [
     "builtin_template",
     "candidate_sets",
     "cross_domain_split",
+    "dataset_cache_dir",
     "default_cache_dir",
     "example_at",
     "example_rng",

@@ -37,14 +37,6 @@ class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the folder it is unpacked into."""
 
 
-def default_cache_dir() -> Path:
-    """`$DMPO_TRL_CACHE`, else `$XDG_CACHE_HOME/dmpo-trl`, else `~/.cache/dmpo-trl`."""
-    if os.environ.get("DMPO_TRL_CACHE"):
-        return Path(os.environ["DMPO_TRL_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "dmpo-trl"
-
-
 def file_checksum(path: str | Path, algorithm: str = "md5") -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.new(algorithm)

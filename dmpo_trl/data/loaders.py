@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from .download import ChecksumError, DownloadError, default_cache_dir
+from ..cache import dataset_cache_dir as default_cache_dir  # the old name of the datasets' cache
+from .download import ChecksumError, DownloadError
 from .log import InteractionLog
 from .movielens import MOVIELENS, load_grouplens, load_movielens, load_recbole_atomic, recbole_example_dir
 from .tables import load_interactions

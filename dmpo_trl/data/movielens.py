@@ -11,8 +11,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import dataset_cache_dir
 from .columnar import NeedsPandasPath, log_from_arrow
-from .download import DEFAULT_TIMEOUT, DownloadError, default_cache_dir, fetch_and_extract
+from .download import DEFAULT_TIMEOUT, DownloadError, fetch_and_extract
 from .log import InteractionLog
 from .tables import Table, log_from_tables, read_table
 
@@ -246,7 +247,7 @@ def load_movielens(
     bundled = recbole_example_dir(release.dirname)
     if bundled is not None:
         return load_recbole_atomic(bundled, release.dirname, min_rating=min_rating, name=name)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else dataset_cache_dir()
     if (cache_dir / release.dirname / release.ratings_file).is_file():
         return load_grouplens(cache_dir / release.dirname, min_rating=min_rating, name=name)
     others = f"pass data_dir=... pointing at an unpacked {release.dirname} folder"

@@ -5,6 +5,7 @@ import pytest
 import torch
 from tiny_models import build_tokenizer
 
+from dmpo_trl.cache import dataset_cache_dir, model_cache_dir
 from dmpo_trl.models import (
     DEFAULT_MODEL,
     EMBEDDED_MODELS,
@@ -53,6 +54,24 @@ def test_resolve_model_path():
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DMPO_TRL_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "models"
+
+
+def test_one_cache_root_for_models_and_datasets(monkeypatch, tmp_path):
+    """dmpo_trl.cache names both caches; the old names (models' and data's `default_cache_dir`) return the same."""
+    from dmpo_trl import data
+
+    monkeypatch.setenv("DMPO_TRL_CACHE", str(tmp_path / "root"))
+    assert (model_cache_dir(), dataset_cache_dir()) == (tmp_path / "root" / "models", tmp_path / "root")
+    assert (default_cache_dir(), data.default_cache_dir()) == (model_cache_dir(), dataset_cache_dir())
+    monkeypatch.delenv("DMPO_TRL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert (model_cache_dir(), dataset_cache_dir()) == (
+        tmp_path / "xdg" / "dmpo-trl" / "models",
+        tmp_path / "xdg" / "dmpo-trl",
+    )
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert dataset_cache_dir() == tmp_path / "home" / ".cache" / "dmpo-trl"
 
 
 def test_missing_default_model_package_names_the_install_command(monkeypatch, tmp_path):
