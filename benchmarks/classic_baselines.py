@@ -1,6 +1,6 @@
 """The recommenders users would pick instead: SASRec, GRU4Rec and BPR beside the LLM, on the same users and candidates.
 
-Reads the quality study's tuned test run (`--quality_dir`, default `benchmarks/results/quality-tuned`: its config,
+Reads the quality study's tuned test run (`--quality_dir`, default `benchmarks/results/quality/tuned`: its config,
 each seed's `candidates.json` and the per-user candidate scores of random, popular, zero-shot, SFT, DPO and DMPO
 K=4, summed log-likelihood; no LLM is retrained) and adds Cornac's SASRec, GRU4Rec and BPR (`dmpo_trl.classic`):
 
@@ -14,7 +14,7 @@ K=4, summed log-likelihood; no LLM is retrained) and adds Cornac's SASRec, GRU4R
   shows the last 5 titles. An item never seen in training scores below every known item.
 - Tuning rule, fixed before any run: a small grid per baseline (`GRIDS`), the setting with the best validation
   NDCG@5, averaged over the two regimes and pooled over both seeds' validation users (the rule of
-  `quality_selection.py`); ties go to the cheaper (earlier) setting. Test users are not read to choose.
+  `quality/selection.py`); ties go to the cheaper (earlier) setting. Test users are not read to choose.
 - Metrics per test user: HR@1, NDCG@5 (ties broken at random, seeded as in `quality.py`) and the DMPO paper's
   pairwise AUC: the target against each negative, the fraction it outscores (ties count 1/2), i.e. the expected
   outcome of a two-candidate comparison with one sampled negative. The study's prompts do not list candidates, so a
@@ -23,9 +23,9 @@ K=4, summed log-likelihood; no LLM is retrained) and adds Cornac's SASRec, GRU4R
 
 Each (seed, baseline, setting) result is saved under `--out_dir/runs/seed<S>/` as it finishes; a rerun skips it.
 
-    python benchmarks/classic_baselines.py --seeds 0 --report false &   # one process per seed on 2 cores ...
-    python benchmarks/classic_baselines.py --seeds 1 --report false; wait
-    python benchmarks/classic_baselines.py --report_only                 # ... then the table
+    python -m benchmarks.classic_baselines --seeds 0 --report false &   # one process per seed on 2 cores ...
+    python -m benchmarks.classic_baselines --seeds 1 --report false; wait
+    python -m benchmarks.classic_baselines --report_only                 # ... then the table
 """
 
 from __future__ import annotations
@@ -45,10 +45,18 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np  # noqa: E402
-from quality import REGIMES, QualityConfig, fmt, interval, load_log, load_results, per_user_metrics, split_users  # noqa: E402
+
+from benchmarks.quality import (  # noqa: E402
+    REGIMES,
+    QualityConfig,
+    fmt,
+    interval,
+    load_log,
+    load_results,
+    per_user_metrics,
+    split_users,
+)
 
 
 CLASSIC = ("sasrec", "gru4rec", "bpr")
@@ -357,8 +365,8 @@ def report(args, cfg: QualityConfig) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quality_dir", default="benchmarks/results/quality-tuned")
-    parser.add_argument("--out_dir", default="benchmarks/results/classic")
+    parser.add_argument("--quality_dir", default="benchmarks/results/quality/tuned")
+    parser.add_argument("--out_dir", default="benchmarks/results/classic/tuned")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: the quality run's seeds.")
     parser.add_argument("--methods", nargs="+", default=["bpr", "gru4rec", "sasrec"], choices=CLASSIC)
     parser.add_argument("--threads", type=int, default=1, help="torch threads.")

@@ -11,14 +11,14 @@ candidates drawn from the target domain alone. Methods:
 Domains, one log with item labels (MovieLens-100K genres by default; an item with labels of both domains is left
 out of both, with a warning that says how many):
 
-    python benchmarks/cross_domain.py                                  # Action/Adventure/... -> Comedy/Romance/...
-    python benchmarks/cross_domain.py --train_domain "Comedy,Romance" --test_domain "Action,Thriller"
-    python benchmarks/cross_domain.py --interactions inter.csv --items items.csv --genre_col genres ...
+    python -m benchmarks.cross_domain                                  # Action/Adventure/... -> Comedy/Romance/...
+    python -m benchmarks.cross_domain --train_domain "Comedy,Romance" --test_domain "Action,Thriller"
+    python -m benchmarks.cross_domain --interactions inter.csv --items items.csv --genre_col genres ...
 
 or two logs (e.g. games -> movies), CSV/TSV/parquet as `dmpo-trl` reads them (user_id,item_id,timestamp and
 item_id,title):
 
-    python benchmarks/cross_domain.py --train_interactions games.csv --train_items games_items.csv \\
+    python -m benchmarks.cross_domain --train_interactions games.csv --train_items games_items.csv \\
         --test_interactions movies.csv --test_items movie_items.csv
 
 Each method's result is written as it finishes (`--results_dir/runs/<method>.json`; scoring journals each user,
@@ -41,10 +41,17 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np  # noqa: E402
-from quality import Method, common_training_args, conversational, fmt, interval, load_base, train_preference  # noqa: E402
+
+from benchmarks.quality import (  # noqa: E402
+    Method,
+    common_training_args,
+    conversational,
+    fmt,
+    interval,
+    load_base,
+    train_preference,
+)
 
 
 DEFAULT_METHODS = ["random", "popular", "zero-shot", "dmpo-k4-cross", "dmpo-k4-in"]
@@ -85,7 +92,9 @@ class CrossDomainConfig:
     batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
     beta: float = field(default=0.1, metadata={"help": "DMPO beta."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers, alpha = 2r)."})
-    results_dir: str = field(default="benchmarks/results/cross-domain", metadata={"help": "Results and report."})
+    results_dir: str = field(
+        default="benchmarks/results/cross_domain/genres", metadata={"help": "Results and report."}
+    )
     work_dir: str = field(default="outputs/cross-domain", metadata={"help": "Trained adapters."})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's choice)."})
     report_only: bool = field(default=False, metadata={"help": "Only rebuild the report from saved results."})

@@ -20,10 +20,10 @@ pairs per step so every step sees the same rows). For each: median step seconds 
 rows and policy tokens per second, peak GPU memory, and the ratios to `shared`. The whole script is sized to finish
 in under 8 minutes on one H100/H200.
 
-    python benchmarks/gpu_check.py                 # needs CUDA; refuses with a message on a CPU-only machine
-    python benchmarks/gpu_check.py --tiny          # the same code paths on tiny Llamas, on CPU or GPU (seconds)
-    python benchmarks/gpu_check.py --json          # also print one JSON line with the numbers
-    python benchmarks/gpu_check.py --skip-7b       # the throughput table only (or --skip-throughput)
+    python -m benchmarks.gpu_check                 # needs CUDA; refuses with a message on a CPU-only machine
+    python -m benchmarks.gpu_check --tiny          # the same code paths on tiny Llamas, on CPU or GPU (seconds)
+    python -m benchmarks.gpu_check --json          # also print one JSON line with the numbers
+    python -m benchmarks.gpu_check --skip-7b       # the throughput table only (or --skip-throughput)
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def run_check(
     if not cuda and not tiny:
         raise SystemExit(
             "gpu_check needs a CUDA GPU for the 7B model (bitsandbytes 4-bit, ~6 GB of weights). On this machine run "
-            "`python benchmarks/gpu_check.py --tiny`, which exercises the same code path on a tiny Llama."
+            "`python -m benchmarks.gpu_check --tiny`, which exercises the same code path on a tiny Llama."
         )
     shape = TINY if tiny else LLAMA_7B
     device = "cuda" if cuda else "cpu"

@@ -15,8 +15,8 @@ MovieLens-1M (6,040 users, 3,706 items, 1,000,209 events; `ratings.dat` + `movie
 (the default path) and "pandas" (the plain path); the pandas engine runs at the 1M shape and, with
 `--pandas_at_25m`, at 25M too. Generating the files is timed apart and counted in no stage.
 
-    python benchmarks/large_log.py                       # both shapes; results in benchmarks/results/large_log/
-    python benchmarks/large_log.py --pandas_at_25m       # also the plain path at 25M (minutes, ~9 GB)
+    python -m benchmarks.large_log                   # both shapes; results in benchmarks/results/large_log/synthetic/
+    python -m benchmarks.large_log --pandas_at_25m   # also the plain path at 25M (minutes, ~9 GB)
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_negatives", type=int, default=4)
     parser.add_argument("--pandas_at_25m", action="store_true", help="also time the plain path at the 25M shape")
     parser.add_argument("--work_dir", help="where the files are written (default: a temporary folder)")
-    parser.add_argument("--out_dir", default="benchmarks/results/large_log")
+    parser.add_argument("--out_dir", default="benchmarks/results/large_log/synthetic")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="arrow", help=argparse.SUPPRESS)
     parser.add_argument("--generate", help=argparse.SUPPRESS)

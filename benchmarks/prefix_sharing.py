@@ -12,9 +12,9 @@ mark during training minus the resident set once the model and trainer are built
 median over `--steps` optimizer steps after `--warmup`. Evaluation throughput compares ranking 20 candidates per user
 with the prompt run once (`shared`) against the prompt repeated per candidate (`naive`).
 
-    python benchmarks/prefix_sharing.py                     # K = 1 2 4 8 16, all methods, + evaluation
-    python benchmarks/prefix_sharing.py --k 8 --json        # one JSON line per configuration
-    python benchmarks/prefix_sharing.py --check             # exactness on SmolLM2: shared vs unshared log-probs/grads
+    python -m benchmarks.prefix_sharing                     # K = 1 2 4 8 16, all methods, + evaluation
+    python -m benchmarks.prefix_sharing --k 8 --json        # one JSON line per configuration
+    python -m benchmarks.prefix_sharing --check             # exactness on SmolLM2: shared vs unshared log-probs/grads
 
 The sharing policy (`prefix_sharing="auto"`, `dmpo_trl.collator.shares_prompt`) is measured in one process, one
 model, the variants interleaved step by step (shared, unshared, auto, shared, ...) on the same rows so that a busy
@@ -22,9 +22,9 @@ machine slows them alike; a step is `DMPOTrainer.training_step` (policy and refe
 gradient checkpointing) plus the optimizer update, one row per step, `max_length=1024`; figures are medians over
 `--rounds` rounds, each round on its own row:
 
-    python benchmarks/prefix_sharing.py --policy            # MovieLens K=8, UltraFeedback-shaped, short prompt/long
-    python benchmarks/prefix_sharing.py --policy --quick    # one round, MovieLens at K=4
-    python benchmarks/prefix_sharing.py --sweep             # step time of each layout against its token counts
+    python -m benchmarks.prefix_sharing --policy            # MovieLens K=8, UltraFeedback-shaped, short prompt/long
+    python -m benchmarks.prefix_sharing --policy --quick    # one round, MovieLens at K=4
+    python -m benchmarks.prefix_sharing --sweep             # step time of each layout against its token counts
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ log-likelihood, prefix sharing) in every configuration:
 Every configuration's ranks are checked against the first one's (the same users, candidates and scores), and the
 table gives users per second and the speed-up over one process. Results go to `--output` (JSON with provenance).
 
-    python benchmarks/ranking_throughput.py --num_users 24
-    python benchmarks/ranking_throughput.py --num_users 8 --users_per_forward 4   # a quick look
+    python -m benchmarks.ranking_throughput --num_users 24
+    python -m benchmarks.ranking_throughput --num_users 8 --users_per_forward 4   # a quick look
 """
 
 from __future__ import annotations

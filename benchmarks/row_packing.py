@@ -15,9 +15,9 @@ Row shapes: `history` is the library's default prompt (the user's history, ~200-
 `mixed` alternates history rows with candidate-list rows (~500 tokens), so a batch pads its short rows a lot.
 Tokens per step are counted in the policy forward: `real` (attention_mask) and `padded` (the batch tensor).
 
-    python benchmarks/row_packing.py                      # batch 4 and 8, both shapes, 2 rounds
-    python benchmarks/row_packing.py --rounds 1 --batch-sizes 4 --shapes history
-    python benchmarks/row_packing.py --output benchmarks/results/row_packing.jsonl
+    python -m benchmarks.row_packing                      # batch 4 and 8, both shapes, 2 rounds
+    python -m benchmarks.row_packing --rounds 1 --batch-sizes 4 --shapes history
+    python -m benchmarks.row_packing --output benchmarks/results/row_packing/cpu/row_packing.jsonl
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import statistics
 import sys
 import time
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prefix_sharing import build_step_trainer, timed_step  # noqa: E402  (sets the offline/OpenMP defaults)
+from benchmarks.prefix_sharing import build_step_trainer, timed_step  # (sets the offline/OpenMP defaults)
 
 
 ARMS = {"one_row": False, "pack": True, "auto": "auto"}

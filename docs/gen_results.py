@@ -9,7 +9,8 @@ Run by the mkdocs-gen-files plugin (`mkdocs.yml`); nothing is written to `docs/`
    the file as it is now (headings demoted under the page's own, its links rewritten to point at the copies), with
    a line naming the file and its JSON, and the plot beside it when there is one (`<!-- results: FILE.md plot -->`);
    table columns that are empty in every row are left out.
-3. `results/files.md` lists every report with its title, its JSON and its plot.
+3. `results/files.md` lists every run folder (`benchmarks/results/<study>/<run>/`, with its `notes.md` and
+   `manifest.json`), then every report with its title, its JSON and its plot.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DOCS = ROOT / "docs"
 RESULTS = ROOT / "benchmarks" / "results"
 SITE_RESULTS = "benchmarks/results"  # where the copies live in the site, the same path as in the repository
 COPIED = {".md", ".png", ".json", ".jsonl", ".log"}
+RUN_FILES = {"notes.md", "manifest.json"}  # what every run folder holds besides its results
 MARKER = re.compile(r"^<!-- results: (?P<file>\S+\.md)(?P<plot> plot)? -->$", re.M)
 LINK = re.compile(r"(!?\[[^\]]*\])\((?!https?://|#|mailto:)([^)\s]+)\)")
 
@@ -37,6 +39,11 @@ def results_files() -> list[Path]:
         for path in RESULTS.rglob("*")
         if path.is_file() and path.suffix in COPIED and "runs" not in path.relative_to(RESULTS).parts
     )
+
+
+def run_folders() -> list[Path]:
+    """The run folders, `benchmarks/results/<study>/<run>/`, sorted."""
+    return sorted(path for path in RESULTS.glob("*/*") if path.is_dir())
 
 
 def relative_link(target: str, page: str) -> str:
@@ -146,7 +153,7 @@ def files_page() -> None:
         "| file | data | plot | title |",
         "|---|---|---|---|",
     ]
-    for report in (path for path in results_files() if path.suffix == ".md"):
+    for report in (path for path in results_files() if path.suffix == ".md" and path.name not in RUN_FILES):
         rel = report.relative_to(RESULTS).as_posix()
         data = [
             f"[{sibling.name}]({relative_link(f'{SITE_RESULTS}/{sibling.relative_to(RESULTS).as_posix()}', page)})"
@@ -160,12 +167,21 @@ def files_page() -> None:
         )
         link = f"[{rel}]({relative_link(f'{SITE_RESULTS}/{rel}', page)})"
         lines.append(f"| {link} | {', '.join(data)} | {plot} | {title_of(report).replace('|', '/')} |")
-    others = [path for path in results_files() if path.parent == RESULTS and path.suffix != ".md"]
-    others = [path for path in others if not path.with_suffix(".md").is_file()]
+    others = [path for path in results_files() if path.suffix in {".json", ".jsonl"} and path.name not in RUN_FILES]
+    others = [path for path in others if not any(path.parent.glob(f"{path.name.split('.')[0]}.md"))]
     if others:
         lines += ["", "Results files without a report:", ""]
         for path in others:
-            lines.append(f"- [{path.name}]({relative_link(f'{SITE_RESULTS}/{path.name}', page)})")
+            rel = path.relative_to(RESULTS).as_posix()
+            lines.append(f"- [{rel}]({relative_link(f'{SITE_RESULTS}/{rel}', page)})")
+    lines += ["", "## Run folders", "", "| study | run | notes | manifest |", "|---|---|---|---|"]
+    for folder in run_folders():
+        rel = folder.relative_to(RESULTS).as_posix()
+        cells = [
+            f"[{name}]({relative_link(f'{SITE_RESULTS}/{rel}/{name}', page)})" if (folder / name).is_file() else ""
+            for name in ("notes.md", "manifest.json")
+        ]
+        lines.append(f"| {folder.parent.name} | {folder.name} | {' | '.join(cells)} |")
     with mkdocs_gen_files.open(page, "w", encoding="utf-8") as out:
         out.write("\n".join(lines) + "\n")
     mkdocs_gen_files.set_edit_path(page, "gen_results.py")

@@ -6,7 +6,8 @@ main run's. This reads `A` and `B` as `results_dir:method`, checks that every se
 prints the mean per-user difference A - B of HitRatio@1 and NDCG@5 with a 95% paired bootstrap interval, for both
 candidate regimes and both scorings (summed and per-token log-likelihood; baselines have one score).
 
-    cd benchmarks && python quality_compare.py results/quality-rows600:dmpo-k4 results/quality-tuned:dmpo-k4
+    python -m benchmarks.quality.compare benchmarks/results/quality/rows600:dmpo-k4 \
+        benchmarks/results/quality/tuned:dmpo-k4
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from quality import REGIMES, fmt, paired_difference, per_user_metrics
+from dmpo_trl.metrics import paired_difference
+
+from .config import REGIMES
+from .summarize import fmt, per_user_metrics
 
 
 def load_runs(spec: str) -> tuple[list[dict], dict[int, dict]]:

@@ -1,12 +1,12 @@
 """Every configuration tried to make DMPO beat the most popular movie, side by side on the same 500 test users.
 
 Each lever of the quality study ran in its own results folder (other training negatives, more rows, another base
-model, length-normalised rewards, a listwise loss) on the test users and candidates of `results/quality-tuned`. This
+model, length-normalised rewards, a listwise loss) on the test users and candidates of `results/quality/tuned`. This
 reads each folder's run, checks the candidates match the main run's, and writes one table: HitRatio@1 and NDCG@5 in
 both candidate regimes, and the paired HitRatio@1 differences against most popular, DPO and the main DMPO K=4 run.
 A folder not yet run is listed as missing.
 
-    cd benchmarks && python quality_levers.py --out results/quality-levers.md
+    python -m benchmarks.quality.levers --out benchmarks/results/quality/levers/quality-levers.md
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from quality import REGIMES, fmt, interval, marked_difference, per_user_metrics
-from quality_compare import load_runs
+from dmpo_trl.metrics import interval
+
+from .compare import load_runs
+from .config import REGIMES
+from .summarize import fmt, marked_difference, per_user_metrics
 
 
-RESULTS = Path(__file__).parent / "results"
-MAIN = "quality-tuned"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+MAIN = "quality/tuned"
 
 
 @dataclass
@@ -38,24 +41,24 @@ LEVERS = [
     Lever("zero-shot SmolLM2-135M-Instruct", MAIN, "zero-shot", "untrained"),
     Lever("DPO (K=1), 100 rows", MAIN, "dpo", "3e-3 x 1, chosen on validation"),
     Lever("SFT, 100 rows", MAIN, "sft", "3e-3 x 1, chosen on validation"),
-    Lever("DMPO K=4, popularity-matched training negatives", "quality-tuned-popneg", "dmpo-k4",
+    Lever("DMPO K=4, popularity-matched training negatives", "quality/tuned-popneg", "dmpo-k4",
           "1e-3 x 2, main run's"),
-    Lever("DMPO K=4, popularity-matched training negatives", "quality-popneg-chosen", "dmpo-k4@popularity_matched",
+    Lever("DMPO K=4, popularity-matched training negatives", "quality/popneg-chosen", "dmpo-k4@popularity_matched",
           "1e-3 x 1, chosen on validation"),
-    Lever("DMPO K=4, mined negatives (2 of 4 from the policy)", "quality-tuned-mined", "dmpo-k4@model50",
+    Lever("DMPO K=4, mined negatives (2 of 4 from the policy)", "quality/tuned-mined", "dmpo-k4@model50",
           "1e-3 x 2, chosen on validation"),
-    Lever("DMPO K=4, length-normalised rewards (beta 1.3)", "quality-tuned-ln", "dmpo-k4-ln", "1e-3 x 2, main run's"),
-    Lever("DMPO K=4, length-normalised rewards (beta 1.3)", "quality-ln-chosen", "dmpo-k4-ln",
+    Lever("DMPO K=4, length-normalised rewards (beta 1.3)", "quality/tuned-ln", "dmpo-k4-ln", "1e-3 x 2, main run's"),
+    Lever("DMPO K=4, length-normalised rewards (beta 1.3)", "quality/ln-chosen", "dmpo-k4-ln",
           "1e-3 x 1, chosen on validation"),
-    Lever("Plackett-Luce K=4 (listwise)", "quality-pl", "pl-k4", "1e-3 x 2, main run's"),
-    Lever("Plackett-Luce K=4 (listwise)", "quality-pl-chosen", "pl-k4", "3e-3 x 1, chosen on validation"),
-    Lever("DMPO K=4, 600 rows", "quality-rows600", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
-    Lever("DMPO K=4, 600 rows", "quality-rows600-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
-    Lever("DMPO K=4, 1,000 rows", "quality-rows1000", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
-    Lever("DMPO K=4, 1,000 rows", "quality-rows1000-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
-    Lever("Gemma 3 270M zero-shot", "quality-gemma", "zero-shot", "untrained"),
-    Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality-gemma-dmpo", "dmpo-k4", "1e-3 x 2, SmolLM2's"),
-    Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality-gemma-chosen", "dmpo-k4", "3e-4 x 1, chosen on validation"),
+    Lever("Plackett-Luce K=4 (listwise)", "quality/pl", "pl-k4", "1e-3 x 2, main run's"),
+    Lever("Plackett-Luce K=4 (listwise)", "quality/pl-chosen", "pl-k4", "3e-3 x 1, chosen on validation"),
+    Lever("DMPO K=4, 600 rows", "quality/rows600", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
+    Lever("DMPO K=4, 600 rows", "quality/rows600-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
+    Lever("DMPO K=4, 1,000 rows", "quality/rows1000", "dmpo-k4", "1e-3 x 1, not chosen on validation"),
+    Lever("DMPO K=4, 1,000 rows", "quality/rows1000-chosen", "dmpo-k4", "1e-3 x 2, chosen on validation"),
+    Lever("Gemma 3 270M zero-shot", "quality/gemma", "zero-shot", "untrained"),
+    Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality/gemma-dmpo", "dmpo-k4", "1e-3 x 2, SmolLM2's"),
+    Lever("Gemma 3 270M, DMPO K=4, 100 rows", "quality/gemma-chosen", "dmpo-k4", "3e-4 x 1, chosen on validation"),
 ]  # fmt: skip
 REFERENCES = [("most popular", "popular"), ("DPO", "dpo"), ("DMPO K=4 main", "dmpo-k4")]
 
@@ -113,7 +116,7 @@ def table(
         "",
         f"{users} test users, the candidates of `{main}`; ranked by summed log-likelihood; 95% "
         "bootstrap intervals, paired (same users and candidates) for the differences, marked win / loss when they "
-        "exclude 0. SmolLM2-135M-Instruct + LoRA r=16 unless Gemma is named. Each folder's NOTES.md (or the README) "
+        "exclude 0. SmolLM2-135M-Instruct + LoRA r=16 unless Gemma is named. Each folder's notes.md (or the README) "
         "gives the command that made it; each run's JSON records its settings, library versions and commit.",
         "",
         *lines,
@@ -122,7 +125,7 @@ def table(
     if missing:
         out += ["Not run yet: " + "; ".join(f"{m.label} (`{m.folder}:{m.method}`)" for m in missing) + ".", ""]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS)
-    out += [f"Made by `python benchmarks/quality_levers.py` at commit {commit.stdout.strip() or 'unknown'}.", ""]
+    out += [f"Made by `python -m benchmarks.quality.levers` at commit {commit.stdout.strip() or 'unknown'}.", ""]
     return "\n".join(out)
 
 

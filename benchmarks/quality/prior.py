@@ -8,7 +8,7 @@ the validation run by the study's rule (validation NDCG@5, mean of both candidat
 tie), and reports the test run with that weight: HitRatio@1 and NDCG@5 with 95% intervals, paired against most
 popular, the same model without the prior, and the other models with theirs.
 
-    cd benchmarks && python quality_prior.py --out results/quality-prior/prior.md
+    python -m benchmarks.quality.prior --out benchmarks/results/quality/prior/prior.md
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from quality import REGIMES, fmt, interval, marked_difference, paired_difference, per_user_metrics
-from quality_compare import load_runs as _load_runs
 
 from dmpo_trl.evaluation import with_popularity_prior
+from dmpo_trl.metrics import interval, paired_difference
 from dmpo_trl.prior import PRIOR_WEIGHTS
 from dmpo_trl.provenance import provenance
 
+from .compare import load_runs as _load_runs
+from .config import REGIMES
+from .summarize import fmt, marked_difference, per_user_metrics
 
-RESULTS = Path(__file__).parent / "results"
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 WEIGHTS = PRIOR_WEIGHTS  # the grid `dmpo-trl train` chooses the weight from
 
 
@@ -44,19 +47,19 @@ class Prior:
 load_runs = functools.lru_cache(maxsize=None)(_load_runs)  # each run is read once, however many weights use it
 
 CONFIGS = [
-    Prior("DMPO K=4, 100 rows", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-tuned:dmpo-k4"),
-    Prior("DPO, 100 rows", "quality-lr/lr3e-3:dpo", "quality-tuned:dpo"),
-    Prior("SFT, 100 rows", "quality-lr/lr3e-3:sft", "quality-tuned:sft"),
-    Prior("zero-shot SmolLM2-135M-Instruct", "quality-prior/valid:zero-shot", "quality-tuned:zero-shot"),
-    Prior("DMPO K=4, 600 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows600:dmpo-k4"),
-    Prior("DMPO K=4, 600 rows", "quality-lr-rows600/lr1e-3-ep2:dmpo-k4", "quality-rows600-chosen:dmpo-k4",
-          "quality-prior/valid"),
-    Prior("DMPO K=4, 1,000 rows (w of 100 rows)", "quality-lr/lr1e-3-ep2:dmpo-k4", "quality-rows1000:dmpo-k4"),
-    Prior("DMPO K=4, 1,000 rows", "quality-lr-rows1000/lr1e-3-ep2:dmpo-k4", "quality-rows1000-chosen:dmpo-k4",
-          "quality-prior/valid"),
-    Prior("zero-shot Gemma 3 270M", "quality-prior/valid-gemma:zero-shot", "quality-gemma:zero-shot"),
-    Prior("Gemma 3 270M, DMPO K=4, 100 rows", "quality-lr-gemma/lr3e-4:dmpo-k4", "quality-gemma-chosen:dmpo-k4",
-          "quality-prior/valid-gemma"),
+    Prior("DMPO K=4, 100 rows", "quality/lr/lr1e-3-ep2:dmpo-k4", "quality/tuned:dmpo-k4"),
+    Prior("DPO, 100 rows", "quality/lr/lr3e-3:dpo", "quality/tuned:dpo"),
+    Prior("SFT, 100 rows", "quality/lr/lr3e-3:sft", "quality/tuned:sft"),
+    Prior("zero-shot SmolLM2-135M-Instruct", "quality/prior/valid:zero-shot", "quality/tuned:zero-shot"),
+    Prior("DMPO K=4, 600 rows (w of 100 rows)", "quality/lr/lr1e-3-ep2:dmpo-k4", "quality/rows600:dmpo-k4"),
+    Prior("DMPO K=4, 600 rows", "quality/lr-rows600/lr1e-3-ep2:dmpo-k4", "quality/rows600-chosen:dmpo-k4",
+          "quality/prior/valid"),
+    Prior("DMPO K=4, 1,000 rows (w of 100 rows)", "quality/lr/lr1e-3-ep2:dmpo-k4", "quality/rows1000:dmpo-k4"),
+    Prior("DMPO K=4, 1,000 rows", "quality/lr-rows1000/lr1e-3-ep2:dmpo-k4", "quality/rows1000-chosen:dmpo-k4",
+          "quality/prior/valid"),
+    Prior("zero-shot Gemma 3 270M", "quality/prior/valid-gemma:zero-shot", "quality/gemma:zero-shot"),
+    Prior("Gemma 3 270M, DMPO K=4, 100 rows", "quality/lr-gemma/lr3e-4:dmpo-k4", "quality/gemma-chosen:dmpo-k4",
+          "quality/prior/valid-gemma"),
 ]  # fmt: skip
 
 

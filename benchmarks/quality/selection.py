@@ -1,12 +1,13 @@
 """Choose each method's learning rate and epochs on validation users, for `quality.py --method_settings`.
 
-Reads validation runs of `benchmarks/quality.py` (`--num_valid_users N --evaluate_on valid`, one `--results_dir` per
+Reads validation runs of `benchmarks/quality/` (`--num_valid_users N --evaluate_on valid`, one `--results_dir` per
 learning rate / epochs setting), tabulates every (method, setting) and picks, per method, the setting with the best
 validation NDCG@5 averaged over the two candidate regimes (summed log-likelihood). The rule was fixed before the
 runs: NDCG@5 is less coarse than HitRatio@1 on a few dozen users, and averaging the regimes rewards ranking that
 popularity alone does not explain. Test users are never read.
 
-    cd benchmarks && python quality_selection.py results/quality-lr/* --out results/quality-lr/selection.md
+    python -m benchmarks.quality.selection benchmarks/results/quality/lr/* \
+        --out benchmarks/results/quality/lr/selection.md
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from quality import REGIMES, QualityConfig, fmt, interval, per_user_metrics
+
+from dmpo_trl.metrics import interval
+
+from .config import REGIMES, QualityConfig
+from .summarize import fmt, per_user_metrics
 
 
 SELECTION_METRIC = "validation NDCG@5, mean of the uniform and popularity-matched regimes"

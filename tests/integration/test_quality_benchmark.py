@@ -1,6 +1,6 @@
-"""The quality study (benchmarks/quality.py) in miniature: every kind of method on a tiny model and a synthetic log."""
+"""The quality study (`python -m benchmarks.quality`) in miniature: every kind of method on a tiny model and a
+synthetic log."""
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -15,16 +15,17 @@ from dmpo_trl.models import load_model_and_tokenizer
 from dmpo_trl.recipe import RecDataArguments, load_interaction_log
 
 
-def load_quality():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `python -m pytest` from the root has it already; plain `pytest` may not
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import quality  # noqa: E402
+from benchmarks.quality import compare as quality_compare  # noqa: E402
+from benchmarks.quality import levers as quality_levers  # noqa: E402
+from benchmarks.quality import prior as quality_prior  # noqa: E402
+from benchmarks.quality import selection as quality_selection  # noqa: E402
 
 
-quality = load_quality()
 METHODS = ["random", "popular", "zero-shot", "sft", "dpo", "dmpo-k2", "sdpo-k2", "sft+dmpo-k2"]
 
 
@@ -121,9 +122,6 @@ def test_study_compares_training_negatives(tmp_path, tiny_model_dir):
     ) in pairs
     assert "every item with 5+ items before, at most 12 rows" in (results / "quality.md").read_text()
 
-    sys.path.insert(0, str(Path(quality.__file__).parent))
-    import quality_compare
-
     rows = quality_compare.main([f"{results}:dmpo-k2@model50", f"{results}:dmpo-k2", "--json"])
     assert len(rows) == 8 and {(r["regime"], r["scoring"], r["metric"]) for r in rows} >= {
         ("popularity_matched", "mean", "ndcg@5")
@@ -139,8 +137,6 @@ def test_study_compares_training_negatives(tmp_path, tiny_model_dir):
     (other / "dmpo-k2.json").write_text((results / "runs" / "seed0" / "dmpo-k2.json").read_text())
     with pytest.raises(SystemExit, match="other users or candidates"):
         quality_compare.main([f"{results}:dmpo-k2@model50", f"{tmp_path / 'other'}:dmpo-k2"])
-
-    import quality_levers
 
     levers = [
         quality_levers.Lever("mined", "results", "dmpo-k2@model50", "1e-2 x 2"),
@@ -231,9 +227,6 @@ def test_study_smoke_runs_resumes_and_scores_like_the_evaluator(tmp_path, tiny_m
 
 @pytest.mark.slow
 def test_selection_reads_validation_runs_and_picks_per_method(tmp_path, tiny_model_dir):
-    sys.path.insert(0, str(Path(quality.__file__).parent))
-    import quality_selection
-
     interactions, items = write_tiny_log(tmp_path)
     common = [
         "--model", str(tiny_model_dir), "--interactions", interactions, "--items", items, "--seeds", "0",
@@ -282,9 +275,6 @@ def test_sft_stage_is_reused_only_with_the_same_settings(tmp_path, tiny_model_di
 
 
 def test_popularity_prior_on_saved_scores_ranks_like_the_evaluator(tmp_path, tiny_model_dir):
-    sys.path.insert(0, str(Path(quality.__file__).parent))
-    import quality_prior
-
     from dmpo_trl.metrics import hits_at_k, ndcg_at_k
 
     interactions, items = write_tiny_log(tmp_path)
