@@ -246,11 +246,7 @@ class MinedNegativesTraining:
         for round_index in range(self.num_rounds):
             if round_index:
                 rows = self._rows(trainer.model, trainer.processing_class, round_index)
-                prepared = trainer._prepare_dataset(rows, trainer.processing_class, trainer.args, "train")
-                if trainer.precompute_ref_logps:
-                    batch = trainer.args.precompute_ref_batch_size or trainer.args.per_device_train_batch_size
-                    prepared = trainer._precompute_ref_logps(prepared, "train", batch)
-                trainer.train_dataset = prepared
+                trainer.train_dataset = trainer.prepare_dataset(rows, "train")
             output = trainer.train()
             steps += output.global_step
             loss_sum += output.training_loss * output.global_step

@@ -6,8 +6,9 @@ Two layers:
   token appended; conversational ones are rendered by the chat template (which closes the assistant turn); the
   completion starts where the tokenized prompt and every tokenized prompt+completion diverge.
 - `score_completions` runs the model and returns, per completion, the summed log-probability of its tokens and their
-  count. It is the only place that runs the model, so its internals can change (e.g. to prefix sharing) without
-  touching callers.
+  count. This module is the only place that scores with the model: with prefix sharing (`score_completions_shared`,
+  `score_many_shared`: the prompt runs once in a packed row laid out by `dmpo_trl.sharing`) where the model takes
+  the packed layout, unshared otherwise, so its internals can change without touching callers.
 
 Example:
 ```python
@@ -27,33 +28,15 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from trl.data_utils import _tokenize, common_prefix_length
 
 from .padding import pad_sequences, padding_id
-from .sharing import score_completions_shared, score_many_shared, unsupported_reason
+from .sharing import pack_row, packed_forward_kwargs, pad_rows, unsupported_reason
+from .tokenization import is_conversational as is_conversational  # re-exported: it was defined here
+from .tokenization import tokenize_responses
 
 
 Prompt = str | list[dict[str, Any]]
 Completion = str | list[dict[str, Any]]
-
-
-def is_conversational(value: Any) -> bool:
-    """True for a message list (`[{"role": ..., "content": ...}, ...]`), False for plain text.
-
-    Example:
-    ```python
-    >>> is_conversational([{"role": "user", "content": "hi"}]), is_conversational("hi")
-    (True, False)
-    ```
-    """
-    return isinstance(value, list) and len(value) > 0 and all(isinstance(m, dict) and "role" in m for m in value)
-
-
-def _end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]]) -> list[int]:
-    """The tokens a chat template puts after an assistant message's content (e.g. `<|im_end|>` and a newline)."""
-    prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
-    empty = _tokenize(tokenizer, prompt + [{"role": "assistant", "content": ""}])["input_ids"]
-    return empty[common_prefix_length(prompt_ids, empty) :]
 
 
 def tokenize_for_scoring(
@@ -61,12 +44,16 @@ def tokenize_for_scoring(
     prompt: Prompt,
     completions: Sequence[Completion],
     end_of_turn: bool = True,
+    tools: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[int], list[list[int]]]:
     """Token ids of `prompt` and of each completion, as `DMPOTrainer` (and TRL's `DPOTrainer`) would train them.
 
     Plain text: `tokenizer(prompt)` and `tokenizer(prompt + completion + eos)`. Conversational (message lists):
     the chat template with `add_generation_prompt=True` for the prompt, and prompt + assistant message for each
-    completion. The completions start at the longest prefix shared by the prompt and all prompt+completion ids.
+    completion (with `tools` and `chat_template_kwargs`, as a training row gives them). The completions start at the
+    longest prefix shared by the prompt and all prompt+completion ids. The trainer's own tokenization
+    (`dmpo_trl.tokenization.tokenize_responses`) makes them.
 
     `end_of_turn=False` leaves out what closes the answer: the EOS of plain text, or the chat template's end-of-turn
     tokens, so only the title's own tokens are scored (this no longer matches training exactly).
@@ -80,24 +67,9 @@ def tokenize_for_scoring(
     """
     if not completions:
         raise ValueError("tokenize_for_scoring needs at least one completion")
-    if is_conversational(prompt):
-        prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
-        full = [_tokenize(tokenizer, prompt + list(c))["input_ids"] for c in completions]
-    else:
-        eos = tokenizer.eos_token
-        if end_of_turn and eos is not None:
-            completions = [c if c.endswith(eos) else c + eos for c in completions]
-        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
-        full = [_tokenize(tokenizer, prompt + c)["input_ids"] for c in completions]
-    prompt_len = min(common_prefix_length(prompt_ids, ids) for ids in full)
-    completions_ids = [ids[prompt_len:] for ids in full]
-    if is_conversational(prompt) and not end_of_turn:
-        suffix = _end_of_turn_ids(tokenizer, prompt)
-        if suffix:
-            completions_ids = [
-                ids[: -len(suffix)] if ids[-len(suffix) :] == suffix else ids for ids in completions_ids
-            ]
-    return list(prompt_ids[:prompt_len]), completions_ids
+    return tokenize_responses(
+        tokenizer, prompt, completions, tools=tools, chat_template_kwargs=chat_template_kwargs, end_of_turn=end_of_turn
+    )
 
 
 @contextlib.contextmanager
@@ -195,6 +167,39 @@ def score_completions(
             mask = torch.arange(width, device=device).unsqueeze(0) >= (width - lengths).unsqueeze(1)
             sums[start : start + len(chunk)] = (token_logps * mask).sum(-1).cpu()
     return sums, counts
+
+
+@torch.no_grad()
+def score_completions_shared(model, prompt_ids: list[int], completions: list[list[int]]) -> torch.Tensor:
+    """Summed log-prob of each completion after `prompt_ids`, with the prompt run once. No training path needed.
+
+    Example:
+    ```python
+    >>> logps = score_completions_shared(model, tokenizer("Next:")["input_ids"], [[11, 2], [12, 2]])  # doctest: +SKIP
+    ```
+    """
+    return score_many_shared(model, [(prompt_ids, completions)])[0]
+
+
+@torch.no_grad()
+def score_many_shared(model, requests: list[tuple[list[int], list[list[int]]]]) -> list[torch.Tensor]:
+    """`score_completions_shared` for several prompts in one forward: one packed row each, padded into a batch.
+
+    Only the positions some row scores go through the vocabulary projection (`logits_to_keep`).
+    """
+    batch = pad_rows([pack_row(prompt, completions) for prompt, completions in requests], pad_token_id=0)
+    device = model.get_input_embeddings().weight.device
+    batch = {key: value.to(device) for key, value in batch.items()}
+    scored = batch["labels"] != -100
+    positions = scored.any(dim=0).nonzero().squeeze(1)
+    outputs = model(**packed_forward_kwargs(model, batch), logits_to_keep=positions)
+    labels, owner, keep = batch["labels"][:, positions], batch["owner"][:, positions], scored[:, positions]
+    token_logps = outputs.logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    results = []
+    for row, (_, completions) in enumerate(requests):
+        scores = torch.zeros(len(completions), device=device)
+        results.append(scores.index_add_(0, owner[row][keep[row]], token_logps[row][keep[row]]).cpu())
+    return results
 
 
 def score_candidates(

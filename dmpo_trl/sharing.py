@@ -25,12 +25,17 @@ its own sequence while the batch carries no padding between rows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
-import sys
 from collections.abc import Iterator
 
 import torch
+
+from ._trl_compat import (
+    attention_implementation,
+    load_balancing_loss,
+    router_logits_recorder,
+    takes_mask_per_layer_type,
+)
 
 
 SUPPORTED_ATTENTION = ("eager", "sdpa", "flex_attention")
@@ -202,34 +207,19 @@ def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-@functools.cache
-def _modeling_source(model_class: type) -> str:
-    module = inspect.getmodule(model_class)
-    try:
-        return inspect.getsource(module) if module is not None else ""
-    except (OSError, TypeError):
-        return ""
-
-
 def layer_attention_types(model) -> list[str]:
     """The attention kind of each decoder layer: `"full_attention"`, `"sliding_attention"` or another name.
 
-    Read from `config.layer_types` where the architecture declares them (Gemma 2/3, Qwen2/3, ...); otherwise every
-    layer is sliding when the config sets a `sliding_window` that the architecture's code applies (Mistral, Phi-3,
-    Mixtral), and full attention when not.
+    Read from the config as transformers reads it: `config.layer_types` where the architecture declares them (Gemma
+    2/3, Qwen2/3, ...); otherwise every layer is sliding when the config sets a `sliding_window` (Mistral, Phi-3,
+    Mixtral, Starcoder2: their configs set it only where the model applies it), and full attention when not.
     """
     config = _base_model(model).config.get_text_config()
     layer_types = getattr(config, "layer_types", None)
     if layer_types:
         return list(layer_types)
-    window = getattr(config, "sliding_window", None)
-    sliding = bool(window) and "create_sliding_window_causal_mask" in _modeling_source(type(_base_model(model)))
+    sliding = bool(getattr(config, "sliding_window", None))
     return ["sliding_attention" if sliding else "full_attention"] * config.num_hidden_layers
-
-
-def _takes_mask_per_layer_type(model) -> bool:
-    """Whether the architecture's forward accepts a dict of masks keyed by layer type (and uses it as given)."""
-    return "causal_mask_mapping := attention_mask" in _modeling_source(type(_base_model(model)))
 
 
 def unsupported_reason(model) -> str | None:
@@ -243,7 +233,7 @@ def unsupported_reason(model) -> str | None:
     """
     base = _base_model(model)
     config = base.config.get_text_config()
-    implementation = getattr(base.config, "_attn_implementation", None)
+    implementation = attention_implementation(base)
     if implementation not in SUPPORTED_ATTENTION:
         return (
             f"attention implementation {implementation!r} does not take a custom 4D attention mask "
@@ -265,7 +255,7 @@ def unsupported_reason(model) -> str | None:
     unknown = kinds - set(ATTENTION_KINDS)
     if unknown:
         return f"layer attention type(s) {sorted(unknown)} have no packed equivalent (supported: {ATTENTION_KINDS})"
-    if len(kinds) > 1 and not _takes_mask_per_layer_type(model):
+    if len(kinds) > 1 and not takes_mask_per_layer_type(type(base)):
         return f"{type(base).__name__} mixes {sorted(kinds)} layers but takes no mask per layer type"
     return None
 
@@ -281,7 +271,7 @@ def packed_attention_mask(
     `unsupported_reason(model)` first.
     """
     base = _base_model(model)
-    implementation = base.config._attn_implementation
+    implementation = attention_implementation(base)
     dtype = base.get_input_embeddings().weight.dtype if implementation == "eager" else None
     window = getattr(base.config.get_text_config(), "sliding_window", None)
     masks = {}
@@ -297,7 +287,9 @@ def packed_attention_mask(
             masks[kind] = block_attention_mask(
                 block_ids, dtype, position_ids=position_ids, sliding_window=sliding, row_ids=row_ids
             )
-    if len(masks) == 1 and not _takes_mask_per_layer_type(model):
+    # One kind: one mask, which every architecture takes (transformers returns a given 4D mask as it is). Several:
+    # a mask per layer type (`unsupported_reason` has checked that the model takes them).
+    if len(masks) == 1:
         return next(iter(masks.values()))
     return masks
 
@@ -330,11 +322,10 @@ def recording_router_logits(model) -> Iterator[list[torch.Tensor]]:
     that the model need not build its own router loss from the 4D mask.
     """
     base = _base_model(model)
-    recorder = getattr(base, "_can_record_outputs", None) or {}
-    recorder = recorder.get("router_logits")
+    recorder = router_logits_recorder(base)
     if recorder is None:
         raise ValueError(f"{type(base).__name__} records no router logits, so it has no router auxiliary loss.")
-    target, index = (recorder.target_class, recorder.index) if hasattr(recorder, "target_class") else (recorder, 0)
+    target, index = recorder
     logits: list[torch.Tensor] = []
 
     def record(module, args, output):
@@ -365,7 +356,7 @@ def packed_router_aux_loss(
     else:
         prompt_weights = num_sequences.to(block_ids)[row_ids.clamp(min=0)]
     weights = torch.where(block_ids == 0, prompt_weights, (block_ids > 0).to(block_ids))
-    balance = sys.modules[type(base).__module__].load_balancing_loss_func
+    balance = load_balancing_loss(base)
     num_experts = (
         getattr(base, "num_experts", None) or getattr(config, "num_local_experts", None) or config.num_experts
     )
@@ -417,34 +408,11 @@ def pad_rows(rows: list[dict[str, list]], pad_token_id: int, pad_to_multiple_of:
     }
 
 
-@torch.no_grad()
-def score_completions_shared(model, prompt_ids: list[int], completions: list[list[int]]) -> torch.Tensor:
-    """Summed log-prob of each completion after `prompt_ids`, with the prompt run once. No training path needed.
+def __getattr__(name: str):
+    """The scorers that lived here before they moved to `dmpo_trl.scoring` (`score_completions_shared`,
+    `score_many_shared`), still importable from this module; imported on use, since scoring imports sharing."""
+    if name in ("score_completions_shared", "score_many_shared"):
+        from . import scoring
 
-    Example:
-    ```python
-    >>> logps = score_completions_shared(model, tokenizer("Next:")["input_ids"], [[11, 2], [12, 2]])  # doctest: +SKIP
-    ```
-    """
-    return score_many_shared(model, [(prompt_ids, completions)])[0]
-
-
-@torch.no_grad()
-def score_many_shared(model, requests: list[tuple[list[int], list[list[int]]]]) -> list[torch.Tensor]:
-    """`score_completions_shared` for several prompts in one forward: one packed row each, padded into a batch.
-
-    Only the positions some row scores go through the vocabulary projection (`logits_to_keep`).
-    """
-    batch = pad_rows([pack_row(prompt, completions) for prompt, completions in requests], pad_token_id=0)
-    device = model.get_input_embeddings().weight.device
-    batch = {key: value.to(device) for key, value in batch.items()}
-    scored = batch["labels"] != -100
-    positions = scored.any(dim=0).nonzero().squeeze(1)
-    outputs = model(**packed_forward_kwargs(model, batch), logits_to_keep=positions)
-    labels, owner, keep = batch["labels"][:, positions], batch["owner"][:, positions], scored[:, positions]
-    token_logps = outputs.logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    results = []
-    for row, (_, completions) in enumerate(requests):
-        scores = torch.zeros(len(completions), device=device)
-        results.append(scores.index_add_(0, owner[row][keep[row]], token_logps[row][keep[row]]).cpu())
-    return results
+        return getattr(scoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

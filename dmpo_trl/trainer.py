@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import textwrap
-from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from datasets.fingerprint import Hasher
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
-from trl.data_utils import _tokenize, common_prefix_length
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
+from trl.trainer.utils import get_config_model_id, use_adapter
 
+from ._trl_compat import prepare_inputs
 from .collator import DataCollatorForMultiPreference
 from .config import MULTI_NEGATIVE_LOSSES, DMPOConfig, check_loss_types
 from .journal import share_saved_weights
 from .losses import PREFERENCE_LOSSES
-from .rows import check_row, check_tokenized_row, extract_implicit_prompt, subsample
+from .preparation import prepare_rows, refuse_vision_inputs
 from .sharing import (
     packed_forward_kwargs,
     packed_router_aux_loss,
@@ -30,89 +28,10 @@ from .sharing import (
     unpack_rows,
     unsupported_reason,
 )
+from .step_metrics import log_aux_loss, log_reward_metrics, log_token_metrics
 
 
 logger = logging.getLogger(__name__)
-
-
-def length_status(
-    prompt_ids: list, chosen_ids: list, rejected_ids: list, max_length: int, truncation_mode: str
-) -> str | None:
-    """`"dropped"` when the prompt alone fills `max_length` (`keep_start`), `"truncated"` when a response runs past."""
-    prompt = len(prompt_ids)
-    if truncation_mode == "keep_start" and prompt >= max_length:
-        return "dropped"
-    longest = max([len(chosen_ids)] + [len(r) for r in rejected_ids])
-    return "truncated" if prompt < max_length < prompt + longest else None
-
-
-def pairwise_refusal(index: int, dataset_name: str, count: int, reason: str) -> str:
-    """The error for a row with K > 1 rejected responses where TRL's pairwise loss runs (`reason` says why)."""
-    return (
-        f"Row {index} of the {dataset_name} dataset has {count} rejected responses, but {reason} runs TRL's pairwise "
-        "DPO loss, which takes one rejected response per row. Use loss_type 'dmpo', 'sdpo', 'sigmoid' or "
-        "'plackett_luce' without ld_alpha, use_weighting and f_divergence_type, or set max_negatives=1."
-    )
-
-
-class StreamedLengthCheck:
-    """Filter for a streamed (`IterableDataset`) split, whose rows cannot be counted before training reads them.
-
-    As rows stream in, it drops those whose prompt alone fills `max_length` (with `keep_start`) and warns about them
-    and about responses that run past `max_length`, naming the row and the count so far; warnings come at counts
-    1, 2, 4, 8, ... so that a long stream does not flood the log.
-    """
-
-    def __init__(self, max_length: int, truncation_mode: str, dataset_name: str):
-        self.max_length, self.truncation_mode, self.dataset_name = max_length, truncation_mode, dataset_name
-        self.dropped = self.truncated = 0
-
-    def __call__(self, row: dict[str, Any], index: int) -> bool:
-        status = length_status(
-            row["prompt_ids"], row["chosen_ids"], row["rejected_ids"], self.max_length, self.truncation_mode
-        )
-        if status == "dropped":
-            self.dropped += 1
-            self._warn(self.dropped, f"Dropped row {index}", "its prompt alone fills", "dropped")
-            return False
-        if status == "truncated":
-            self.truncated += 1
-            self._warn(self.truncated, f"Row {index}", "a response runs past", "truncated")
-        return True
-
-    def _warn(self, count: int, subject: str, what: str, done: str) -> None:
-        if count & (count - 1) == 0:  # a power of two
-            logger.warning(
-                f"{subject} of the streamed {self.dataset_name} dataset: {what} max_length={self.max_length}; "
-                f"{count} row(s) {done} so far (reported at counts 1, 2, 4, 8, ...)."
-            )
-
-
-def _column_names(dataset) -> list[str]:
-    names = getattr(dataset, "column_names", None)
-    return list(names) if names is not None else list(next(iter(dataset)).keys())
-
-
-def refuse_vision_inputs(processing_class, train_dataset, eval_dataset) -> None:
-    """Raise `NotImplementedError` for a processor (`ProcessorMixin`) or a dataset with an `image`/`images` column."""
-    if isinstance(processing_class, ProcessorMixin):
-        raise NotImplementedError(
-            "DMPOTrainer takes a tokenizer as `processing_class`, not a processor "
-            f"({type(processing_class).__name__}): vision-language models and image inputs are not supported."
-        )
-    if isinstance(eval_dataset, dict):
-        datasets = [("train", train_dataset), *eval_dataset.items()]
-    else:
-        datasets = [("train", train_dataset), ("eval", eval_dataset)]
-    for name, dataset in datasets:
-        if dataset is None:
-            continue
-        images = [column for column in _column_names(dataset) if column in ("image", "images")]
-        if images:
-            raise NotImplementedError(
-                f"The {name} dataset has an `{images[0]}` column: DMPOTrainer does not support image inputs "
-                "(text-only rows: `prompt`, `chosen`, `rejected`)."
-            )
 
 
 def resolve_pad_token(tokenizer: PreTrainedTokenizerBase, args: DPOConfig) -> str:
@@ -141,11 +60,6 @@ def split_by_row(seq_logps: torch.Tensor, inputs: dict[str, torch.Tensor], width
         rejected = torch.nn.functional.pad(rejected, (0, width - index.size(1)))
         mask = torch.nn.functional.pad(mask, (0, width - index.size(1)), value=False)
     return chosen, rejected, mask
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of `values` where `mask` is True, without boolean indexing (whose output size needs a host sync)."""
-    return values.masked_fill(~mask, 0).sum()
 
 
 #: Batch keys that describe the K layout; TRL's own `_compute_loss` (pairwise losses) must not pass them to the model.
@@ -320,13 +234,14 @@ class DMPOTrainer(DPOTrainer):
                 self.data_collator.share_prompt = False
                 return
 
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        """TRL's precompute, cached under the dataset's fingerprint, the reference model and what shapes its values."""
-        self._resolve_prefix_sharing()  # runs inside DPOTrainer.__init__, before our own check after it
-        # TRL keys its cache file on (dataset fingerprint, model hash); the tokenized fingerprint leaves out `args`, so
-        # the settings that change the stored values join the model hash for the length of the pass.
-        model_hash = self._precompute_model_hash
-        settings = {
+    def precompute_settings(self) -> dict:
+        """The settings that change the precomputed reference log-probs, beside the dataset and the reference model.
+
+        TRL keys its cache of precomputed values on (dataset fingerprint, model hash); the tokenized fingerprint
+        leaves out `args` (`dmpo_trl.preparation.prepare_rows`), so these join the model hash
+        (`_precompute_model_hash`).
+        """
+        return {
             "max_length": self.args.max_length,
             "truncation_mode": self.args.truncation_mode,
             "ld_alpha": self.ld_alpha,
@@ -336,11 +251,21 @@ class DMPOTrainer(DPOTrainer):
             "width": self._max_num_rejected,
             "precision": (self.args.bf16, self.args.fp16),
         }
-        self._precompute_model_hash = Hasher.hash((model_hash, settings))
-        try:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-        finally:
-            self._precompute_model_hash = model_hash
+
+    @property
+    def _precompute_model_hash(self) -> str | None:
+        """TRL's key of the reference model for its cache of precomputed log-probs (TRL 1.16 sets it to the hash of the
+        reference model and reads it in `_precompute_ref_logps`), joined with `precompute_settings()`."""
+        return Hasher.hash((self._reference_model_hash, self.precompute_settings()))
+
+    @_precompute_model_hash.setter
+    def _precompute_model_hash(self, value: str | None) -> None:
+        self._reference_model_hash = value
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        """TRL's precompute, cached under the dataset's fingerprint, the reference model and what shapes its values."""
+        self._resolve_prefix_sharing()  # runs inside DPOTrainer.__init__, before our own check after it
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def _get_dataloader(self, dataset, *args, **kwargs):
         """Transformers' dataloader, prepared without accelerate's batch dispatching.
@@ -369,112 +294,30 @@ class DMPOTrainer(DPOTrainer):
             config.dispatch_batches = dispatch_batches
 
     # ------------------------------------------------------------------ dataset
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        """Validate and tokenize rows into `prompt_ids`, `chosen_ids`, `rejected_ids` (K id lists) and `num_rejected`.
+    def prepare_dataset(self, dataset: Dataset | IterableDataset, name: str = "train") -> Dataset | IterableDataset:
+        """A dataset ready for this trainer, as its constructor prepares `train_dataset` and `eval_dataset`: rows
+        checked and tokenized (`dmpo_trl.preparation.prepare_rows`) and, with `precompute_ref_log_probs`, their
+        reference log-probs added. `name` is the split's name in messages (`"train"` uses the train batch size for
+        the reference pass, any other name the eval one).
 
-        Pre-tokenized rows (`prompt_ids`, `chosen_ids`, and `rejected_ids` as one id list or a list of K) are checked
-        and subsampled the same way. The result's fingerprint (the cache key of `datasets`, and of TRL's precomputed
-        reference log-probs) depends only on the input dataset, the tokenizer, and `max_negatives` with `seed`.
+        Example:
+        ```python
+        >>> trainer.train_dataset = trainer.prepare_dataset(new_rows)  # doctest: +SKIP
+        ```
         """
-        first = next(iter(dataset))
-        pretokenized = "prompt_ids" in first
-        map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
-        max_negatives = getattr(args, "max_negatives", None)
-        seed = args.seed
-        vocab_size = len(processing_class)
-        # Plain values, not `self`, in the row functions: `map` with `num_proc` pickles them.
-        pairwise_reason = self._pairwise_reason if self._pairwise_only else None
-
-        def refuse_several(rejected: list, index: int) -> None:
-            if pairwise_reason and len(rejected) > 1:
-                raise ValueError(pairwise_refusal(index, dataset_name, len(rejected), pairwise_reason))
-
-        def prepare_tokenized_row(row: dict[str, Any], index: int) -> dict[str, Any]:
-            rejected = subsample(check_tokenized_row(row, index, vocab_size), max_negatives, seed, index)
-            refuse_several(rejected, index)
-            return {"rejected_ids": rejected, "num_rejected": len(rejected)}
-
-        def tokenize_row(row: dict[str, Any], index: int) -> dict[str, Any]:
-            is_chat, rejected = check_row(row, index)
-            rejected = subsample(rejected, max_negatives, seed, index)
-            refuse_several(rejected, index)
-            if is_chat:
-                tools = row.get("tools")
-                kwargs = {
-                    "tools": json.loads(tools) if isinstance(tools, str) else tools,
-                    **(row.get("chat_template_kwargs") or {}),
-                }
-                prompt_ids = _tokenize(processing_class, row["prompt"], add_generation_prompt=True, **kwargs)
-                full = [_tokenize(processing_class, row["prompt"] + c, **kwargs) for c in [row["chosen"], *rejected]]
-            else:
-                eos = processing_class.eos_token
-                responses = [r if r.endswith(eos) else r + eos for r in [row["chosen"], *rejected]]
-                prompt_ids = _tokenize(processing_class, row["prompt"])
-                full = [_tokenize(processing_class, row["prompt"] + r) for r in responses]
-            prompt_ids = prompt_ids["input_ids"]
-            full = [ids["input_ids"] for ids in full]
-            # The completion starts where the prompt and every prompt+response diverge, as in TRL's DPOTrainer.
-            prompt_len = min(common_prefix_length(prompt_ids, ids) for ids in full)
-            return {
-                "prompt_ids": prompt_ids[:prompt_len],
-                "chosen_ids": full[0][prompt_len:],
-                "rejected_ids": [ids[prompt_len:] for ids in full[1:]],
-                "num_rejected": len(rejected),
-            }
-
-        with global_then_local_main_first():
-            if "prompt" not in first and not pretokenized:
-                # The prompt is implicit in `chosen` and `rejected` (TRL's `extract_prompt`); `rejected` may be one
-                # response (a string or a message list) or K of them.
-                dataset = dataset.map(extract_implicit_prompt, with_indices=True, **map_kwargs)
-            if isinstance(dataset, Dataset):
-                map_kwargs["desc"] = f"{'Checking' if pretokenized else 'Tokenizing'} {dataset_name} dataset"
-                # Only what changes the tokens: not the whole `args`, which the function's closure would bring in
-                inputs = vocab_size if pretokenized else processing_class
-                map_kwargs["new_fingerprint"] = Hasher.hash(
-                    ("dmpo_trl.prepare", dataset._fingerprint, inputs, max_negatives, seed if max_negatives else None)
-                )
-            prepare = prepare_tokenized_row if pretokenized else tokenize_row
-            dataset = dataset.map(prepare, with_indices=True, **map_kwargs)
-            if isinstance(dataset, Dataset):
-                dataset = self._check_lengths(dataset, args, dataset_name)
-            elif args.max_length is not None:
-                check = StreamedLengthCheck(args.max_length, args.truncation_mode, dataset_name)
-                dataset = dataset.filter(check, with_indices=True)
+        dataset = self._prepare_dataset(dataset, self.processing_class, self.args, name)
+        if self.precompute_ref_logps:
+            per_device = (
+                self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
+            )
+            dataset = self._precompute_ref_logps(dataset, name, self.args.precompute_ref_batch_size or per_device)
         return dataset
 
-    def _check_lengths(self, dataset: Dataset, args, dataset_name: str) -> Dataset:
-        """Record the largest K, refuse K > 1 for pairwise-only losses, and drop/warn about rows over `max_length`."""
-        num_rejected = dataset["num_rejected"]
-        largest_k = max(num_rejected, default=1)
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """TRL's hook: `prepare_rows`, and the largest K kept for the width of precomputed reference log-probs."""
+        pairwise_reason = self._pairwise_reason if self._pairwise_only else None
+        dataset, largest_k = prepare_rows(dataset, processing_class, args, dataset_name, pairwise_reason)
         self._max_num_rejected = max(self._max_num_rejected, largest_k)
-        if self._pairwise_only and largest_k > 1:  # rows tokenized earlier, from the `datasets` cache
-            row = next(i for i, k in enumerate(num_rejected) if k > 1)
-            raise ValueError(pairwise_refusal(row, dataset_name, num_rejected[row], self._pairwise_reason))
-        if args.max_length is None:
-            return dataset
-        statuses = [
-            length_status(p, c, rs, args.max_length, args.truncation_mode)
-            for p, c, rs in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
-        ]
-        truncated = statuses.count("truncated")
-        if truncated:
-            logger.warning(
-                f"{truncated} of {len(dataset)} rows in the {dataset_name} dataset have a response that runs past "
-                f"max_length={args.max_length}; those responses are truncated."
-            )
-        dropped = statuses.count("dropped")
-        if dropped and dropped == len(dataset):
-            raise ValueError(
-                f"Every row of the {dataset_name} dataset has a prompt that alone fills max_length={args.max_length}, "
-                "leaving no room for a response; raise max_length."
-            )
-        if dropped:
-            logger.warning(
-                f"Dropped {dropped} of {len(dataset)} rows from the {dataset_name} dataset: "
-                f"their prompt alone fills max_length={args.max_length}, leaving no room for a response."
-            )
-            dataset = dataset.select([i for i, status in enumerate(statuses) if status != "dropped"])
         return dataset
 
     # ------------------------------------------------------------------ log-probs
@@ -611,10 +454,12 @@ class DMPOTrainer(DPOTrainer):
             loss = loss + per_row_loss.mean() * loss_weight
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(outputs.aux_loss).mean().item())
+            log_aux_loss(self, mode, outputs.aux_loss)
 
-        self._log_metrics(mode, inputs, outputs, chosen_tokens, rejected_tokens)
-        self._log_rewards(mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask)
+        log_token_metrics(self, mode, inputs, outputs, chosen_tokens, rejected_tokens)
+        log_reward_metrics(
+            self, mode, self.beta, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask
+        )
         if return_outputs:
             sequences = self._one_row_per_sequence(inputs)
             with torch.no_grad():
@@ -642,58 +487,7 @@ class DMPOTrainer(DPOTrainer):
         """TRL's, with logits and labels (`input_ids`) one row per (prompt, response) in either layout."""
         if prediction_loss_only or self._pairwise_only:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        inputs = self._prepare_inputs(inputs)
+        inputs = prepare_inputs(self, inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
         return loss.detach(), outputs.logits, self._one_row_per_sequence(inputs)["input_ids"]
-
-    # ------------------------------------------------------------------ metrics
-    def _gather_mean(self, values: torch.Tensor) -> float:
-        return self.accelerator.gather(values.detach().float()).mean().item()
-
-    def _gather_ratio(self, numerator: torch.Tensor, denominator: torch.Tensor) -> float:
-        numerator = self.accelerator.gather_for_metrics(numerator.detach().float()).sum()
-        denominator = self.accelerator.gather_for_metrics(denominator.detach().float()).sum()
-        return (numerator / denominator.clamp(min=1)).item()  # 0 when nothing was counted, with one host copy
-
-    def _log_metrics(self, mode, inputs, outputs, chosen_tokens, rejected_tokens):
-        """TRL's token-level metrics: entropy, num_tokens, logits/*, mean_token_accuracy."""
-        seq_len = chosen_tokens.size(1)
-        metrics = self._metrics[mode]
-        scored = chosen_tokens | rejected_tokens
-        entropy = outputs.entropy[:, -seq_len:].detach()
-        metrics["entropy"].append(self._gather_ratio(masked_sum(entropy, scored), scored.sum()))
-        if mode == "train":
-            # TRL's count, tokens of the one-sequence-per-response layout, also where the batch is packed
-            tokens = inputs["row_tokens"] if "row_tokens" in inputs else inputs["attention_mask"]
-            num_tokens = self.accelerator.gather_for_metrics(tokens.sum()).sum().item()
-            self._total_train_tokens += num_tokens // self._tp_size
-        metrics["num_tokens"] = [self._total_train_tokens]
-        mean_logits = outputs.mean_logits[:, -seq_len:].detach()
-        metrics["logits/chosen"].append(
-            self._gather_ratio(masked_sum(mean_logits, chosen_tokens), chosen_tokens.sum())
-        )
-        metrics["logits/rejected"].append(
-            self._gather_ratio(masked_sum(mean_logits, rejected_tokens), rejected_tokens.sum())
-        )
-        is_top1 = outputs.is_top1[:, -seq_len:]
-        metrics["mean_token_accuracy"].append(
-            self._gather_ratio(masked_sum(is_top1.float(), chosen_tokens), chosen_tokens.sum())
-        )
-
-    def _log_rewards(self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, mask):
-        """Per-row reward metrics in TRL's names, extended for K (only per-row tensors go through `gather`)."""
-        count = mask.sum(dim=1)
-        chosen_rewards = self.beta * chosen_logratios.detach()
-        rejected_rewards = self.beta * rejected_logratios.detach()
-        mean_rejected = (rejected_rewards * mask).sum(dim=1) / count
-        max_rejected = rejected_rewards.masked_fill(~mask, float("-inf")).max(dim=1).values
-        metrics = self._metrics[mode]
-        metrics["rewards/chosen"].append(self._gather_mean(chosen_rewards))
-        metrics["rewards/rejected"].append(self._gather_mean(mean_rejected))
-        metrics["rewards/rejected_max"].append(self._gather_mean(max_rejected))
-        metrics["rewards/margins"].append(self._gather_mean(chosen_rewards - mean_rejected))
-        metrics["rewards/accuracies"].append(self._gather_mean(chosen_rewards > max_rejected))
-        metrics["logps/chosen"].append(self._gather_mean(chosen_logps))
-        metrics["logps/rejected"].append(self._gather_mean((rejected_logps.detach() * mask).sum(dim=1) / count))
-        metrics["num_negatives"].append(self._gather_mean(count))

@@ -16,6 +16,7 @@ from tiny_models import ARCHITECTURES, build_architecture
 from trl import DPOConfig, DPOTrainer
 
 from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
+from dmpo_trl._trl_compat import attention_implementation, prepare_inputs, trainer_metrics
 from dmpo_trl.scoring import score_completions, tokenize_for_scoring
 from dmpo_trl.sharing import unsupported_reason
 
@@ -96,7 +97,7 @@ def test_training_shared_equals_unshared_or_is_refused(tokenizer, tmp_path, arch
     assert shared["input_ids"].numel() < unshared["input_ids"].numel()
     assert_same_step(loss_logps_and_grads(trainer, shared), loss_logps_and_grads(trainer, unshared))
     if trainer.aux_loss_enabled:  # the router loss is in the loss, and the same in both layouts
-        aux_losses = trainer._metrics["eval"]["aux_loss"]
+        aux_losses = trainer_metrics(trainer, "eval")["aux_loss"]
         assert len(aux_losses) == 2 and aux_losses[0] > 0
         assert aux_losses[0] == pytest.approx(aux_losses[1], abs=1e-6)
 
@@ -168,7 +169,9 @@ def test_k1_equals_trl_dpo(tokenizer, tmp_path, arch, prefix_sharing):
     for name in steps[0][1]:
         torch.testing.assert_close(steps[0][1][name], steps[1][1][name], atol=1e-4, rtol=0, msg=name)
     if trl.aux_loss_enabled:
-        assert ours._metrics["eval"]["aux_loss"][-1] == pytest.approx(trl._metrics["eval"]["aux_loss"][-1], abs=1e-6)
+        assert trainer_metrics(ours, "eval")["aux_loss"][-1] == pytest.approx(
+            trainer_metrics(trl, "eval")["aux_loss"][-1], abs=1e-6
+        )
 
 
 # Models with dropout, handed to the trainer in train mode: OPT's is functional (`config.dropout`, out of
@@ -239,7 +242,7 @@ def test_flex_attention_block_mask_equals_unshared(tokenizer, tmp_path, arch):
     with torch.no_grad():
         expected = trainer._sequence_logps(trainer.model, unshared)[0]
         trainer.model.set_attn_implementation("flex_attention")
-        assert trainer.model.config._attn_implementation == "flex_attention"
+        assert attention_implementation(trainer.model) == "flex_attention"
         assert unsupported_reason(trainer.model) is None
         torch.testing.assert_close(trainer._sequence_logps(trainer.model, shared)[0], expected, atol=1e-4, rtol=0)
 
@@ -258,7 +261,7 @@ def flex_training_steps(tokenizer, tmp_path, arch, attention="flex_attention"):
     trainer = make_trainer(tokenizer, tmp_path, arch, model_config={"head_dim": 16}, prefix_sharing=True)
     rows = [trainer.train_dataset[i] for i in range(len(ROWS))]
     unshared, shared = (
-        trainer._prepare_inputs(DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=share)(rows))
+        prepare_inputs(trainer, DataCollatorForMultiPreference(tokenizer.pad_token_id, share_prompt=share)(rows))
         for share in (False, True)
     )
     expected = loss_logps_and_grads(trainer, unshared)
@@ -280,5 +283,5 @@ def test_flex_attention_training_equals_unshared_on_gpu(tokenizer, tmp_path, arc
     """On a GPU FlexAttention's backward runs too: the shared layout under the sparse BlockMask gives the unshared
     step's loss, log-probs and gradients."""
     shared, unshared, trainer = flex_training_steps(tokenizer, tmp_path, arch)
-    assert trainer.model.device.type == "cuda" and trainer.model.config._attn_implementation == "flex_attention"
+    assert trainer.model.device.type == "cuda" and attention_implementation(trainer.model) == "flex_attention"
     assert_same_step(shared, unshared)

@@ -15,6 +15,7 @@ from test_architectures import ROWS, loss_logps_and_grads, make_trainer
 from tiny_models import build_model
 
 from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
+from dmpo_trl._trl_compat import trainer_metrics
 from dmpo_trl.collator import grouped_lengths, grouping, layout_cost, packed_length
 from dmpo_trl.sharing import block_attention_mask, block_mask_function, group_rows, unpack_rows
 
@@ -106,7 +107,7 @@ def test_attention_never_crosses_rows():
 def loss_logps_grads_aux(trainer, batch):
     """Loss, per-sequence log-probs, parameter gradients and the MoE router loss (when enabled) of one step."""
     loss, logps, grads = loss_logps_and_grads(trainer, batch)
-    aux = trainer._metrics["eval"]["aux_loss"][-1] if trainer.aux_loss_enabled else None
+    aux = trainer_metrics(trainer, "eval")["aux_loss"][-1] if trainer.aux_loss_enabled else None
     return loss, logps, grads, aux
 
 

@@ -6,7 +6,8 @@ from datasets import Dataset
 from tiny_models import build_model
 
 from dmpo_trl import DataCollatorForMultiPreference, DMPOConfig, DMPOTrainer
-from dmpo_trl.sharing import block_attention_mask, pack_row, score_completions_shared
+from dmpo_trl.scoring import score_completions_shared
+from dmpo_trl.sharing import block_attention_mask, pack_row
 
 
 ROWS = [

@@ -8,6 +8,7 @@ from tiny_models import build_model
 from trl import DPOConfig, DPOTrainer
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
+from dmpo_trl._trl_compat import trainer_metrics
 
 
 ROWS = [
@@ -93,7 +94,7 @@ def test_loss_matches_hand_computation(tokenizer, tmp_path, loss_type):
         expected = sum(-math.log(torch.sigmoid(torch.tensor(chosen - r)).item()) for r in rejected) / len(rejected)
     assert loss == pytest.approx(expected, abs=1e-5)
     # the trainer's own logged rewards agree with the independent computation
-    metrics = {key: values[-1] for key, values in trainer._metrics["eval"].items()}
+    metrics = {key: values[-1] for key, values in trainer_metrics(trainer, "eval").items()}
     assert metrics["rewards/chosen"] == pytest.approx(chosen, abs=1e-5)
     assert metrics["rewards/rejected"] == pytest.approx(sum(rejected) / 3, abs=1e-5)
     assert metrics["rewards/rejected_max"] == pytest.approx(max(rejected), abs=1e-5)
@@ -126,7 +127,8 @@ def test_k1_equals_trl_dpo_loss_and_gradients(tokenizer, tmp_path, loss_type):
     for (name, p_ours), (_, p_trl) in zip(ours.model.named_parameters(), trl.model.named_parameters()):
         torch.testing.assert_close(p_ours.grad, p_trl.grad, atol=1e-5, rtol=0, msg=name)
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/rejected"):
-        assert ours._metrics["train"][key][-1] == pytest.approx(trl._metrics["train"][key][-1], abs=1e-5), key
+        expected = trainer_metrics(trl, "train")[key][-1]
+        assert trainer_metrics(ours, "train")[key][-1] == pytest.approx(expected, abs=1e-5), key
 
 
 @pytest.mark.parametrize("loss_type", ["dmpo", "sdpo", "sigmoid", "plackett_luce"])
@@ -349,6 +351,6 @@ def test_length_normalized_rewards_match_hand_computation(tokenizer, tmp_path, l
     rejected = torch.tensor([[mean_logratio(r) for r in row["rejected"]]])
     expected = PREFERENCE_LOSSES[loss_type](chosen, rejected, torch.ones_like(rejected, dtype=torch.bool), 0.5)
     assert loss == pytest.approx(expected.item(), abs=1e-5)
-    assert trainer._metrics["eval"]["rewards/chosen"][-1] == pytest.approx(0.5 * chosen.item(), abs=1e-5)
+    assert trainer_metrics(trainer, "eval")["rewards/chosen"][-1] == pytest.approx(0.5 * chosen.item(), abs=1e-5)
     with pytest.raises(ValueError, match="length_normalize"):
         make_trainer(tokenizer, tmp_path, rows=[{**ROWS[1]}], loss_type=["hinge"], length_normalize=True)

@@ -15,6 +15,7 @@ from transformers import CLIPImageProcessor, LlavaProcessor
 from trl import DPOConfig, DPOTrainer
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
+from dmpo_trl._trl_compat import dataset_fingerprint
 from dmpo_trl.config import LOSS_TYPES, TRL_LOSS_TYPES
 
 
@@ -222,7 +223,7 @@ def test_unknown_loss_type_in_a_plain_dpo_config_is_refused_before_loading(tmp_p
 # ------------------------------------------------------------------ tokenization fingerprint
 def test_tokenized_fingerprint_depends_on_tokens_only(tokenizer, tmp_path):
     def fingerprint(**overrides):
-        return make_trainer(tokenizer, tmp_path, **overrides).train_dataset._fingerprint
+        return dataset_fingerprint(make_trainer(tokenizer, tmp_path, **overrides).train_dataset)
 
     base = fingerprint(learning_rate=1e-3)
     assert fingerprint(learning_rate=5e-4, beta=0.1, max_steps=7) == base
