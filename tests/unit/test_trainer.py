@@ -1,14 +1,16 @@
+import json
 import logging
 import math
 
 import pytest
 import torch
 from datasets import Dataset
-from tiny_models import build_model
+from tiny_models import build_model, build_tokenizer
 from trl import DPOConfig, DPOTrainer
 
 from dmpo_trl import DMPOConfig, DMPOTrainer
 from dmpo_trl._trl_compat import trainer_metrics
+from dmpo_trl.scoring import tokenize_for_scoring
 
 
 ROWS = [
@@ -227,6 +229,44 @@ def test_conversational_rows_with_k_negatives(tokenizer, tmp_path):
     ]
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_prepare_dataset_equals_the_constructors(tokenizer, tmp_path):
+    """The public preparation (the miner's, for each round's new rows) gives the rows the constructor gives, with
+    their precomputed reference log-probs."""
+    trainer = make_trainer(tokenizer, tmp_path, precompute_ref_log_probs=True)
+    prepared = trainer.prepare_dataset(Dataset.from_list(ROWS), "train")
+    assert prepared.to_list() == trainer.train_dataset.to_list()
+    assert "ref_rejected_logps" in prepared.column_names
+
+
+def test_trainer_and_scorer_tokenize_alike_with_tools_and_template_arguments(tmp_path):
+    """One tokenization for training rows and scored candidates, `tools` and `chat_template_kwargs` included."""
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{% if tools %}<|system|>{{ tools | length }} tools<|end|>{% endif %}"
+        "{% if persona %}<|system|>{{ persona }}<|end|>{% endif %}" + tokenizer.chat_template
+    )
+    tool = {"type": "function", "function": {"name": "lookup", "description": "Find a movie", "parameters": {}}}
+    row = {
+        "prompt": [{"role": "user", "content": "The user watched Heat. Next:"}],
+        "chosen": [{"role": "assistant", "content": "Casino"}],
+        "rejected": [[{"role": "assistant", "content": "Babe"}], [{"role": "assistant", "content": "Fargo"}]],
+        "tools": json.dumps([tool]),
+        "chat_template_kwargs": {"persona": "a critic"},
+    }
+    prepared = make_trainer(tokenizer, tmp_path, rows=[row]).train_dataset[0]
+    prompt_ids, responses_ids = tokenize_for_scoring(
+        tokenizer,
+        row["prompt"],
+        [row["chosen"], *row["rejected"]],
+        tools=row["tools"],
+        chat_template_kwargs=row["chat_template_kwargs"],
+    )
+    assert prepared["prompt_ids"] == prompt_ids
+    assert [prepared["chosen_ids"], *prepared["rejected_ids"]] == responses_ids
+    assert "1 tools" in tokenizer.decode(prompt_ids) and "a critic" in tokenizer.decode(prompt_ids)
+    assert tokenize_for_scoring(tokenizer, row["prompt"], [row["chosen"]])[0] != prompt_ids
 
 
 def test_max_negatives_subsamples_deterministically(tokenizer, tmp_path):

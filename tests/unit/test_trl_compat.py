@@ -394,3 +394,44 @@ def test_reference_in_train_mode_runs_without_dropout(tokenizer, tmp_path, confi
     assert len(set(trl[:3])) > 1  # TRL's reference draws dropout masks (if this fails, TRL changed: good news)
     assert ours[:3] == pytest.approx([ours[3]] * 3, abs=1e-6)
     assert ours[3] == pytest.approx(trl[3], abs=1e-5)  # an eval-mode reference: TRL's number
+
+
+# ------------------------------------------------------------------ the private names, in one module
+def test_private_names_are_reached_through_one_module(tokenizer):
+    """Each accessor of `dmpo_trl._trl_compat` still finds what it reads in this TRL/transformers release."""
+    from dmpo_trl._trl_compat import (
+        attention_implementation,
+        load_balancing_loss,
+        router_logits_recorder,
+        takes_mask_per_layer_type,
+        tokenize,
+    )
+
+    llama, qwen2, mixtral = (build_architecture(tokenizer, name) for name in ("llama", "qwen2", "mixtral"))
+    assert attention_implementation(llama) == "sdpa"
+    assert not takes_mask_per_layer_type(type(llama)) and takes_mask_per_layer_type(type(qwen2))
+    assert router_logits_recorder(llama) is None
+    target, index = router_logits_recorder(mixtral)
+    assert any(isinstance(module, target) for module in mixtral.modules()) and isinstance(index, int)
+    assert callable(load_balancing_loss(mixtral))
+    assert tokenize(tokenizer, "Next:")["input_ids"] == tokenizer("Next:")["input_ids"]
+
+
+def test_precompute_key_joins_the_reference_hash_and_the_settings(tokenizer, tmp_path):
+    """TRL's cache key of the reference model (`_precompute_model_hash`) carries the settings that change the
+    precomputed values, and TRL's own hash of the reference model stays as TRL set it."""
+    from datasets.fingerprint import Hasher
+
+    trainer = DMPOTrainer(
+        build_model(tokenizer),
+        ref_model=build_model(tokenizer, seed=1),
+        args=DMPOConfig(**_settings(tmp_path, precompute_ref_log_probs=True)),
+        train_dataset=Dataset.from_list(PAIRS),
+        processing_class=tokenizer,
+    )
+    reference_hash = trainer._reference_model_hash
+    assert reference_hash is not None
+    assert trainer._precompute_model_hash == Hasher.hash((reference_hash, trainer.precompute_settings()))
+    key = trainer._precompute_model_hash
+    trainer.args.max_length = 7  # would store other values: another key, the same reference hash
+    assert trainer._precompute_model_hash != key and trainer._reference_model_hash == reference_hash
