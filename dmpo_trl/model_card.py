@@ -108,7 +108,7 @@ def quick_start(model_id: str, items: Sequence[str] = EXAMPLE_ITEMS) -> str:
         "From the command line, one request a line (JSON lines in, each request with its ranking out):\n\n"
         f"```bash\nhf download {model_id} --local-dir {folder}\n"
         f"echo {_shell_quote(request)} > requests.jsonl\n"
-        f"dmpo-trl rank --model {folder} --input requests.jsonl --output rankings.jsonl\n```\n"
+        f"dmpo-trl rank --model_name_or_path {folder} --input_file requests.jsonl --output_file rankings.jsonl\n```\n"
     )
 
 

@@ -21,18 +21,15 @@ Example:
 ```
 
 ```bash
-dmpo-trl rank --model outputs/demo --input requests.jsonl --output ranked.jsonl
+dmpo-trl rank --model_name_or_path outputs/demo --input_file requests.jsonl --output_file ranked.jsonl
 ```
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
-import os
-import sys
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,9 +50,10 @@ __all__ = [
     "RankRequestError",
     "Ranker",
     "base_model_args",
+    "check_ranker_folder",
     "check_request",
-    "rank_main",
     "read_ranker_config",
+    "read_requests",
     "save_ranker_config",
 ]
 
@@ -258,6 +256,26 @@ def _check_weights(folder: Path) -> None:
         raise ValueError(f"{folder}: config.json without the model's weights ({', '.join(_MODEL_WEIGHTS)})")
 
 
+def check_ranker_folder(path: str | Path, download: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The folder of a trained run and its checked `ranker.json` (`read_ranker_config`), its weights checked too:
+    what `Ranker.from_pretrained` checks before any model loads. `download`: a Hub id that is no local path is
+    downloaded first. A `ValueError` or `FileNotFoundError` names the file and what is wrong.
+
+    Example:
+    ```python
+    >>> try:
+    ...     check_ranker_folder("no/such/folder")
+    ... except FileNotFoundError as error:
+    ...     print(error)
+    no/such/folder: no such folder
+    ```
+    """
+    folder = _model_folder(path, download)
+    config = read_ranker_config(folder)
+    _check_weights(folder)
+    return folder, config
+
+
 def _resolve(
     value: Any, name: str, where: str, titles: Mapping[str, str], ids: Mapping[str, str]
 ) -> tuple[str | None, str]:
@@ -381,9 +399,7 @@ class Ranker:
             cache_dir: where a GGUF base model is converted (default: `dmpo_trl.models.default_cache_dir()`).
             trust_remote_code: run the model's own code from its folder or Hub repo (off unless asked).
         """
-        output_dir = _model_folder(output_dir, download=True)
-        config = read_ranker_config(output_dir)
-        _check_weights(output_dir)
+        output_dir, config = check_ranker_folder(output_dir, download=True)
 
         import torch
 
@@ -521,32 +537,7 @@ class Ranker:
         return [ranked[index] for index in range(len(requests))]
 
 
-# --- dmpo-trl rank ----------------------------------------------------------------------------------------------
-
-
-def add_rank_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `dmpo-trl rank`."""
-    parser.add_argument(
-        "--model", required=True, help="a folder saved by `dmpo-trl train`: its model or LoRA adapter and ranker.json"
-    )
-    parser.add_argument(
-        "--input",
-        required=True,
-        help='JSON lines, one request a line of at most 1 MiB: {"history": [...], "candidates": [...]}, each item '
-        'a catalogue id or title, or {"title": "..."} for free text outside the catalogue',
-    )
-    parser.add_argument(
-        "--output",
-        required=True,
-        help="JSON lines: each request plus its ranking, best first; written atomically, never over --input or a "
-        "file of the --model folder",
-    )
-    parser.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available)")
-    parser.add_argument("--merge", action="store_true", help="fold a LoRA adapter into the weights first")
-    parser.add_argument(
-        "--trust_remote_code", action="store_true", help="run the model's own code from its folder (off by default)"
-    )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+# --- request files -------------------------------------------------------------------------------------------
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -605,77 +596,3 @@ def read_requests(path: str | Path, titles: Mapping[str, str]) -> list[dict[str,
             raise RankRequestError(f"{where}: `ranking` is the field `dmpo-trl rank` writes; rename it")
         requests.append(request)
     return requests
-
-
-def _files_read(model_dir: Path, config: dict[str, Any]) -> list[Path]:
-    """The files that ranking with `model_dir` may read: the model folder's, and a local base model folder's
-    (JSON-lines files aside, which no loader reads)."""
-    base = config["base_model"].get("model_name_or_path")
-    folders = [model_dir, *([Path(base)] if base and Path(base).is_dir() else [])]
-    return [path for folder in folders for path in folder.iterdir() if path.is_file() and path.suffix != ".jsonl"]
-
-
-def _check_output(output: str | Path, reads: Sequence[Path]) -> Path:
-    """`--output` as a file to write: refuses a folder, a path under a file or an unwritable folder, and a file that
-    the command reads (compared as files, so other spellings and links of it count)."""
-    target = Path(output)
-    if target.is_dir():
-        raise ValueError(f"--output {output} is a folder; give the path of the file to write")
-    read = next((path for path in reads if target.exists() and target.samefile(path)), None)
-    if read is not None:
-        raise ValueError(f"--output {output} is {read}, which this command reads; write the ranking to another file")
-    parent = next(folder for folder in target.absolute().parents if folder.exists())
-    if not parent.is_dir():
-        raise ValueError(f"--output {output}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output}: no permission to write in {parent}")
-    return target
-
-
-def run_rank(args: argparse.Namespace) -> int:
-    """`dmpo-trl rank`: rank every request of `--input` with `--model`, write `--output` atomically.
-
-    Every check of the model folder, `ranker.json`, the requests and the output path comes before the model loads;
-    a mistake ends as one line, `dmpo-trl rank: error: ...`, with exit status 2 (see `dmpo_trl.cli`).
-    """
-    from .cli import user_inputs
-    from .recipe_cli import _prepare_process
-
-    _prepare_process()  # the CLI's process settings (OpenMP waits, bitsandbytes' optional-kernel notice)
-    with user_inputs():
-        model_dir = _model_folder(args.model)
-        config = read_ranker_config(model_dir)
-        _check_weights(model_dir)
-        requests = read_requests(args.input, config["catalogue"]["titles"])
-        output = _check_output(args.output, [Path(args.input), *_files_read(model_dir, config)])
-        ranker = Ranker.from_pretrained(
-            model_dir, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
-        )
-    rankings = ranker.rank_batch(requests, args.progress)
-    from .distributed import process_rank
-
-    if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one writes
-        return 0
-    lines = [
-        json.dumps({**request, "ranking": [{"item": c, "title": ranker.title(c), "score": s} for c, s in ranking]},
-                   ensure_ascii=False) + "\n"
-        for request, ranking in zip(requests, rankings)
-    ]  # fmt: skip
-    atomic_write_text(output, "".join(lines))
-    print(f"Ranked {len(requests)} requests with {args.model}: {output}")
-    return 0
-
-
-def rank_main(argv: Sequence[str] | None = None) -> int:
-    """`dmpo-trl rank --model DIR --input requests.jsonl --output ranked.jsonl`; returns the exit code (2, after one
-    line on stderr, for a user's mistake).
-
-    Example:
-    ```python
-    >>> rank_main(["--model", "outputs/demo", "--input", "in.jsonl", "--output", "out.jsonl"])  # doctest: +SKIP
-    0
-    ```
-    """
-    from .cli import main
-
-    return main(["rank", *(sys.argv[1:] if argv is None else argv)])

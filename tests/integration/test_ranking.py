@@ -82,6 +82,17 @@ def test_rank_command_writes_the_rankers_results(lora_run, tmp_path, capsys):
         assert [(r["item"], r["score"]) for r in row["ranking"]] == expected
         assert row["ranking"][0]["title"] == ranker.title(expected[0][0])
     assert "Ranked 2 requests" in capsys.readouterr().out
+    # the spellings every command shares (--model_name_or_path, --input_file, --output_file) mean the same
+    again = tmp_path / "again.jsonl"
+    flags = ["--model_name_or_path", str(output_dir), "--input_file", str(source), "--output_file", str(again)]
+    assert main(["rank", *flags, "--no_show_progress"]) == 0
+    assert again.read_text() == target.read_text()
+    assert main(["rank", *flags[:-1], str(tmp_path)]) == 2  # a refusal names the flag as it was written
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--output_file {tmp_path} is a folder; give the path of the file to write")
+    )
 
 
 def test_rank_command_user_errors_are_one_line_and_exit_2(lora_run, tmp_path, capsys):

@@ -7,7 +7,8 @@ import torch
 from recipe_helpers import tiny_flags, write_tiny_log
 
 from dmpo_trl import recipe
-from dmpo_trl.cli import UsageError, main
+from dmpo_trl.cli import main
+from dmpo_trl.inputs import InputError
 from dmpo_trl.models import RecModelConfig
 from dmpo_trl.recipe import (
     DEMO_SETTINGS,
@@ -62,9 +63,9 @@ def test_bad_settings_get_clear_errors(tmp_path):
         RecDataArguments(num_candidates=5, num_negatives=9).for_mode("generation")
     with pytest.raises(ValueError, match="item_noun"):
         RecDataArguments(item_noun="{x}")
-    with pytest.raises(UsageError, match="Unknown loss_type"):
+    with pytest.raises(InputError, match="Unknown loss_type"):
         parse_recipe_arguments(["--loss_type", "dmpo", "kto"])
-    with pytest.raises(UsageError, match="unrecognized arguments: --num_negative 4"):
+    with pytest.raises(InputError, match="unrecognized arguments: --num_negative 4"):
         parse_recipe_arguments(["--num_negative", "4"])  # no abbreviations
     with pytest.raises(ValueError, match="prompt_style"):
         RecDataArguments(prompt_style="{nothing}")
@@ -218,7 +219,7 @@ def test_resume_from_checkpoint(tiny_log_files, tiny_model_dir, tmp_path):
         verbose=False,
     )  # fmt: skip
     assert [e["loss"] for e in explicit.trainer.state.log_history if "loss" in e] == losses
-    with pytest.raises(UsageError, match="no checkpoint folder"):
+    with pytest.raises(InputError, match="no checkpoint folder"):
         run_recipe(*parse_recipe_arguments([*flags, "--resume_from_checkpoint", str(tmp_path / "nope")]))
 
 

@@ -6,60 +6,46 @@ dmpo-trl train --dataset_name data/ml100k --use_peft --output_dir out   # or an 
 dmpo-trl train --use_peft --num_train_users 256 --output_dir out  # every DMPOConfig / ModelConfig field is a flag
 dmpo-trl train --config recipe.yaml                                 # or a YAML file, as TRL's scripts read them
 dmpo-trl evaluate --model_name_or_path out                          # the test users and candidates of out/split.json
-dmpo-trl evaluate --baseline popular --num_candidates 20 --num_test_users 500 --results_file pop.json
+dmpo-trl evaluate --baseline popular --num_candidates 20 --num_test_users 500 --output_file pop.json
+dmpo-trl rank --model_name_or_path out --input_file requests.jsonl --output_file ranked.jsonl
 dmpo-trl demo                                                       # zero-shot vs DMPO + LoRA, SmolLM2 on CPU
 dmpo-trl --version
 ```
 
 One convention for every subcommand: the same flag names for the same things (`--dataset_name`, `--split_seed`,
-`--num_test_users`, `--model_name_or_path`, `--output_dir`, ...; the older spellings `--dataset`, `--seed`,
-`--num-users`, `--model`, `--output` still work), no abbreviated flags, choices checked while parsing.
+`--num_test_users`, `--model_name_or_path`, a folder `--output_dir`, a file `--output_file` or `--input_file`, ...;
+the older spellings `--dataset`, `--seed`, `--num-users`, `--model`, `--output`, `--input`, `--results_file` still
+work), no abbreviated flags, choices checked while parsing. The flags: `dmpo_trl.cli.arguments`.
 
 Errors: a user's mistake ends with one line on stderr (`dmpo-trl COMMAND: error: ...`) and exit status 2, without a
-traceback (`dmpo-trl --debug COMMAND ...` shows it). A user's mistake is a `UsageError`: a bad flag or value, a
-setting a dataclass refuses, and any `ValueError` or `FileNotFoundError` (or another error named in
-`user_inputs(...)`) raised while the command reads the user's inputs: the data files, the dataset name, the model
-path, the YAML file, a split file, the training rows. Anything else is a program error and shows its traceback.
+traceback (`dmpo-trl --debug COMMAND ...` shows it). A user's mistake is a `UsageError`, or an `InputError` the
+library raises (`dmpo_trl.inputs`): a bad flag or value, a setting a dataclass refuses, and any `ValueError` or
+`FileNotFoundError` (or another error named in `user_inputs(...)`) raised while the command reads the user's inputs:
+the data files, the dataset name, the model path, the YAML file, a split file, the training rows. Anything else is a
+program error and shows its traceback.
 
 A subcommand is a `Command` (name, help, a function adding its arguments, a function running them) in `COMMANDS`;
 `register_command` adds one, and `main` dispatches to it. A command with `own_parser=True` parses its arguments
-itself (`dmpo_trl.recipe.command_parser`): its `run` gets them as `args.argv`.
+itself: its `run` gets them as `args.argv`. The built-in commands are each a module of this package
+(`dmpo_trl.cli.prepare`, `train`, `evaluate`, `rank`, `demo`) with a `main(argv)`, imported only when it runs, so
+`dmpo-trl --help` and `dmpo-trl COMMAND --help` (stored, `dmpo_trl.stored_help`) answer without importing torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .. import __version__
+from ..inputs import InputError
+from .errors import UsageError, user_inputs
+from .process import prepare_process
 
-class UsageError(ValueError):
-    """A mistake in what the user asked for; the command line prints its message alone and exits with status 2."""
 
-
-@contextmanager
-def user_inputs(*also: type[BaseException]) -> Iterator[None]:
-    """Inside this block, `ValueError`, `FileNotFoundError` (and the exception types in `also`) are the user's
-    mistakes: they are raised again as `UsageError` with the same message.
-
-    Example:
-    ```python
-    >>> try:
-    ...     with user_inputs():
-    ...         int("twelve")
-    ... except UsageError as exc:
-    ...     print(exc)
-    invalid literal for int() with base 10: 'twelve'
-    ```
-    """
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, *also) as exc:
-        raise UsageError(str(exc)) from exc
+__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main", "register_command", "user_inputs"]
 
 
 @dataclass
@@ -93,15 +79,17 @@ def register_command(command: Command) -> Command:
 
 
 def _own(name: str) -> Callable[[argparse.Namespace], int]:
+    """Run the built-in command `name`: its stored `--help`, or `dmpo_trl.cli.<name>.main(argv)`."""
+
     def run(args: argparse.Namespace) -> int:
         if {"-h", "--help"} & set(args.argv) and "--config" not in args.argv:
-            from .stored_help import render_help, stored_help
+            from . import stored_help  # here, so that `python -m dmpo_trl.cli.stored_help` runs a fresh module
 
-            print(stored_help(name) or render_help(name), end="")  # stored: no torch import, under a second
+            # stored: no torch import, under a second
+            print(stored_help.stored_help(name) or stored_help.render_help(name), end="")
             raise SystemExit(0)
-        from . import recipe_cli
-
-        return getattr(recipe_cli, f"{name}_main")(args.argv)
+        prepare_process()  # before the command's module imports torch
+        return importlib.import_module(f"{__name__}.{name}").main(args.argv)
 
     return run
 
@@ -115,15 +103,9 @@ for _name, _help in {
     "train": "build data, rank zero-shot, train with DMPOTrainer (full, LoRA, QLoRA), rank again; --help: all flags",
     "evaluate": "rank candidates with a model (a trained output_dir: its saved test users) or a baseline",
     "demo": "zero-shot vs DMPO-trained SmolLM2-135M on few-shot MovieLens-100K, on CPU within 15 minutes",
+    "rank": "rank each request's candidates with a trained model",
 }.items():
     register_command(Command(_name, _help, _no_arguments, _own(_name), own_parser=True))
-
-
-# --- rank (dmpo_trl.ranking, whose module level imports only the standard library) -------------------------------
-from .ranking import add_rank_arguments, run_rank  # noqa: E402
-
-
-register_command(Command("rank", "rank each request's candidates with a trained model", add_rank_arguments, run_rank))
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -136,8 +118,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The `dmpo-trl` parser, with one subparser per registered command."""
-    from . import __version__
-
     parser = _Parser(prog="dmpo-trl", description="DMPO for LLM recommenders, on TRL.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"dmpo-trl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a usage error too")
@@ -174,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return int(args._run(args) or 0)
-    except UsageError as exc:
+    except InputError as exc:  # a UsageError, or the library's word for a mistake in what it was asked
         if debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
@@ -182,12 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         if "torch" in sys.modules:  # a command under torchrun leaves its process group before the process exits
-            from .distributed import end_process_group
+            from ..distributed import end_process_group
 
             end_process_group()
-
-
-if __name__ == "__main__":  # `python -m dmpo_trl.cli`: run the imported module, whose UsageError the commands raise
-    from dmpo_trl.cli import main as package_main
-
-    sys.exit(package_main())

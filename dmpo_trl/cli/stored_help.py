@@ -1,12 +1,12 @@
 """`dmpo-trl COMMAND --help` without importing torch: each command's help text, rendered once and stored.
 
-The flags of `prepare`, `train`, `evaluate` and `demo` come from dataclasses that subclass TRL's and transformers'
-(`DMPOConfig`, `RecModelConfig`), and importing those takes seconds (torch, transformers, peft). Their help is
-rendered by the real parser (`render_help`) into `dmpo_trl/help/COMMAND.txt`, whose first line records the library
-versions it was rendered with; `--help` prints the stored text when the installed versions are the same, and renders
-it live otherwise. A test checks that the stored text equals the live rendering, so it cannot drift:
+The flags of `prepare`, `train`, `evaluate`, `demo` and `rank` come from dataclasses, some subclassing TRL's and
+transformers' (`DMPOConfig`, `RecModelConfig`), and importing those takes seconds (torch, transformers, peft). Their
+help is rendered by the real parser (`render_help`) into `dmpo_trl/help/COMMAND.txt`, whose first line records the
+library versions it was rendered with; `--help` prints the stored text when the installed versions are the same, and
+renders it live otherwise. A test checks that the stored text equals the live rendering, so it cannot drift:
 
-    python -m dmpo_trl.stored_help          # rewrite the stored help after changing a flag
+    python -m dmpo_trl.cli.stored_help      # rewrite the stored help after changing a flag
 
 Only the standard library is imported at module level.
 """
@@ -22,8 +22,9 @@ from pathlib import Path
 
 __all__ = ["COMMANDS_WITH_STORED_HELP", "render_help", "stored_help", "write_stored_help"]
 
-HELP_DIR = Path(__file__).resolve().parent / "help"
-COMMANDS_WITH_STORED_HELP = ("prepare", "train", "evaluate", "demo")
+HELP_DIR = Path(__file__).resolve().parents[1] / "help"
+"""Where the stored help lies: `dmpo_trl/help/COMMAND.txt`, package data."""
+COMMANDS_WITH_STORED_HELP = ("prepare", "train", "evaluate", "demo", "rank")
 WIDTH = 100
 """Columns the stored help is wrapped to (argparse reads `COLUMNS`)."""
 _PACKAGES = ("trl", "transformers", "peft", "dmpo-trl")
@@ -63,9 +64,9 @@ def stored_help(command: str) -> str | None:
 
 def render_help(command: str) -> str:
     """The help text of `command` as its parser prints it, `WIDTH` columns wide (imports torch, TRL...)."""
-    from . import recipe_cli
+    from .arguments import command_parsers  # imports torch and TRL: only when the stored help does not fit
 
-    parser = recipe_cli.command_parsers()[command]()
+    parser = command_parsers()[command]()
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(WIDTH)
     try:
