@@ -1,8 +1,9 @@
 """Generate the CLI reference page (`reference/cli.md`) at build time, from the parsers themselves.
 
-`prepare`, `train`, `evaluate` and `demo` parse dataclasses with `trl.TrlParser`; their rendered `--help` is stored
-with the package in `dmpo_trl/help/COMMAND.txt` (`dmpo_trl.stored_help`, checked against the live parser by a test).
-`rank` and the top-level `dmpo-trl` parser are plain argparse (`dmpo_trl.cli.build_parser`), rendered here.
+Every subcommand (`prepare`, `train`, `evaluate`, `rank`, `demo`) parses dataclasses with `trl.TrlParser`; their
+rendered `--help` is stored with the package in `dmpo_trl/help/COMMAND.txt` (`dmpo_trl.cli.stored_help`, checked
+against the live parser by a test). The top-level `dmpo-trl` parser is plain argparse (`dmpo_trl.cli.build_parser`),
+rendered here, as is any registered command without stored help.
 Run by the mkdocs-gen-files plugin (`mkdocs.yml`); nothing is written to `docs/`.
 """
 
@@ -14,7 +15,7 @@ import os
 import mkdocs_gen_files
 
 from dmpo_trl.cli import COMMANDS, build_parser
-from dmpo_trl.stored_help import COMMANDS_WITH_STORED_HELP, HELP_DIR, WIDTH
+from dmpo_trl.cli.stored_help import COMMANDS_WITH_STORED_HELP, HELP_DIR, WIDTH
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -41,9 +42,9 @@ def render() -> str:
     lines = [
         "# Command line reference",
         "",
-        "Generated when the site is built: `prepare`, `train`, `evaluate` and `demo` from the help text stored with",
-        "the package (`dmpo_trl/help/COMMAND.txt`, rendered by the real `trl.TrlParser` and checked against it by a",
-        "test), `rank` and `dmpo-trl` itself from `dmpo_trl.cli.build_parser`. The same text is what",
+        "Generated when the site is built: every subcommand from the help text stored with the package",
+        "(`dmpo_trl/help/COMMAND.txt`, rendered by the real `trl.TrlParser` and checked against it by a test),",
+        "`dmpo-trl` itself from `dmpo_trl.cli.build_parser`. The same text is what",
         "`dmpo-trl COMMAND --help` prints. How the commands fit together: [the command line](../how-to/cli.md).",
         "",
         "## dmpo-trl",
