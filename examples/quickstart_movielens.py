@@ -108,12 +108,12 @@ for example, ranked in list(zip(split.test, result.results[trained]["per_user"])
 # %% [markdown]
 # ## Does it beat the baselines? The quality study
 #
-# One demo run is 80 test users: too few to tell methods apart. `benchmarks/quality.py` trains every method (SFT,
+# One demo run is 80 test users: too few to separate methods. `python -m benchmarks.quality` trains every method (SFT,
 # DPO, S-DPO, DMPO with K = 2, 4, 8, SFT then DMPO) on the same users with the same budget and ranks the same held-out
 # users and candidates, with 95% bootstrap intervals, under uniform and popularity-matched negatives. Its saved
 # results (from a clone of the repository) are shown here: first the comparison on 500 test users with each method's
 # learning rate and epochs chosen on validation users, then the full method table (160 test users, one shared
-# setting). Rerun with `python benchmarks/quality.py` (see the README's results section).
+# setting). Rerun with `python -m benchmarks.quality` (see the README's results section).
 
 # %%
 import json
@@ -125,18 +125,18 @@ import dmpo_trl
 
 
 results = Path(dmpo_trl.__file__).resolve().parents[1] / "benchmarks" / "results"
-for study in (results / "quality-tuned", results / "quality"):
+for study in (results / "quality" / "tuned", results / "quality" / "shared"):
     if (study / "quality.md").is_file():
         display(Markdown((study / "quality.md").read_text()))
         display(Image(str(study / "quality.png")))
-study = results / "quality"
+study = results / "quality" / "shared"
 if (study / "quality.md").is_file():
     for path in sorted((study / "runs").glob("seed0/dmpo-k*.json"))[:1]:
         for case in json.loads(path.read_text())["explanations"]:
             print(f"[{path.stem}] watched: {'; '.join(case['history'])}")
             print(f"  true next: {case['target']} | pick: {case['pick']}\n  why: {case['explanation']}")
 else:
-    print(f"No saved study at {study}: run `python benchmarks/quality.py` in a clone of the repository.")
+    print(f"No saved study at {study}: run `python -m benchmarks.quality` in a clone of the repository.")
 
 # %% [markdown]
 # ## Rank with the trained model

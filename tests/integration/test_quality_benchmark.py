@@ -348,3 +348,16 @@ def test_stopped_preference_training_resumes_from_its_last_checkpoint(tmp_path, 
     other, out = run("other", "stopped", "--method_settings", "dmpo-k2:2e-2:2")
     assert "other (or unrecorded) settings; starting again" in out and other["train"]["resumed_from_step"] is None
     assert not np.allclose(other["scores"]["uniform"]["sum"], whole["scores"]["uniform"]["sum"], atol=2e-4)
+
+
+def test_results_paths_named_in_the_docs_exist_and_manifests_are_current():
+    """Every results path README.md, docs/ and benchmarks/README.md name exists, every run folder has its notes.md
+    and manifest.json, and each manifest is what `python -m benchmarks.manifests` writes from the folder's files."""
+    from benchmarks import manifests
+
+    assert manifests.check() == []
+    folders = manifests.run_folders()
+    assert len(folders) >= 38
+    for folder in folders:
+        saved = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        assert saved == manifests.manifest(folder), f"{folder}: rerun `python -m benchmarks.manifests`"
