@@ -1,4 +1,5 @@
-"""Multi-process helpers: which process this is under a torchrun/accelerate launch, waiting, and leaving the group.
+"""Multi-process helpers: which process this is under a torchrun/accelerate launch, waiting, gathering, and leaving
+the group.
 
 Every other module reaches the process group through these functions.
 
@@ -12,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -39,6 +41,23 @@ def local_process_index() -> int:
     from accelerate import PartialState
 
     return PartialState().local_process_index
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's `value`, in process order: `[value]` in one process (accelerate's `gather_object` under a
+    launch; every process gets the whole list).
+
+    Example:
+    ```python
+    >>> gather_objects({"a": 1})
+    [{'a': 1}]
+    ```
+    """
+    if process_rank()[1] <= 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
 
 
 def end_process_group() -> None:

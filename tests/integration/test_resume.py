@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dmpo_trl import evaluation
+from dmpo_trl.evaluation import evaluate as evaluation  # the module whose scoring and generation a rerun calls
 from dmpo_trl.evaluation import progress_path
 
 

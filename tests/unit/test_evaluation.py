@@ -6,7 +6,6 @@ import pytest
 import torch
 from tiny_models import build_model
 
-from dmpo_trl import evaluation
 from dmpo_trl.data import InteractionLog, UserExample, build_preference_dataset, candidate_sets, example_at
 from dmpo_trl.evaluation import (
     baseline_popularity,
@@ -14,9 +13,12 @@ from dmpo_trl.evaluation import (
     evaluate_baseline,
     evaluate_ranking,
     format_table,
+    generation,
     named_candidates,
 )
+from dmpo_trl.evaluation.candidates import _pairwise_prompts
 from dmpo_trl.scoring import score_candidates, score_completions, tokenize_for_scoring
+from dmpo_trl.settings import EvaluationSettings, PromptSettings
 
 
 def planted_log(num_users: int = 300, pool: int = 40, seed: int = 0) -> InteractionLog:
@@ -234,6 +236,36 @@ def test_likelihood_mode_result_and_identical_candidates(tokenizer, tiny_model, 
     assert metrics["mrr"] == pytest.approx(sum(1 / (r + 1) for r in ranks) / len(ranks))
 
 
+def test_settings_records_and_the_keyword_form_rank_alike(tokenizer, tiny_model, small_log, tmp_path):
+    """`settings=EvaluationSettings(...)`, `prompt=PromptSettings(...)`, the former keywords and the former positional
+    arguments give the same result, recorded the same way."""
+    examples = last_item_examples(small_log, ["u0", "u1", "u2"], max_history=3)
+    keywords = evaluate_ranking(
+        tiny_model, tokenizer, examples, small_log, num_candidates=4, seed=2, mode="auc", prompt_style="candidates",
+        normalize=True,
+        conversational=False, list_style="comma", batch_size=3, progress=False, output=tmp_path / "keywords.json",
+    )  # fmt: skip
+    settings = EvaluationSettings(mode="auc", num_candidates=4, seed=2, progress=False)
+    prompt = PromptSettings("candidates", conversational=False, list_style="comma", normalize=True, batch_size=3)
+    records = evaluate_ranking(
+        tiny_model, tokenizer, examples, small_log, settings=settings, prompt=prompt, output=tmp_path / "records.json"
+    )
+    legacy = (4, 2, "candidates", False, "auc", True, 3, False)  # num_candidates, seed, ..., batch_size, progress
+    positional = evaluate_ranking(tiny_model, tokenizer, examples, small_log, *legacy, list_style="comma")
+    for result in (records, positional):
+        assert result["settings"] == keywords["settings"] and result["per_user"] == keywords["per_user"]
+    assert list(json.loads((tmp_path / "records.json").read_text())) == list(keywords)
+    # a keyword replaces a field of the record; without `prompt` the style and the form follow the mode and tokenizer
+    one = evaluate_ranking(tiny_model, tokenizer, examples, small_log, settings=settings, prompt=prompt, seed=3)
+    assert one["settings"]["seed"] == 3 and settings.seed == 2
+    auto = evaluate_ranking(tiny_model, tokenizer, examples, small_log, settings=EvaluationSettings(progress=False))
+    assert (auto["settings"]["prompt_style"], auto["settings"]["conversational"]) == ("history", True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_history'"):
+        evaluate_ranking(tiny_model, tokenizer, examples, small_log, max_history=2)
+    with pytest.raises(TypeError, match="multiple values for argument 'seed'"):
+        evaluate_ranking(tiny_model, tokenizer, examples, small_log, 4, 2, seed=2)
+
+
 def test_plain_and_history_prompts(tokenizer, tiny_model, small_log):
     examples = last_item_examples(small_log, ["u4", "u5"], max_history=3)
     result = evaluate_ranking(
@@ -262,7 +294,7 @@ def test_auc_mode(tokenizer, tiny_model, small_log):
         assert user["auc"] == pytest.approx(sum(user["wins"]) / 3)
     # the pairwise prompts list exactly the target and one negative
     item = build_ranking_prompts(small_log, examples[:1], 4, 1, conversational=True)[0]
-    pairs = evaluation._pairwise_prompts(small_log, item, 1, "candidates", True)
+    pairs = _pairwise_prompts(small_log, item, 1, PromptSettings("candidates", conversational=True))
     target_title = small_log.titles[item.candidates[item.target_index]]
     for prompt, completions, target_index in pairs:
         assert "from the following 2 candidates" in prompt[0]["content"]
@@ -320,9 +352,9 @@ TITLES = ["Heat (1995)", "Godfather, The (1972)", "Heat Wave (1990)", "Babe (199
 def test_explain_pick_asks_about_the_pick_after_the_ranking_prompt(tokenizer, tiny_model, small_log, monkeypatch):
     [example] = last_item_examples(small_log, ["u8"], max_history=3)
     seen = []
-    generate = evaluation.generate_answers
-    monkeypatch.setattr(evaluation, "generate_answers", lambda *a, **k: seen.extend(a[2]) or generate(*a, **k))
-    text = evaluation.explain_pick(tiny_model, tokenizer, example, small_log, example.target, max_new_tokens=5)
+    generate = generation.generate_answers
+    monkeypatch.setattr(generation, "generate_answers", lambda *a, **k: seen.extend(a[2]) or generate(*a, **k))
+    text = generation.explain_pick(tiny_model, tokenizer, example, small_log, example.target, max_new_tokens=5)
     assert isinstance(text, str) and text == text.strip()
     [[question, pick, why]] = seen
     history = [small_log.titles[i] for i in example.history]
@@ -332,7 +364,7 @@ def test_explain_pick_asks_about_the_pick_after_the_ranking_prompt(tokenizer, ti
     assert small_log.titles[example.target] in why["content"] and why["role"] == "user"
     no_chat = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, eos_token=tokenizer.eos_token)
     with pytest.raises(ValueError, match="chat_template"):
-        evaluation.explain_pick(tiny_model, no_chat, example, small_log, example.target)
+        generation.explain_pick(tiny_model, no_chat, example, small_log, example.target)
 
 
 @pytest.mark.parametrize(
