@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..classic import CLASSIC_BASELINES
+from ..classic import CLASSIC_BASELINES, score_examples  # Cornac, the `classic` extra, loads when a model trains
 from ..data import InteractionLog, UserExample, candidate_sets
 from .candidates import RankingPrompt, given_candidate_sets
 from .results import _finish, _rank_result, _settings, check_result_path
@@ -123,8 +123,6 @@ def evaluate_baseline(
             rng = random.Random(f"dmpo-trl-random|{seed}|{item.example.user}|{item.example.target}")
             all_scores.append([rng.random() for _ in item.candidates])
     elif baseline != "popular":
-        from ..classic import score_examples  # Cornac: the `classic` extra
-
         all_scores = score_examples(baseline, log, examples, [item.candidates for item in items], seed=seed)
     else:
         counts = baseline_popularity(log, examples) if popularity is None else popularity
