@@ -34,7 +34,6 @@ itself: its `run` gets them as `args.argv`. The built-in commands are each a mod
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from .. import __version__
 from ..inputs import InputError
 from .errors import UsageError, user_inputs
-from .process import prepare_process
+from .process import prepare_process, quiet_import
 
 
 __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main", "register_command", "user_inputs"]
@@ -89,7 +88,7 @@ def _own(name: str) -> Callable[[argparse.Namespace], int]:
             print(stored_help.stored_help(name) or stored_help.render_help(name), end="")
             raise SystemExit(0)
         prepare_process()  # before the command's module imports torch
-        return importlib.import_module(f"{__name__}.{name}").main(args.argv)
+        return quiet_import(f"{__name__}.{name}").main(args.argv)
 
     return run
 
