@@ -28,7 +28,7 @@ def tiny_log_files(tmp_path_factory):
 
 @pytest.mark.parametrize("command", stored_help.COMMANDS_WITH_STORED_HELP)
 def test_stored_help_is_what_the_parser_prints(command):
-    """Run `python -m dmpo_trl.cli.stored_help` after changing a flag: the stored text must equal the live rendering."""
+    """After changing a flag, run `python -m dmpo_trl.cli.stored_help`: the stored text must equal the live one."""
     assert stored_help.stored_help(command) == stored_help.render_help(command)
 
 
