@@ -38,14 +38,19 @@ __all__ = ["MODES", "evaluate_ranking"]
 MODES = ("likelihood", "generation", "auc")
 """The ways `evaluate_ranking` ranks (`EvaluationSettings.mode`)."""
 
+# the former signature's arguments: its positional ones in order, and the keywords each record takes
 _LEGACY_POSITIONAL = (
-    *("num_candidates", "seed", "prompt_style", "conversational", "mode", "normalize", "batch_size", "progress"),
-)
-_LEGACY_PROMPT = frozenset(
-    ("prompt_style", "conversational", "list_style", "answer_prefix", "normalize", "end_of_turn", "batch_size")
-    + ("popularity_prior",)
+    "num_candidates",
+    "seed",
+    "prompt_style",
+    "conversational",
+    "mode",
+    "normalize",
+    "batch_size",
+    "progress",
 )
 _LEGACY_EVALUATION = frozenset(field.name for field in dataclasses.fields(EvaluationSettings))
+_LEGACY_PROMPT = frozenset(field.name for field in dataclasses.fields(PromptSettings)) - {"max_history"}
 
 
 def evaluate_ranking(
