@@ -10,8 +10,9 @@ token counts alone:
 and packs when that cost is the lower one and the packed row has at most `MAX_PACKED_LENGTH` tokens (the mask and
 attention grow with L^2; at 4096 tokens a float mask is 64 MB per row). ATTENTION_LENGTH = 3000 is the length whose
 attention costs as much as its per-token work, fitted to the shared/unshared step-time ratio of each shape measured
-side by side (`python benchmarks/prefix_sharing.py --sweep`: SmolLM2-135M + LoRA r=8, fp32, gradient
-checkpointing, 2 CPU threads, K=4, one row per step; `benchmarks/results/prefix_sharing_policy.md`):
+side by side (`python -m benchmarks.prefix_sharing --sweep`: SmolLM2-135M + LoRA r=8, fp32, gradient
+checkpointing, 2 CPU threads, K=4, one row per step;
+`benchmarks/results/prefix_sharing/policy/prefix_sharing_policy.md`):
 
     prompt P, response C (tokens)    450/8   100/50  30/150  450/100  200/200  30/400
     shared / unshared, measured      0.13    0.34    1.08    0.34     0.65     1.89     (a busy machine)

@@ -98,8 +98,8 @@ class DMPOConfig(DPOConfig):
             where the collator's cost rule (tokens plus attention) finds it cheaper (`dmpo_trl.collator.grouping`),
             `True` always groups, for the fewest padded tokens, `False` never does. On MovieLens rows at batch 4 and
             8, `"auto"` took 0.54-0.92x of the one-row step time where it grouped and ran the one-row step where it
-            did not; `True` took 0.92-1.26x (`benchmarks/results/row_packing.md`). The command line takes `auto`,
-            `true` or `false`.
+            did not; `True` took 0.92-1.26x (`benchmarks/results/row_packing/cpu/row_packing.md`). The command line
+            takes `auto`, `true` or `false`.
 
     One default differs from `DPOConfig`: left unset, `bf16` is TRL's `True` where a GPU supports bf16 (or with
     `use_cpu=True`) and `False` on a machine without one, where TRL's default stops with "Your setup doesn't support

@@ -2,7 +2,7 @@
 
 TRL's own defaults (learning rate 1e-6, 3 epochs, 8 rows per step) are made for full fine-tuning of large models; a
 LoRA adapter on a small model barely moves at 1e-6. The quality study chose learning rate and epochs on validation
-users for each embedded model with LoRA (`benchmarks/results/quality-lr*/selection.md`, 50 validation users of
+users for each embedded model with LoRA (`benchmarks/results/quality/lr*/selection.md`, 50 validation users of
 MovieLens-100K, NDCG@5 over uniform and popularity-matched candidates), with 4 rows per step, 2 warm-up steps, a
 linear schedule (TRL's default) and LoRA dropout 0. `measured_defaults` returns those settings for the model, adapter
 and loss being trained:
@@ -40,10 +40,10 @@ _LORA_RUN = {"per_device_train_batch_size": 4, "warmup_steps": 2, "lora_dropout"
 """What every run of the study shared besides learning rate and epochs."""
 
 MEASURED_SETTINGS: dict[tuple[str, str | None], tuple[float, float, str]] = {
-    ("smollm2-135m-instruct", None): (1e-3, 2.0, "benchmarks/results/quality-lr/selection.md"),
-    ("smollm2-135m-instruct", "sigmoid"): (3e-3, 1.0, "benchmarks/results/quality-lr/selection.md"),
-    ("smollm2-135m-instruct", "plackett_luce"): (3e-3, 1.0, "benchmarks/results/quality-lr-pl/selection.md"),
-    ("gemma-3-270m", None): (3e-4, 1.0, "benchmarks/results/quality-lr-gemma/selection.md"),
+    ("smollm2-135m-instruct", None): (1e-3, 2.0, "benchmarks/results/quality/lr/selection.md"),
+    ("smollm2-135m-instruct", "sigmoid"): (3e-3, 1.0, "benchmarks/results/quality/lr/selection.md"),
+    ("smollm2-135m-instruct", "plackett_luce"): (3e-3, 1.0, "benchmarks/results/quality/lr-pl/selection.md"),
+    ("gemma-3-270m", None): (3e-4, 1.0, "benchmarks/results/quality/lr-gemma/selection.md"),
 }
 """(embedded model, loss or None for any other loss) -> (learning rate, epochs, where it was chosen), with LoRA."""
 

@@ -67,7 +67,7 @@ def test_train_defaults_to_the_measured_setting_for_lora_on_the_embedded_model(t
     args, model_args, why = _training(["--use_peft", "--output_dir", str(tmp_path)])
     assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (1e-3, 2.0, 4)
     assert args.warmup_steps == 2 and model_args.lora_dropout == 0.0
-    assert "quality-lr/selection.md" in why
+    assert "quality/lr/selection.md" in why
     dpo, _, _ = _training(["--use_peft", "--loss_type", "sigmoid", "--output_dir", str(tmp_path)])
     assert (dpo.learning_rate, dpo.num_train_epochs) == (3e-3, 1.0)
     gemma, _, _ = _training(["--load_in_4bit", "--model_name_or_path", "gemma-3-270m", "--output_dir", str(tmp_path)])
