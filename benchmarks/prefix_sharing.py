@@ -168,8 +168,7 @@ def eval_worker(num_users: int, num_candidates: int = 20) -> list[dict]:
     from dmpo_trl.data import few_shot_split, load_movielens
     from dmpo_trl.evaluation import build_ranking_prompts
     from dmpo_trl.models import load_model_and_tokenizer
-    from dmpo_trl.scoring import score_completions, tokenize_for_scoring
-    from dmpo_trl.sharing import score_completions_shared
+    from dmpo_trl.scoring import score_completions, score_completions_shared, tokenize_for_scoring
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
     model, tokenizer = load_model_and_tokenizer()

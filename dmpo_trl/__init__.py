@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .version import __version__
 
-__version__ = "0.1.0.dev0"
 
 _EXPORTS = {
     "DMPOConfig": "config",
@@ -22,6 +22,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "__version__",
     "DMPOConfig",
     "DMPOTrainer",
     "DataCollatorForMultiPreference",

@@ -44,9 +44,14 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from transformers import get_scheduler
+from transformers.trainer_utils import TrainOutput
 
 from .data import InteractionLog, NegativeSampler, UserExample, build_preference_dataset
 from .data.prompts import ANSWER_PREFIX, resolve_template, uses_candidates
+from .evaluation import build_ranking_prompts
+from .scoring import score_candidates_batch
+from .trainer import DMPOTrainer
 
 
 __all__ = ["DEFAULT_POOL_SIZE", "MinedNegativesTraining", "NegativeMiner"]
@@ -114,9 +119,6 @@ class NegativeMiner:
         self, model, tokenizer, examples: Sequence[UserExample], pools: Sequence[Sequence[str]]
     ) -> list[torch.Tensor]:
         """Each pool item's log-likelihood after its row's prompt (the evaluator's prompts and scorer)."""
-        from .evaluation import build_ranking_prompts
-        from .scoring import score_candidates_batch
-
         prompts = build_ranking_prompts(
             self.log,
             examples,
@@ -186,8 +188,6 @@ class MinedNegativesTraining:
     """
 
     def __init__(self, model, miner: NegativeMiner, examples: Sequence[UserExample], args, **trainer_kwargs: Any):
-        from .trainer import DMPOTrainer
-
         epochs = args.num_train_epochs
         if args.max_steps is not None and args.max_steps > 0:
             raise ValueError(
@@ -221,8 +221,6 @@ class MinedNegativesTraining:
 
     def _schedule(self) -> None:
         """One optimizer and one learning-rate schedule over the steps of all rounds, kept by every round."""
-        from transformers import get_scheduler
-
         trainer, args = self.trainer, self.trainer.args
         per_round = trainer.set_initial_training_values(args, trainer.get_train_dataloader())[-1]
         total = per_round * self.num_rounds
@@ -238,8 +236,6 @@ class MinedNegativesTraining:
     def train(self):
         """Run every round: mine (from round 2 on; round 1's rows were mined when the trainer was built), train one
         epoch. Returns the last round's `TrainOutput` with `global_step` counting the steps of all rounds."""
-        from transformers.trainer_utils import TrainOutput
-
         trainer = self.trainer
         self._schedule()
         steps, loss_sum, output = 0, 0.0, None

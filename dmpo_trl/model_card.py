@@ -30,7 +30,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trl.trainer.utils import generate_model_card
+
 from .journal import atomic_write_text
+from .trainer import DMPOTrainer
 
 
 __all__ = ["CARD_METRICS", "EXAMPLE_ITEMS", "build_model_card", "quick_start", "ranking_table", "training_procedure",
@@ -275,10 +278,6 @@ def build_model_card(
             the training procedure (`use_model_card` reads them from the output folder and the trainer).
         example_items: two history items and three candidates of the catalogue, for the quick start.
     """
-    from trl.trainer.utils import generate_model_card
-
-    from .trainer import DMPOTrainer
-
     model_name = model_name or "dmpo-recommender"
     model_id = hub_model_id or model_name
     card = generate_model_card(

@@ -33,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .models import embedded_model
+
 
 __all__ = ["MEASURED_SETTINGS", "measured_defaults"]
 
@@ -59,8 +61,6 @@ def measured_defaults(
     (or QLoRA) trains; `loss_type` the first loss type decides. Returns `({}, reason)` where nothing was measured
     (full fine-tuning).
     """
-    from .models import embedded_model
-
     if not adapter:
         return {}, "full fine-tuning was not measured: TRL's defaults"
     embedded = embedded_model(model_name_or_path)

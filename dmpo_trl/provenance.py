@@ -20,7 +20,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .models import model_origin
+from .version import __version__
 
 
 __all__ = ["LIBRARIES", "git_state", "library_versions", "provenance"]
@@ -97,8 +98,6 @@ def provenance(model: Any = None, gguf_file: str | None = None) -> dict[str, Any
     if isinstance(model, dict):
         origin = model
     elif model is not None or gguf_file is not None:
-        from .models import model_origin
-
         origin = model_origin(model, gguf_file)
     return {
         "dmpo_trl": __version__,

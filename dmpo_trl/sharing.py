@@ -406,13 +406,3 @@ def pad_rows(rows: list[dict[str, list]], pad_token_id: int, pad_to_multiple_of:
         key: torch.tensor([row[key] + [value] * (length - len(row[key])) for row in rows], dtype=torch.long)
         for key, value in fill.items()
     }
-
-
-def __getattr__(name: str):
-    """The scorers that lived here before they moved to `dmpo_trl.scoring` (`score_completions_shared`,
-    `score_many_shared`), still importable from this module; imported on use, since scoring imports sharing."""
-    if name in ("score_completions_shared", "score_many_shared"):
-        from . import scoring
-
-        return getattr(scoring, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,8 +38,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .. import __version__
 from ..inputs import InputError
+from ..version import __version__
 from .errors import UsageError, user_inputs
 from .process import prepare_process, quiet_import
 

@@ -21,7 +21,7 @@ from ..models import (
     load_adapter_model,
     load_model_and_tokenizer,
 )
-from ..ranking import RANKER_FILE, read_ranker_config
+from ..ranker_file import RANKER_FILE, read_ranker_config
 from ..recipe import (
     RecDataArguments,
     check_output_path,

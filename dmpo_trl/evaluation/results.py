@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..data import InteractionLog, UserExample
 from ..journal import atomic_write_text
 from ..metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, rank_of_target
 from ..metrics import tie_seed as metrics_tie_seed
 from ..provenance import provenance
+from ..version import __version__
 from .candidates import RankingPrompt
 
 

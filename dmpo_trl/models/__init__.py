@@ -13,7 +13,7 @@ The package, one concept a module (every name is importable from `dmpo_trl.model
   `resolve_model_path`);
 - `loading`: `load_model_and_tokenizer`, and the training setups (`RecModelConfig`, `load_model_for_training`, dtypes,
   quantization and LoRA configs);
-- `adapters`: `load_adapter_model`, `name_base_model_by_hub_id`;
+- `adapters`: `load_adapter_model`, `base_model_args`, `name_base_model_by_hub_id`;
 - `origin`: `model_origin`, where a model's weights come from.
 
 The model cache is `dmpo_trl.cache.model_cache_dir()` (`default_cache_dir` here, its old name).
@@ -28,7 +28,7 @@ Example:
 
 from ..cache import CACHE_ENV
 from ..cache import model_cache_dir as default_cache_dir  # the old name of the model cache
-from .adapters import load_adapter_model, name_base_model_by_hub_id
+from .adapters import base_model_args, load_adapter_model, name_base_model_by_hub_id
 from .embedded import _MARKER as _MARKER
 from .embedded import (
     DEFAULT_MODEL,
@@ -76,6 +76,7 @@ __all__ = [
     "ModelPackageMissing",
     "RecModelConfig",
     "adapters_to_dtype",
+    "base_model_args",
     "conversion_lock",
     "convert_gguf",
     "default_cache_dir",

@@ -1,5 +1,6 @@
-"""LoRA/QLoRA adapters on their base model: reloading a trained adapter (`load_adapter_model`) and naming an embedded
-base model by its Hub id in the saved adapter config (`name_base_model_by_hub_id`).
+"""LoRA/QLoRA adapters on their base model: reloading a trained adapter (`load_adapter_model`), the base model a
+run's `ranker.json` records (`base_model_args`), and naming an embedded base model by its Hub id in the saved adapter
+config (`name_base_model_by_hub_id`).
 
 Example:
 ```python
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig
 
-from .embedded import embedded_model, ensure_pad_token, strip_quantization
+from ..ranker_file import LOAD_FIELDS, read_ranker_config
+from .embedded import embedded_model, ensure_pad_token, resolve_model_path, strip_quantization
 from .loading import RecModelConfig, load_model_for_training
 
 
@@ -38,6 +41,25 @@ def name_base_model_by_hub_id(model: torch.nn.Module, model_name_or_path=None, g
         return
     for config in (getattr(model, "peft_config", None) or {}).values():
         config.base_model_name_or_path = embedded.hub_id
+
+
+def base_model_args(config: dict[str, Any], cache_dir: str | Path | None = None, **overrides: Any):
+    """The `RecModelConfig` that loads the base model a run's adapter was trained on, from its checked `ranker.json`
+    (`read_ranker_config`): the exact weights (an embedded model's GGUF, converted into `cache_dir`), not the Hub id
+    the adapter config names. `overrides` replace saved fields (e.g. `dtype`).
+
+    Example:
+    ```python
+    >>> base_model_args({"base_model": {"model_name_or_path": "org/model", "load_in_4bit": True}}).load_in_4bit
+    True
+    ```
+    """
+    load = {k: v for k, v in config["base_model"].items() if k in LOAD_FIELDS and v is not None}
+    load.update({k: v for k, v in overrides.items() if v is not None})
+    load["model_name_or_path"] = resolve_model_path(
+        load.pop("model_name_or_path", None), load.pop("gguf_file", None), cache_dir
+    )
+    return RecModelConfig(**load, use_peft=True)
 
 
 def load_adapter_model(
@@ -72,8 +94,6 @@ def load_adapter_model(
     named = model_args is not None and (model_args.model_name_or_path or getattr(model_args, "gguf_file", None))
     if not named:
         if (adapter_dir / "ranker.json").is_file():  # a run folder: the exact base it trained on, not the Hub id
-            from ..ranking import base_model_args, read_ranker_config  # ranking sits above models: imported on use
-
             base = base_model_args(read_ranker_config(adapter_dir)).model_name_or_path
         else:
             base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path

@@ -33,7 +33,7 @@ from ..models import (
 )
 from ..prior import PRIOR_REGIMES, choose_popularity_prior, result_with_prior
 from ..provenance import provenance
-from ..ranking import save_ranker_config
+from ..ranker_file import save_ranker_config
 from ..rows import check_row
 from ..settings import PromptSettings
 from ..tracking import log_ranking_to_wandb, wandb_requested

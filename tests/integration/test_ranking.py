@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from recipe_helpers import tiny_flags, write_tiny_log
 
-from dmpo_trl import Ranker, ranking
+from dmpo_trl import Ranker, ranker_file, ranking
 from dmpo_trl.cli import main
 from dmpo_trl.ranking import MAX_REQUEST_BYTES, RankRequestError, read_requests
 from dmpo_trl.recipe import load_interaction_log, parse_recipe_arguments, run_recipe, split_users
@@ -278,7 +278,7 @@ def test_a_folder_without_weights_is_refused_before_loading(
     config = json.loads((model_copy / "ranker.json").read_text())
     config["base_model"]["model_name_or_path"] = None  # the embedded default model: no reason to refuse
     (model_copy / "ranker.json").write_text(json.dumps(config))
-    ranking._check_weights(model_copy)
+    ranker_file._check_weights(model_copy)
     (model_copy / "adapter_model.safetensors").unlink()
     expected = (
         f"{model_copy}: adapter_config.json without the adapter's weights "
