@@ -6,6 +6,8 @@ wraps Cornac's models (no model is written here) so that they rank exactly the c
 - `training_sequences(log, held_out)`: the interactions a model may learn from: every user's sequence, cut before
   each held-out example's target (so held-out targets, and anything after them, are never seen); the same cut as
   the `popular` baseline (`dmpo_trl.evaluation.baseline_popularity`).
+- `few_shot_sequences(log, train, held_out)`: the few-shot protocol's data instead: only the training users'
+  interactions (those DMPO trains on) and the held-out users' shown histories.
 - `ClassicRecommender(name, seed, **settings).fit(sequences)`: trains Cornac's `SASRec`, `GRU4Rec` (one session per
   user, in time order) or `BPR` (user-item pairs, order ignored).
 - `.score(user, candidates)`: one score per candidate, given the user's whole training sequence as history
@@ -84,6 +86,37 @@ def training_sequences(log: InteractionLog, held_out: Sequence[UserExample]) -> 
         cut[example.user] = min(cut.get(example.user, len(sequence)), position)
     out = {user: list(seq[: cut.get(user, len(seq))]) for user, seq in log.sequences.items()}
     return {user: seq for user, seq in out.items() if seq}
+
+
+def few_shot_sequences(
+    log: InteractionLog, train: Sequence[UserExample], held_out: Sequence[UserExample]
+) -> dict[str, list[str]]:
+    """The training data of the few-shot protocol, where a classic model learns from what the LLM learns from:
+    each training user's sequence up to and including their last training target (the interactions DMPO's rows are
+    drawn from), plus each held-out example's shown history (the titles the LLM's prompt shows), so a model scores
+    a held-out user from exactly the history the LLM sees. Nothing else of the log is used.
+
+    Example:
+    ```python
+    >>> log = InteractionLog({"u1": ["a", "b", "c", "d"], "u2": ["a", "c", "d"]}, {i: i for i in "abcd"})
+    >>> train = [UserExample("u1", ("a", "b"), "c", extra={"position": 2})]
+    >>> few_shot_sequences(log, train, [UserExample("u2", ("c",), "d", extra={"position": 2})])
+    {'u1': ['a', 'b', 'c'], 'u2': ['c']}
+    ```
+    """
+    out: dict[str, list[str]] = {}
+    for example in train:
+        sequence = log.sequences[example.user]
+        position = example.extra.get("position")
+        if position is None:
+            position = len(sequence) - 1 - sequence[::-1].index(example.target)
+        out[example.user] = list(sequence[: max(position + 1, len(out.get(example.user, [])))])
+    for example in held_out:
+        if example.user in out:
+            raise ValueError(f"user {example.user!r} is both a training and a held-out user")
+        if example.history:
+            out[example.user] = list(example.history)
+    return out
 
 
 class ClassicRecommender:

@@ -128,3 +128,17 @@ def test_missing_cornac_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cornac)
     with pytest.raises(ImportError, match=r"dmpo-trl\[classic\]"):
         classic.ClassicRecommender("bpr").fit({"u": ["a", "b"]})
+
+
+def test_few_shot_sequences_hold_only_training_users_and_shown_histories():
+    sequences = {f"u{k}": [f"i{(k + j) % 30}" for j in range(12)] for k in range(20)}
+    log = InteractionLog(sequences, {f"i{j}": f"Title {j}" for j in range(30)})
+    split = few_shot_split(log, num_train_users=5, num_valid_users=3, num_test_users=6, max_history=4, seed=0)
+    data = classic.few_shot_sequences(log, split.train, split.valid + split.test)
+    assert set(data) == {e.user for e in split.train + split.valid + split.test}
+    for e in split.train:
+        assert data[e.user] == log.sequences[e.user][: e.extra["position"] + 1]
+    for e in split.valid + split.test:
+        assert data[e.user] == list(e.history) and e.target not in data[e.user][-1:]
+    with pytest.raises(ValueError, match="both a training and a held-out user"):
+        classic.few_shot_sequences(log, split.train, split.train[:1])
