@@ -22,6 +22,7 @@ from ..metrics import bootstrap_interval
 from ..padding import pad_sequences, padding_id
 from ..scoring import Prompt, eval_mode
 from .candidates import RankingPrompt
+from .results import _user_record
 
 
 __all__ = ["EXPLAIN_QUESTION", "explain_pick", "generate_answers", "named_candidates"]
@@ -169,16 +170,7 @@ def _generation_result(items: Sequence[RankingPrompt], answers: Sequence[str], l
         named = named_candidates(answer, [log.titles[i] for i in item.candidates])
         valid.append(float(len(named) == 1))
         hits.append(float(named == [item.target_index]))
-        per_user.append(
-            {
-                "user": item.example.user,
-                "target": item.example.target,
-                "candidates": item.candidates,
-                "target_index": item.target_index,
-                "answer": answer,
-                "named": named,
-            }
-        )
+        per_user.append(_user_record(item, answer=answer, named=named))
     metrics = {
         "hit_ratio@1": sum(hits) / len(hits) if hits else float("nan"),
         "valid_ratio": sum(valid) / len(valid) if valid else float("nan"),

@@ -57,21 +57,24 @@ def tie_seed(seed: int, example: UserExample) -> str:
     return metrics_tie_seed(seed, example.user, example.target)
 
 
+def _user_record(item: RankingPrompt, **values: Any) -> dict[str, Any]:
+    """One user's entry in a result's `per_user`: who, the target, the candidates and where the target is, then
+    what the mode measured (`values`, in order)."""
+    return {
+        "user": item.example.user,
+        "target": item.example.target,
+        "candidates": item.candidates,
+        "target_index": item.target_index,
+        **values,
+    }
+
+
 def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[float]], seed: int) -> dict:
     per_user, ranks = [], []
     for item, scores in zip(items, all_scores):
         rank = rank_of_target(scores, item.target_index, ties="random", seed=tie_seed(seed, item.example))
         ranks.append(rank)
-        per_user.append(
-            {
-                "user": item.example.user,
-                "target": item.example.target,
-                "candidates": item.candidates,
-                "target_index": item.target_index,
-                "rank": rank,
-                "scores": [float(s) for s in scores],
-            }
-        )
+        per_user.append(_user_record(item, rank=rank, scores=[float(s) for s in scores]))
     return {"metrics": ranking_metrics(ranks, seed=seed), "per_user": per_user}
 
 
@@ -149,16 +152,7 @@ def _auc_result(items, all_wins, seed) -> dict:
     for item, wins in zip(items, all_wins):
         auc = sum(wins) / len(wins)
         aucs.append(auc)
-        per_user.append(
-            {
-                "user": item.example.user,
-                "target": item.example.target,
-                "candidates": item.candidates,
-                "target_index": item.target_index,
-                "auc": auc,
-                "wins": wins,
-            }
-        )
+        per_user.append(_user_record(item, auc=auc, wins=wins))
     metrics = {
         "auc": sum(aucs) / len(aucs) if aucs else float("nan"),
         "auc_ci95": list(bootstrap_interval(aucs, seed=seed)),
