@@ -7,9 +7,17 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from ..data import build_preference_dataset
 from ..models import ModelPackageMissing
-from ..recipe import check_output_path, data_inputs, load_interaction_log, split_record, split_users, write_split
+from ..recipe import (
+    build_datasets,
+    check_output_path,
+    data_inputs,
+    data_seed,
+    load_interaction_log,
+    split_record,
+    split_users,
+    write_split,
+)
 from .arguments import command_parsers, parse_args
 from .checks import chat_template_decides, log_names, model_files
 from .errors import UsageError, user_inputs
@@ -63,20 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             conversational = chat_template_decides(
                 prepare_args.model_name_or_path, prepare_args.gguf_file, prepare_args.trust_remote_code
             )
-    seed = data_args.split_seed or 0
-    build = dict(
-        num_negatives=data_args.num_negatives,
-        prompt_style=data_args.template,
-        num_candidates=data_args.num_candidates,
-        negative_strategy=data_args.candidate_strategy,
-        conversational=conversational,
-        seed=seed,
-    )
+    seed = data_seed(data_args, 0)  # split_users' default seed
     with user_inputs():
-        splits = {"train": split.train, "validation": split.valid}
-        data = DatasetDict(
-            {name: build_preference_dataset(log, rows, **build) for name, rows in splits.items() if rows}
-        )
+        built = build_datasets(data_args, log, split, conversational, seed)
+        data = DatasetDict({name: dataset for name, dataset in built.items() if len(dataset)})  # no empty train
     write_split(split_record(data_args, log, split, seed, conversational), output)
     if prepare_args.format == "arrow":
         data.save_to_disk(str(output))
