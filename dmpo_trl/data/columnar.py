@@ -21,7 +21,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .log import InteractionLog
-from .tables import _MISSING_WORDS, Table, _parse_times, natural_key, titles_from_table
+from .tables import (
+    _MISSING_WORDS,
+    Table,
+    _no_interactions,
+    _parse_times,
+    _repeats_message,
+    _unknown_item_message,
+    natural_key,
+    titles_from_table,
+)
 
 
 class NeedsPandasPath(Exception):
@@ -197,13 +206,8 @@ def log_from_arrow(
     item_index = position[item_codes]
     unknown = item_index < 0
     if unknown.any():
-        examples = ", ".join(repr(i) for i in list(titles)[:3])
-        rows.first_error(
-            unknown,
-            f"item id {{value}} is not in the item file {item_table.source} (column {item_col!r}; that file writes "
-            f"ids like {examples})",
-            _lookup(items, item_codes, unknown),
-        )
+        message = _unknown_item_message(item_table.source, item_col, titles)
+        rows.first_error(unknown, message, _lookup(items, item_codes, unknown))
     ratings = None
     if min_rating is not None:
         ratings = _numbers(table[rating_col])
@@ -229,18 +233,15 @@ def log_from_arrow(
         repeated = _repeats(order, user_codes, item_index, times, ratings)
         if repeated.any():
             first = rows.line(int(np.argmax(repeated)))
+            same = (user_col, item_col, time_col, *([rating_col] if ratings is not None else []))
             warnings.warn(
-                f"{path}: dropped {int(repeated.sum())} of {len(repeated)} interactions that repeat an "
-                f"earlier line exactly (same {user_col}, {item_col}, {time_col}"
-                f"{', ' + rating_col if ratings is not None else ''}); the first is at line {first}",
-                stacklevel=3,
+                _repeats_message(str(path), int(repeated.sum()), len(repeated), same, f"line {first}"), stacklevel=3
             )
             keep &= ~repeated
     if ratings is not None:
         keep &= ratings >= min_rating
     if not keep.any():
-        kept = f" with {rating_col} >= {min_rating}" if min_rating is not None else ""
-        raise ValueError(f"{path}: no interactions{kept}, so no user has a sequence")
+        raise _no_interactions(str(path), rating_col, min_rating)
     order = order[keep[order]]
     ranks = _natural_ranks(users)
     by_user = ranks[user_codes[order]]  # sorted: the order sorts by user rank first

@@ -277,13 +277,7 @@ def log_from_tables(
     frame = interactions.frame
     unknown = ~frame[item_col].isin(titles.keys())
     if unknown.any():
-        examples = ", ".join(repr(i) for i in list(titles)[:3])
-        interactions.first_error(
-            unknown,
-            f"item id {{value}} is not in the item file {items.source} (column {item_col!r}; that file writes ids "
-            f"like {examples})",
-            item_col,
-        )
+        interactions.first_error(unknown, _unknown_item_message(items.source, item_col, titles), item_col)
     ratings = None
     if min_rating is not None:
         ratings = pd.to_numeric(frame[rating_col], errors="coerce")
@@ -296,24 +290,45 @@ def log_from_tables(
         repeated = key.duplicated()
         if repeated.any():
             first = int(interactions.frame.at[repeated.idxmax(), "_line"])
+            same = (user_col, item_col, time_col, *([rating_col] if ratings is not None else []))
+            where = f"{interactions.unit} {first}"
             warnings.warn(
-                f"{interactions.source}: dropped {int(repeated.sum())} of {len(frame)} interactions that repeat an "
-                f"earlier line exactly (same {user_col}, {item_col}, {time_col}"
-                f"{', ' + rating_col if ratings is not None else ''}); the first is at {interactions.unit} {first}",
-                stacklevel=3,
+                _repeats_message(interactions.source, int(repeated.sum()), len(frame), same, where), stacklevel=3
             )
             frame, times = frame[~repeated], times[~repeated]
             ratings = ratings[~repeated] if ratings is not None else None
     if ratings is not None:
         frame = frame[ratings >= min_rating]
     if frame.empty:
-        kept = f" with {rating_col} >= {min_rating}" if min_rating is not None else ""
-        raise ValueError(f"{interactions.source}: no interactions{kept}, so no user has a sequence")
+        raise _no_interactions(interactions.source, rating_col, min_rating)
     if times is not None:
         frame = frame.loc[times.loc[frame.index].sort_values(kind="stable").index]
     grouped = frame.groupby(user_col, sort=False)[item_col].agg(list)
     users = sorted(grouped.index, key=natural_key)
     return InteractionLog(sequences={u: grouped[u] for u in users}, titles=titles, name=name)
+
+
+def _unknown_item_message(items_source: str, item_col: str, titles: dict[str, str]) -> str:
+    """The error for an interaction whose item the item file lacks (`{value}`: the id), with ids it does hold."""
+    examples = ", ".join(repr(i) for i in list(titles)[:3])
+    return (
+        f"item id {{value}} is not in the item file {items_source} (column {item_col!r}; that file writes ids "
+        f"like {examples})"
+    )
+
+
+def _repeats_message(source: str, dropped: int, total: int, columns: tuple[str, ...], where: str) -> str:
+    """The warning for interactions dropped because they repeat an earlier line in every one of `columns`."""
+    return (
+        f"{source}: dropped {dropped} of {total} interactions that repeat an earlier line exactly (same "
+        f"{', '.join(columns)}); the first is at {where}"
+    )
+
+
+def _no_interactions(source: str, rating_col: str | None, min_rating: float | None) -> ValueError:
+    """The error for a log left without interactions (none, or none rated `min_rating` or more)."""
+    kept = f" with {rating_col} >= {min_rating}" if min_rating is not None else ""
+    return ValueError(f"{source}: no interactions{kept}, so no user has a sequence")
 
 
 def natural_key(value: str) -> tuple[int, int | str]:
