@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -41,10 +40,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks.defaults import set_quiet_offline_defaults
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+set_quiet_offline_defaults()
 import numpy as np  # noqa: E402
 
 from benchmarks.quality import (  # noqa: E402

@@ -29,7 +29,6 @@ bootstrap intervals, paired bootstrap differences) is rebuilt from those files; 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,10 +36,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from benchmarks.defaults import set_quiet_offline_defaults
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+set_quiet_offline_defaults()
 import numpy as np  # noqa: E402
 
 from benchmarks.quality import (  # noqa: E402

@@ -52,12 +52,10 @@ paired comparisons), `report` (table, plot, JSON) and `run` (the loop and `main`
 saved runs: `compare`, `selection`, `prior` and `levers` (`python -m benchmarks.quality.<tool>`).
 """
 
-import os
+from ..defaults import set_quiet_offline_defaults
 
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+set_quiet_offline_defaults()
 
 from .config import (  # noqa: E402
     DEFAULT_METHODS,
