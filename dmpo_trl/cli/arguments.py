@@ -14,6 +14,7 @@ from typing import Any
 
 from ..evaluation import BASELINES, MODES
 from ..recipe import DEMO_SETTINGS, RecDataArguments, command_parser, parse_command_line, recipe_parser
+from ..retrieval import RETRIEVERS
 from .errors import user_inputs
 
 
@@ -129,6 +130,19 @@ class EvaluateArguments:
         default=20, metadata={"help": "Sequences per forward.", "aliases": ["--batch_size", "--batch-size"]}
     )
     max_new_tokens: int = field(default=32, metadata={"help": "Answer length in generation mode."})
+    retriever: str | None = field(
+        default=None,
+        metadata={
+            "help": "Two-stage ranking: this retriever proposes each test user's top --retrieve_top unseen items of "
+            "the whole catalogue and the model reranks them; full-catalogue Recall@10, NDCG@10 and MRR.",
+            "choices": RETRIEVERS,
+        },
+    )
+    retrieve_top: int = field(default=20, metadata={"help": "Items the retriever proposes per user (--retriever)."})
+    fusion_weight: float = field(
+        default=0.0,
+        metadata={"help": "With --retriever: rank by log-likelihood + this x the retriever's standardised score."},
+    )
     dtype: str = field(
         default="float32",
         metadata={"help": "Model weights dtype.", "choices": ["auto", "bfloat16", "float16", "float32"]},

@@ -7,11 +7,13 @@ candidates, prompt and data are the split's; data flags that differ from it are 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ..data.splits import example_at
 from ..distributed import process_rank
 from ..evaluation import evaluate_baseline, evaluate_ranking, format_table, save_result
 from ..models import (
@@ -32,6 +34,8 @@ from ..recipe import (
     split_data_arguments,
     split_users,
 )
+from ..settings import EvaluationSettings, PromptSettings
+from ..two_stage import evaluate_two_stage
 from .arguments import EvaluateArguments, command_parsers, parse_args, spelling
 from .checks import check_adapter_weights, log_names, model_files
 from .errors import UsageError, user_inputs
@@ -74,6 +78,58 @@ def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
     )
 
 
+def _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed: int, name: str, device: str) -> int:
+    """`--retriever`: retrieve, rerank with the model, report the full-catalogue metrics beside the retriever's."""
+    settings = EvaluationSettings(seed=seed, progress=eval_args.show_progress)
+    prompt = PromptSettings(
+        prompt_style=data_args.template,
+        conversational=data_args.conversational,
+        normalize=eval_args.ranking_normalize,
+        end_of_turn=eval_args.end_of_turn,
+        batch_size=eval_args.ranking_batch_size,
+        popularity_prior=eval_args.popularity_prior,
+    )
+    started = time.perf_counter()
+    with user_inputs(ImportError):  # SASRec, GRU4Rec and BPR need the classic extra
+        result = evaluate_two_stage(
+            model,
+            tokenizer,
+            test,
+            log,
+            eval_args.retriever,
+            eval_args.retrieve_top,
+            eval_args.fusion_weight,
+            held_out=test + valid,  # the validation users' targets stay out of the retriever's training too
+            settings=settings,
+            prompt=prompt,
+        )
+    if process_rank()[0] != 0:
+        return 0
+    two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]
+    for metrics in (two_stage, alone):
+        metrics.pop("per_user")
+    result.update(
+        model=name,
+        users=[e.user for e in test],
+        llm={"metrics": result["llm"].get("metrics"), "settings": result["llm"].get("settings")},
+        wall_time_s=round(time.perf_counter() - started, 1),
+    )
+    result["settings"].update(model=name, dtype=eval_args.dtype, device=device, max_history=data_args.max_history)
+    written = save_result(result, eval_args.output_file) if eval_args.output_file else None
+    top = eval_args.retrieve_top
+    print(f"| ranking | recall@10 | ndcg@10 | mrr | recall@{top} |")
+    print("|---|---|---|---|---|")
+    for label, metrics in ((f"{eval_args.retriever} alone", alone), (f"{eval_args.retriever} + {name}", two_stage)):
+        print(
+            f"| {label} | {metrics['recall@10']:.4f} | {metrics['ndcg@10']:.4f} | {metrics['mrr']:.4f} | "
+            f"{metrics[f'recall@{top}']:.4f} |"
+        )
+    print(f"{len(test)} users, the whole catalogue ({len(log.titles)} items) less each user's seen items")
+    if written:
+        print(f"Wrote {written}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`dmpo-trl evaluate`: rank test users' candidates with a model or a baseline; print and save the metrics.
 
@@ -92,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_args, eval_args = parse_args(parser, argv)
         if eval_args.baseline and (eval_args.model_name_or_path or eval_args.gguf_file):
             raise UsageError("--baseline and --model_name_or_path exclude each other: rank with one or the other")
+        if eval_args.retriever and (eval_args.baseline or eval_args.ranking_mode != "likelihood"):
+            raise UsageError(f"--retriever {eval_args.retriever}: a model reranks its items, in likelihood mode")
+        if eval_args.retrieve_top < 1:
+            raise UsageError(f"--retrieve_top {eval_args.retrieve_top}: the retriever proposes at least one item")
         if eval_args.baseline and eval_args.ranking_mode != "likelihood":
             raise UsageError(f"--baseline ranks candidates; --ranking_mode {eval_args.ranking_mode} needs a model")
         loaded = {} if eval_args.baseline else model_files(eval_args.model_name_or_path, eval_args.gguf_file)
@@ -152,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with user_inputs(OSError, ModelPackageMissing):
             model, tokenizer = _load_for_evaluation(eval_args, device)
         name = eval_args.model_name_or_path or DEFAULT_MODEL
+    if eval_args.retriever:
+        valid = [example_at(log, user, -1, data_args.max_history) for user in (record or {}).get("valid", [])]
+        return _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed, name, device)
+    if not eval_args.baseline:
         result = evaluate_ranking(
             model,
             tokenizer,

@@ -89,6 +89,25 @@ def test_evaluate_model_end_to_end_uses_the_same_candidates(tiny_dataset, tiny_m
     assert prior["settings"]["popularity_prior"] == 1.5 and prior["per_user"] != model["per_user"]
 
 
+def test_evaluate_two_stage_with_a_retriever(tiny_dataset, tiny_model_dir, tmp_path, capsys):
+    common = [*tiny_dataset, "--num_test_users", "6", "--max_history", "3", "--no_show_progress"]
+    flags = ["--model_name_or_path", str(tiny_model_dir), "--retriever", "popular", "--retrieve_top", "8"]
+    code, out, _ = run_cli(capsys, "evaluate", *common, *flags, "--output_file", str(tmp_path / "two.json"))
+    assert code == 0 and "| popular alone |" in out and f"| popular + {tiny_model_dir} |" in out
+    result = json.loads((tmp_path / "two.json").read_text())
+    two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]
+    assert two_stage["recall@8"] == alone["recall@8"]  # reranking keeps what was retrieved
+    assert result["retriever"]["top_m"] == 8 and len(result["per_user"]) == len(result["users"]) == 6
+    assert all(len(row["ranking"]) == 8 for row in result["per_user"])
+    fused = [*flags, "--fusion_weight", "1000", "--output_file", str(tmp_path / "fused.json")]
+    assert run_cli(capsys, "evaluate", *common, *fused)[0] == 0
+    assert json.loads((tmp_path / "fused.json").read_text())["settings"]["fusion_weight"] == 1000
+    code, _, err = run_cli(capsys, "evaluate", *common, "--baseline", "popular", "--retriever", "popular")
+    assert code == 2 and err == [
+        "dmpo-trl evaluate: error: --retriever popular: a model reranks its items, in likelihood mode"
+    ]
+
+
 def test_evaluate_refuses_model_and_baseline_together(tiny_dataset, capsys):
     code, _, err = run_cli(capsys, "evaluate", "--baseline", "random", "--model", "x", *tiny_dataset)
     assert code == 2 and len(err) == 1 and "exclude each other" in err[0]
