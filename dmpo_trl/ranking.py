@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,11 @@ from .distributed import gather_objects, process_rank
 from .evaluation import with_popularity_prior
 from .models import base_model_args, load_adapter_model, load_model_and_tokenizer
 from .ranker_file import RANKER_FILE, check_ranker_folder, read_ranker_config, save_ranker_config
+from .retrieval import best_first
 from .rows import _show
 from .scoring import score_candidates
 from .settings import PromptSettings
+from .two_stage import fused_scores
 
 
 logger = logging.getLogger(__name__)
@@ -289,6 +291,48 @@ class Ranker:
         ```
         """
         return self._ranked(candidates, self.scores(history, candidates))
+
+    def recommend(
+        self,
+        history: Sequence[Item],
+        retriever: str | Callable[[list[str], list[str]], Sequence[float]] = "popular",
+        top_m: int = 20,
+        fusion_weight: float = 0.0,
+    ) -> list[tuple[str, float]]:
+        """Two-stage ranking from the whole catalogue: `retriever` scores every catalogue item the history does not
+        hold, its `top_m` are reranked by the model (`scores`), optionally fused with the retriever's standardised
+        score at `fusion_weight` (`dmpo_trl.two_stage.fused_scores`). `[(item id, score), ...]`, best first.
+
+        `retriever`: `"popular"` (the interaction counts `ranker.json` saves with a popularity prior), or a callable
+        `(history item ids, candidate item ids) -> one score per candidate`, e.g. a SASRec of your own.
+
+        Example:
+        ```python
+        >>> ranker.recommend(["Heat (1995)", "Casino (1995)"], retriever="popular", top_m=20)[:2]  # doctest: +SKIP
+        [('100', -6.1), ('50', -6.8)]
+        ```
+        """
+        if top_m < 1:
+            raise ValueError(f"top_m must be at least 1, got {top_m}")
+        seen = {self.item(i) for i in history if not isinstance(i, Mapping)}
+        items = [item for item in self.titles if item not in seen]
+        if retriever == "popular":
+            if not self.popularity:
+                raise ValueError(
+                    "retriever='popular' needs the interaction counts ranker.json saves with a popularity prior; "
+                    "this run has none: pass a callable that scores the catalogue"
+                )
+            retrieved = [float(self.popularity.get(item, 0)) for item in items]
+        elif callable(retriever):
+            retrieved = [float(v) for v in retriever([self.item(i) for i in history], items)]
+            if len(retrieved) != len(items):
+                raise ValueError(f"the retriever returned {len(retrieved)} scores for {len(items)} items")
+        else:
+            raise ValueError(f"retriever must be 'popular' or a callable, got {retriever!r}")
+        top = [items[k] for k in best_first(retrieved, "recommend")[:top_m]]
+        top_scores = [retrieved[items.index(item)] for item in top]
+        scores = fused_scores(self.scores(history, top), top_scores, fusion_weight)
+        return self._ranked(top, [float(v) for v in scores])
 
     @staticmethod
     def _ranked(candidates: Sequence[Item], scores: Sequence[float]) -> list[tuple[Item, float]]:

@@ -51,6 +51,26 @@ def test_ranker_takes_titles_and_ids_alike(lora_run):
     assert batch[0] == by_id and len(batch[1]) == 3
 
 
+def test_recommend_retrieves_from_the_catalogue_then_reranks(lora_run):
+    ranker = Ranker.from_pretrained(lora_run[2])
+    number = {item: int(item[1:]) for item in ranker.titles}
+
+    def by_number(history, items):  # a retriever with distinct scores: lower item numbers first
+        assert set(history) == {"m1", "m2"} and not set(items) & set(history)
+        return [-number[i] for i in items]
+
+    recommended = ranker.recommend(["m1", "Heat 2"], retriever=by_number, top_m=5)
+    proposed = sorted((i for i in ranker.titles if i not in {"m1", "m2"}), key=number.get)[:5]
+    assert sorted(i for i, _ in recommended) == sorted(proposed)
+    assert [s for _, s in recommended] == sorted(ranker.scores(["m1", "m2"], proposed), reverse=True)
+    retriever_order = ranker.recommend(["m1", "m2"], retriever=by_number, top_m=5, fusion_weight=1e6)
+    assert [i for i, _ in retriever_order] == proposed
+    with pytest.raises(ValueError, match="needs the interaction counts"):
+        ranker.recommend(["m1"], retriever="popular")
+    with pytest.raises(ValueError, match="top_m must be at least 1"):
+        ranker.recommend(["m1"], retriever=by_number, top_m=0)
+
+
 def test_bad_requests_name_the_request_and_field(lora_run, caplog):
     ranker = Ranker.from_pretrained(lora_run[2])
     with pytest.raises(RankRequestError, match=r"request 1: `candidates` is missing"):
