@@ -4,7 +4,7 @@ import ast
 import configparser
 import re
 import sys
-from importlib.metadata import packages_distributions
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import pytest
@@ -55,8 +55,9 @@ def test_examples_extra_covers_the_notebooks():
 
 
 def test_one_version_license_and_type_marker():
-    assert SETUP["metadata"]["version"] == "attr: dmpo_trl.__version__"
+    assert SETUP["metadata"]["version"] == "attr: dmpo_trl.version.__version__"
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", dmpo_trl.__version__)
+    assert dmpo_trl.__version__ == version("dmpo-trl")  # the installed metadata reads the same attribute
     assert SETUP["metadata"]["license"] == "Apache-2.0"
     assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
     assert (ROOT / "dmpo_trl" / "py.typed").is_file() and "py.typed" in SETUP["options.package_data"]["dmpo_trl"]
