@@ -21,6 +21,11 @@ K=4, summed log-likelihood; no LLM is retrained) and adds Cornac's SASRec, GRU4R
   title's score does not depend on the others and these pairs are exactly the two-candidate protocol's pairs.
   95% bootstrap intervals over the pooled users; paired bootstrap intervals of DMPO K=4 minus each method.
 
+`--protocol few_shot` is the DMPO paper's few-shot protocol instead: each classic model learns only from what DMPO
+learns from, the seed's 100 training users' interactions up to their targets, plus each validation and test user's
+shown history (the 5 titles of the LLM's prompt, `dmpo_trl.classic.few_shot_sequences`), and scores a user's
+candidates from that history (results in `benchmarks/results/classic/few-shot`). Popular counts the same data there.
+
 Each (seed, baseline, setting) result is saved under `--out_dir/runs/seed<S>/` as it finishes; a rerun skips it.
 
     python -m benchmarks.classic_baselines --seeds 0 --report false &   # one process per seed on 2 cores ...
@@ -66,6 +71,7 @@ METRICS = ("hit_ratio@1", "ndcg@5", "auc")
 # Fixed before any run. Every setting not varied here is dmpo_trl.classic.DEFAULT_SETTINGS (Cornac's defaults
 # otherwise), with SASRec's history capped at 20 items to keep its training to about a minute per epoch on one thread.
 GRIDS: dict[str, list[dict[str, Any]]] = {
+    "popular": [{}],  # the few-shot protocol's own count (the full protocol takes the quality study's popular row)
     "bpr": [{"k": k, "max_iter": n} for k in (32, 64) for n in (100, 300)],
     "gru4rec": [{"layers": [100], "n_epochs": n} for n in (3, 8)],
     "sasrec": [{"embedding_dim": 64, "max_len": 20, "n_epochs": n} for n in (2, 4)],
@@ -84,9 +90,10 @@ def quality_config(quality_dir: Path) -> QualityConfig:
     return cfg
 
 
-def seed_data(cfg: QualityConfig, log, seed: int) -> dict[str, Any]:
-    """The seed's validation and test users, their candidates (test: the saved lists), and the training log."""
-    from dmpo_trl.classic import training_sequences
+def seed_data(cfg: QualityConfig, log, seed: int, protocol: str = "full") -> dict[str, Any]:
+    """The seed's validation and test users, their candidates (test: the saved lists), and the training data: the
+    whole log without the held-out targets (`full`), or the few-shot protocol's (`few_shot`)."""
+    from dmpo_trl.classic import few_shot_sequences, training_sequences
     from dmpo_trl.data import candidate_sets
 
     split = split_users(cfg, log, seed)
@@ -105,15 +112,38 @@ def seed_data(cfg: QualityConfig, log, seed: int) -> dict[str, Any]:
             "test": {r: [(x["candidates"], x["target_index"]) for x in saved[r]] for r in REGIMES},
             "valid": valid,
         },
-        "sequences": training_sequences(log, split.valid + split.test),
+        "sequences": (
+            few_shot_sequences(log, split.train, split.valid + split.test)
+            if protocol == "few_shot"
+            else training_sequences(log, split.valid + split.test)
+        ),
     }
+
+
+class Popularity:
+    """Most popular, counted on the training data given (the few-shot protocol's own popular row)."""
+
+    def __init__(self, sequences: dict[str, list[str]]):
+        from collections import Counter
+
+        self.counts = Counter(item for items in sequences.values() for item in items)
+        self.settings, self.num_interactions = {}, sum(self.counts.values())
+
+    def score(self, user: str, candidates: list[str]) -> list[float]:
+        return [float(self.counts.get(c, 0)) for c in candidates]
+
+    def unknown_items(self, items: list[str]) -> list[str]:
+        return [i for i in items if i not in self.counts]
 
 
 def run_setting(name: str, setting: dict[str, Any], seed: int, data: dict[str, Any]) -> dict[str, Any]:
     from dmpo_trl.classic import ClassicRecommender
 
     started = time.perf_counter()
-    model = ClassicRecommender(name, seed=seed, **setting).fit(data["sequences"])
+    if name == "popular":
+        model = Popularity(data["sequences"])
+    else:
+        model = ClassicRecommender(name, seed=seed, **setting).fit(data["sequences"])
     trained = time.perf_counter() - started
     split, out = data["split"], {}
     for part, examples in (("valid", split.valid), ("test", split.test)):
@@ -142,10 +172,10 @@ def run(args, cfg: QualityConfig) -> None:
     torch.set_num_threads(args.threads)
     log = load_log(cfg)
     for seed in args.seeds:
-        data = seed_data(cfg, log, seed)
+        data = seed_data(cfg, log, seed, args.protocol)
         folder = Path(args.out_dir) / "runs" / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        for name in args.methods:
+        for name in (*args.methods, "popular") if args.protocol == "few_shot" else args.methods:
             for setting in GRIDS[name]:
                 path = folder / f"{name}__{setting_key(setting)}.json"
                 if path.is_file():
@@ -188,7 +218,7 @@ def per_user(runs: list[dict], candidates: dict[int, dict]) -> dict[str, dict[st
 def classic_results(out_dir: Path, seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
     """{baseline: {setting_key: [result per seed]}} for settings finished on every seed."""
     found: dict[str, dict[str, list[dict]]] = {}
-    for name in CLASSIC:
+    for name in (*CLASSIC, "popular"):
         for setting in GRIDS[name]:
             key = setting_key(setting)
             paths = [out_dir / "runs" / f"seed{s}" / f"{name}__{key}.json" for s in seeds]
@@ -216,7 +246,8 @@ def validation_candidates(results: list[dict], cfg: QualityConfig, log) -> dict[
 
 def summarize(args, cfg: QualityConfig) -> dict[str, Any]:
     log = load_log(cfg)
-    cfg.methods = list(LLM_AND_SIMPLE)
+    # few-shot: popular counts the few-shot data (its own run), not the whole log as the quality study's row does
+    cfg.methods = [m for m in LLM_AND_SIMPLE if not (args.protocol == "few_shot" and m == "popular")]
     llm_runs, candidates = load_results(cfg)
     seeds = sorted(candidates)
     methods: dict[str, Any] = {}
@@ -264,7 +295,16 @@ def summarize(args, cfg: QualityConfig) -> dict[str, Any]:
     return summary
 
 
-def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
+TRAINING = {
+    "full": "trained on the whole log minus the validation and test users' targets",
+    "few_shot": (
+        "trained only on the seed's 100 training users' interactions (up to their targets) and the held-out users' "
+        "shown histories (the few-shot protocol: the data DMPO learns from), scoring from the shown history"
+    ),
+}
+
+
+def markdown(summary: dict[str, Any], cfg: QualityConfig, protocol: str = "full") -> str:
     methods = summary["methods"]
     users = methods[REFERENCE]["num_users"] if REFERENCE in methods else "?"
     lines = [
@@ -272,8 +312,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         "",
         f"Seeds {summary['seeds']}, {users} test users (pooled), {cfg.num_candidates} candidates each: the lists the "
         "LLM ranked in `quality-tuned`. LLM rows: SmolLM2-135M-Instruct + LoRA, the tuned settings, summed "
-        "log-likelihood (from the saved runs). SASRec / GRU4Rec / BPR: Cornac, trained on the whole log minus the "
-        f"validation and test users' targets, setting chosen by {SELECTION_RULE}. Means with 95% bootstrap "
+        f"log-likelihood (from the saved runs). SASRec / GRU4Rec / BPR: Cornac, {TRAINING[protocol]}, setting "
+        f"chosen by {SELECTION_RULE}. Means with 95% bootstrap "
         "intervals; AUC: target against each negative, ties 1/2.",
         "",
     ]
@@ -343,13 +383,14 @@ def cornac_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
 def report(args, cfg: QualityConfig) -> str:
     summary = summarize(args, cfg)
     out = Path(args.out_dir)
-    text = markdown(summary, cfg)
+    text = markdown(summary, cfg, args.protocol)
     (out / "classic.md").write_text(text)
     payload = {
         "versions": {p: version(p) for p in ("cornac", "torch", "numpy", "dmpo-trl")},
         "git_commit": git_commit(),
         "quality_dir": str(args.quality_dir),
         "quality_config": {f.name: getattr(cfg, f.name) for f in fields(QualityConfig)},
+        "protocol": args.protocol,
         "grids": GRIDS,
         "selection_rule": SELECTION_RULE,
         "cornac_settings": {
@@ -365,13 +406,15 @@ def report(args, cfg: QualityConfig) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quality_dir", default="benchmarks/results/quality/tuned")
-    parser.add_argument("--out_dir", default="benchmarks/results/classic/tuned")
+    parser.add_argument("--out_dir", default=None, help="Default: classic/tuned (full) or classic/few-shot.")
+    parser.add_argument("--protocol", default="full", choices=["full", "few_shot"], help="What the models learn from.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: the quality run's seeds.")
     parser.add_argument("--methods", nargs="+", default=["bpr", "gru4rec", "sasrec"], choices=CLASSIC)
     parser.add_argument("--threads", type=int, default=1, help="torch threads.")
     parser.add_argument("--report", default="true", choices=["true", "false"])
     parser.add_argument("--report_only", action="store_true")
     args = parser.parse_args(argv)
+    args.out_dir = args.out_dir or f"benchmarks/results/classic/{'tuned' if args.protocol == 'full' else 'few-shot'}"
     cfg = quality_config(Path(args.quality_dir))
     args.seeds = args.seeds or list(cfg.seeds)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
