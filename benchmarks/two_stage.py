@@ -20,6 +20,7 @@ scores); a rerun skips what is there, so a stopped run resumes.
 
     python -m benchmarks.two_stage --seeds 0 1 2          # train, retrieve, score, then the report
     python -m benchmarks.two_stage --report_only
+    python -m benchmarks.two_stage --sampled              # also: the same models on the 20 sampled candidates
 """
 
 from __future__ import annotations
@@ -304,12 +305,73 @@ def report(out_dir: Path, seeds: list[int]) -> str:
     return text
 
 
+# --- the same models on the sampled protocol (20 candidates): the seed-to-seed spread -----------------------------
+
+
+def sampled(out_dir: Path, seeds: list[int]) -> None:
+    """`dmpo-trl evaluate` of zero-shot and each seed's DMPO model on the split's 500 test users and their saved
+    20 candidates (uniform negatives), into `sampled/` (a file already there is kept)."""
+    runs, folder = out_dir / "runs", out_dir / "sampled"
+    folder.mkdir(exist_ok=True)
+    jobs = [("zero-shot", ["--split_file", str(runs / f"dmpo-seed{seeds[0]}")])]
+    jobs += [(f"dmpo-seed{s}", ["--model_name_or_path", str(runs / f"dmpo-seed{s}")]) for s in seeds]
+    for name, flags in jobs:
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            command = [sys.executable, "-m", "dmpo_trl.cli", "evaluate", *flags, "--no_show_progress"]
+            subprocess.run([*command, "--output_file", str(path)], check=True)
+
+
+def sampled_report(out_dir: Path, seeds: list[int]) -> str:
+    """Per-seed HR@1 and NDCG@5 of DMPO K=4 and its paired difference from zero-shot, and the mean over seeds."""
+    folder = out_dir / "sampled"
+    zero = json.loads((folder / "zero-shot.json").read_text())
+    per_seed = {s: json.loads((folder / f"dmpo-seed{s}.json").read_text()) for s in seeds}
+
+    def values(result: dict[str, Any], metric: str) -> np.ndarray:
+        ranks = np.array([row["rank"] for row in result["per_user"]])
+        return (
+            (ranks == 0).astype(float) if metric == "hit_ratio@1" else np.where(ranks < 5, 1 / np.log2(ranks + 2), 0)
+        )
+
+    lines = [
+        "# DMPO K=4 across training seeds: 500 test users, 20 sampled candidates (MovieLens-100K)",
+        "",
+        f"The models of `runs/` (`dmpo-trl train`'s defaults, one split, training seeds {seeds}) ranked by `dmpo-trl "
+        "evaluate` on the split's saved candidates (uniform negatives), beside the untrained model; paired bootstrap "
+        "intervals over the same users. The mean row averages each user's value over the seeds.",
+        "",
+        "| model | HR@1 | NDCG@5 | HR@1 minus zero-shot | NDCG@5 minus zero-shot |",
+        "|---|---|---|---|---|",
+    ]
+    users = [row["user"] for row in zero["per_user"]]
+    rows = [("zero-shot", zero)] + [(f"DMPO K=4, seed {s}", r) for s, r in per_seed.items()]
+    for label, result in rows:
+        if [row["user"] for row in result["per_user"]] != users:
+            raise ValueError(f"{label}: other users than zero-shot's")
+    mean = {m: np.mean([values(r, m) for r in per_seed.values()], axis=0) for m in ("hit_ratio@1", "ndcg@5")}
+    table = [(label, {m: values(r, m) for m in mean}) for label, r in rows] + [
+        (f"DMPO K=4, mean of {len(seeds)}", mean)
+    ]
+    for label, by_metric in table:
+        cells = [fmt(interval(by_metric[m])) for m in mean]
+        if label == "zero-shot":
+            cells += ["", ""]
+        else:
+            cells += [mark(paired_difference(by_metric[m], values(zero, m))) for m in mean]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (folder / "seeds.md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out_dir", type=Path, default=OUT_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--sampled", action="store_true", help="Also rank the models on the 20 sampled candidates.")
     args = parser.parse_args(argv)
     import torch
 
@@ -331,6 +393,10 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             score(runs / f"dmpo-seed{seed}", prompt, data, retrieved, runs / f"dmpo-seed{seed}.json")
     print(report(args.out_dir, args.seeds))
+    if args.sampled:
+        if not args.report_only:
+            sampled(args.out_dir, args.seeds)
+        print(sampled_report(args.out_dir, args.seeds))
 
 
 if __name__ == "__main__":
