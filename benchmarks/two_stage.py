@@ -41,7 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from dmpo_trl.metrics import interval, paired_difference  # noqa: E402
+from dmpo_trl.metrics import hits_at_k, interval, ndcg_at_k, paired_difference  # noqa: E402
 
 
 OUT_DIR = Path("benchmarks/results/two_stage/ml100k")
@@ -329,10 +329,8 @@ def sampled_report(out_dir: Path, seeds: list[int]) -> str:
     per_seed = {s: json.loads((folder / f"dmpo-seed{s}.json").read_text()) for s in seeds}
 
     def values(result: dict[str, Any], metric: str) -> np.ndarray:
-        ranks = np.array([row["rank"] for row in result["per_user"]])
-        return (
-            (ranks == 0).astype(float) if metric == "hit_ratio@1" else np.where(ranks < 5, 1 / np.log2(ranks + 2), 0)
-        )
+        ranks = [row["rank"] for row in result["per_user"]]
+        return hits_at_k(ranks, 1) if metric == "hit_ratio@1" else ndcg_at_k(ranks, 5)
 
     lines = [
         "# DMPO K=4 across training seeds: 500 test users, 20 sampled candidates (MovieLens-100K)",
