@@ -27,7 +27,9 @@ HELP_DIR = Path(__file__).resolve().parents[1] / "help"
 COMMANDS_WITH_STORED_HELP = ("prepare", "train", "evaluate", "demo", "rank")
 WIDTH = 100
 """Columns the stored help is wrapped to (argparse reads `COLUMNS`)."""
-_PACKAGES = ("trl", "transformers", "peft", "dmpo-trl")
+# The packages whose dataclasses make the flags (DPOConfig, TrainingArguments, ModelConfig, ours): the stored help is
+# used only with the versions it was rendered with (peft defines no flag, so a new peft keeps it valid)
+_PACKAGES = ("trl", "transformers", "dmpo-trl")
 
 
 def _versions() -> dict[str, str]:
