@@ -329,8 +329,8 @@ class Ranker:
                 raise ValueError(f"the retriever returned {len(retrieved)} scores for {len(items)} items")
         else:
             raise ValueError(f"retriever must be 'popular' or a callable, got {retriever!r}")
-        top = [items[k] for k in best_first(retrieved, "recommend")[:top_m]]
-        top_scores = [retrieved[items.index(item)] for item in top]
+        order = best_first(retrieved, "recommend")[:top_m]
+        top, top_scores = [items[k] for k in order], [retrieved[k] for k in order]
         scores = fused_scores(self.scores(history, top), top_scores, fusion_weight)
         return self._ranked(top, [float(v) for v in scores])
 
