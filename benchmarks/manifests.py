@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,33 @@ def run_folders(root: Path = RESULTS) -> list[Path]:
     return sorted(path for path in root.glob("*/*") if path.is_dir())
 
 
+def _ignored(paths: list[Path]) -> set[Path]:
+    """The paths git ignores (trained adapters, caches): not results, and absent from a fresh clone."""
+    if not paths:
+        return set()
+    try:
+        done = subprocess.run(
+            ["git", "check-ignore", "--stdin"],
+            input="\n".join(str(path) for path in paths),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+    except OSError:  # no git: every file counts
+        return set()
+    return {Path(line) for line in done.stdout.splitlines() if line}
+
+
 def records(folder: Path) -> list[tuple[str, dict]]:
-    """Every JSON object the folder holds (JSON files and JSON-lines), with its path relative to the folder."""
+    """Every JSON object the folder's results files hold (JSON and JSON-lines, git-ignored files left out), with its
+    path relative to the folder."""
     out = []
-    for path in sorted(folder.rglob("*.json*")):
+    paths = sorted(folder.rglob("*.json*"))
+    ignored = _ignored(paths)
+    for path in paths:
+        if path in ignored:
+            continue
         if path.name == "manifest.json" or path.suffix not in {".json", ".jsonl"} or path.name == "candidates.json":
             continue
         rel = path.relative_to(folder).as_posix()
