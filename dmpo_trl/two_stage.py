@@ -5,7 +5,8 @@ MRR over every item the user has not seen, a target the retriever missed counted
 (`dmpo_trl.retrieval.full_catalogue_metrics`). Reranking permutes the retrieved items, so the two-stage Recall@M is
 the retriever's; what the LLM can change is the order within them.
 
-- `evaluate_two_stage(model, tokenizer, examples, log, retriever="sasrec", top_m=20)`: retrieve, rank the
+- `evaluate_two_stage(model, tokenizer, examples, log, retriever="sasrec", top_m=20)`, also
+  `evaluate_ranking(model, tokenizer, examples, log, retriever="sasrec", retrieve_top=20)`: retrieve, rank the
   retrieved lists that hold the target with `evaluate_ranking` (a list without the target is a miss whatever its
   order), and score the two-stage ranking beside the retriever's own order.
 - Fusion: `fusion_weight > 0` ranks by the LLM's log-likelihood plus `fusion_weight` times the retriever's score,
@@ -23,157 +24,13 @@ Example:
 >>> two_stage_result(retrieved, llm, fusion_weight=10.0, k=1)["metrics"]["full_catalogue"]["recall@1"]
 0.0
 ```
+
+The names live in `dmpo_trl.evaluation` (`two_stage` for the scoring, `evaluate` for the model's part); this module
+keeps them importable from `dmpo_trl.two_stage`.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import numpy as np
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from .data import InteractionLog, UserExample
-from .evaluation import evaluate_ranking
-from .metrics import tie_seed
-from .retrieval import Retrieved, Retriever, best_first, full_catalogue_metrics, make_retriever, retrieve
-from .settings import EvaluationSettings, PromptSettings
+from .evaluation.evaluate import evaluate_two_stage
+from .evaluation.two_stage import FUSION_WEIGHTS, choose_fusion_weight, fused_scores, two_stage_result
 
 
 __all__ = ["FUSION_WEIGHTS", "choose_fusion_weight", "evaluate_two_stage", "fused_scores", "two_stage_result"]
-
-FUSION_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
-"""The weights `choose_fusion_weight` tries on the retriever's standardised score (100: the retriever's order, the
-LLM breaking its ties)."""
-
-
-def fused_scores(llm_scores: Sequence[float], retriever_scores: Sequence[float], weight: float) -> np.ndarray:
-    """`llm_scores + weight * z`, z the retriever's scores standardised within the list (mean 0, standard deviation
-    1; an item the retriever scored `-inf` gets the lowest finite z minus 1).
-
-    Example:
-    ```python
-    >>> fused_scores([-2.0, -1.0], [3.0, 1.0], 1.0).tolist()
-    [-1.0, -2.0]
-    ```
-    """
-    llm = np.asarray(llm_scores, dtype=np.float64)
-    if weight == 0:
-        return llm
-    raw = np.asarray(retriever_scores, dtype=np.float64)
-    finite = np.isfinite(raw)
-    z = np.zeros_like(raw)
-    if finite.any():
-        values = raw[finite]
-        spread = values.std() or 1.0
-        z[finite] = (values - values.mean()) / spread
-        z[~finite] = z[finite].min() - 1.0
-    return llm + weight * z
-
-
-def two_stage_result(
-    retrieved: Sequence[Retrieved],
-    llm_result: dict[str, Any],
-    fusion_weight: float = 0.0,
-    k: int = 10,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The two-stage ranking of each user's `retrieved` items by the LLM's per-user scores in `llm_result` (a
-    likelihood result of the users whose list holds the target, on those lists), fused with the retriever's scores
-    at `fusion_weight`; its full-catalogue metrics under `metrics["full_catalogue"]`, the retriever alone's under
-    `retriever["full_catalogue"]`."""
-    by_user = {row["user"]: row for row in llm_result["per_user"]}
-    rankings, per_user = [], []
-    for item in retrieved:
-        row = by_user.get(item.example.user)
-        if row is None:
-            if item.hit:
-                raise ValueError(f"user {item.example.user!r}: the target was retrieved but the LLM ranked no list")
-            order = list(item.items)  # a miss whatever the order
-        else:
-            if list(row["candidates"]) != list(item.items):
-                raise ValueError(f"user {item.example.user!r}: the LLM ranked another list than the retrieved one")
-            scores = fused_scores(row["scores"], item.scores, fusion_weight)
-            order = [item.items[i] for i in best_first(scores, tie_seed(seed, item.example.user, item.example.target))]
-        rankings.append(order)
-        per_user.append({"user": item.example.user, "target": item.example.target, "ranking": order})
-    targets = [item.example.target for item in retrieved]
-    metrics = full_catalogue_metrics(rankings, targets, k)
-    alone = full_catalogue_metrics([item.items for item in retrieved], targets, k)
-    return {
-        "metrics": {"full_catalogue": metrics},
-        "retriever": {"full_catalogue": alone},
-        "settings": {"fusion_weight": fusion_weight, "k": k, "seed": seed},
-        "per_user": per_user,
-    }
-
-
-def choose_fusion_weight(
-    retrieved: Sequence[Retrieved],
-    llm_result: dict[str, Any],
-    weights: Sequence[float] = FUSION_WEIGHTS,
-    k: int = 10,
-    seed: int = 0,
-) -> tuple[float, dict[float, float]]:
-    """The weight of `weights` with the best mean NDCG@k of the two-stage ranking on these (validation) users; the
-    first best wins a tie. Returns the weight and the criterion at every weight."""
-    if not weights:
-        raise ValueError("choose_fusion_weight needs at least one weight")
-    curve = {
-        float(w): two_stage_result(retrieved, llm_result, w, k, seed)["metrics"]["full_catalogue"][f"ndcg@{k}"]
-        for w in weights
-    }
-    return max(curve, key=curve.get), curve
-
-
-def evaluate_two_stage(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[UserExample],
-    log: InteractionLog,
-    retriever: str | Retriever | Callable = "sasrec",
-    top_m: int = 20,
-    fusion_weight: float = 0.0,
-    *,
-    held_out: Sequence[UserExample] | None = None,
-    settings: EvaluationSettings | None = None,
-    prompt: PromptSettings | None = None,
-    k: int = 10,
-    retrieved: Sequence[Retrieved] | None = None,
-) -> dict[str, Any]:
-    """Retrieve each user's top `top_m` unseen items (`retriever` fitted on the log without the targets of
-    `held_out`, default `examples`), rank the lists that hold the target with the model (likelihood mode), and
-    return the two-stage result (`two_stage_result`) with the LLM's own result under `"llm"`. `retrieved` reuses a
-    retrieval already made (e.g. shared by several models).
-
-    Example:
-    ```python
-    >>> result = evaluate_two_stage(model, tokenizer, split.test, log, retriever="sasrec", top_m=20)  # doctest: +SKIP
-    >>> two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]  # doctest: +SKIP
-    >>> two_stage["ndcg@10"], alone["ndcg@10"]  # doctest: +SKIP
-    (0.081, 0.074)
-    ```
-    """
-    settings = settings or EvaluationSettings()
-    if settings.mode != "likelihood":
-        raise ValueError(f"two-stage ranking reranks by likelihood; got mode {settings.mode!r}")
-    if retrieved is None:
-        fitted = make_retriever(retriever, seed=settings.seed).fit(log, held_out or examples)
-        retrieved = retrieve(fitted, log, examples, top_m, seed=settings.seed, fit=False)
-    hits = [item for item in retrieved if item.hit]
-    llm = {"per_user": []}
-    if hits:
-        llm = evaluate_ranking(
-            model,
-            tokenizer,
-            [item.example for item in hits],
-            log,
-            settings=settings,
-            prompt=prompt,
-            candidates=[item.items for item in hits],
-        )
-    result = two_stage_result(retrieved, llm, fusion_weight, k, settings.seed)
-    name = retriever if isinstance(retriever, str) else getattr(retriever, "name", "custom")
-    result["retriever"].update({"name": name, "top_m": top_m, "num_hits": len(hits)})
-    result["llm"] = llm
-    return result

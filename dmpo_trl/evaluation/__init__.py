@@ -36,7 +36,11 @@ The package, one concept a module (every name is importable from `dmpo_trl.evalu
 - `baselines`: `BASELINES`, `evaluate_baseline`, `baseline_popularity`, `with_popularity_prior`;
 - `generation`: `generate_answers`, `named_candidates`, `explain_pick`;
 - `results`: `ranking_metrics`, `save_result`, `check_result_path`, `progress_path`, `format_table`;
-- `evaluate`: `MODES`, `evaluate_ranking`, ranking by `dmpo_trl.settings.EvaluationSettings` and `PromptSettings`.
+- `evaluate`: `MODES`, `evaluate_ranking`, ranking by `dmpo_trl.settings.EvaluationSettings` and `PromptSettings`,
+  and `evaluate_two_stage` (`evaluate_ranking(..., retriever=...)`): a retriever's top items of the whole catalogue,
+  reranked by the model;
+- `two_stage`: `FUSION_WEIGHTS`, `fused_scores`, `two_stage_result`, `choose_fusion_weight`, the two-stage
+  ranking's full-catalogue scoring (also importable from `dmpo_trl.two_stage`).
 """
 
 from ..classic import CLASSIC_BASELINES
@@ -44,15 +48,17 @@ from ..scoring import score_candidates, score_completions, tokenize_for_scoring
 from ..settings import EvaluationSettings, PromptSettings
 from .baselines import BASELINES, baseline_popularity, evaluate_baseline, with_popularity_prior
 from .candidates import RankingPrompt, build_ranking_prompts, given_candidate_sets
-from .evaluate import MODES, evaluate_ranking
+from .evaluate import MODES, evaluate_ranking, evaluate_two_stage
 from .generation import EXPLAIN_QUESTION, explain_pick, generate_answers, named_candidates
 from .results import check_result_path, format_table, progress_path, ranking_metrics, save_result, tie_seed
+from .two_stage import FUSION_WEIGHTS, choose_fusion_weight, fused_scores, two_stage_result
 
 
 __all__ = [
     "BASELINES",
     "CLASSIC_BASELINES",
     "EXPLAIN_QUESTION",
+    "FUSION_WEIGHTS",
     "MODES",
     "EvaluationSettings",
     "PromptSettings",
@@ -60,10 +66,13 @@ __all__ = [
     "baseline_popularity",
     "build_ranking_prompts",
     "check_result_path",
+    "choose_fusion_weight",
     "evaluate_baseline",
     "evaluate_ranking",
+    "evaluate_two_stage",
     "explain_pick",
     "format_table",
+    "fused_scores",
     "generate_answers",
     "given_candidate_sets",
     "named_candidates",
@@ -74,5 +83,6 @@ __all__ = [
     "score_completions",
     "tie_seed",
     "tokenize_for_scoring",
+    "two_stage_result",
     "with_popularity_prior",
 ]

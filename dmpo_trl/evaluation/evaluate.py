@@ -1,5 +1,6 @@
 """`evaluate_ranking`: a causal LM ranks each user's candidate list, in one of the `MODES`, resumable and split across
-the processes of a launch.
+the processes of a launch; or, given a retriever, reranks the retriever's top items of the whole catalogue
+(`evaluate_two_stage`, scored by `dmpo_trl.evaluation.two_stage`).
 
 Example:
 ```python
@@ -25,15 +26,17 @@ from ..data.prompts import uses_candidates
 from ..distributed import gather_objects, process_rank, wait_for_everyone
 from ..journal import Journal
 from ..metrics import pairwise_auc
+from ..retrieval import Retrieved, Retriever, make_retriever, retrieve
 from ..scoring import score_candidates, score_candidates_batch
 from ..settings import EvaluationSettings, PromptSettings
 from .baselines import baseline_popularity, with_popularity_prior
 from .candidates import RankingPrompt, _pairwise_prompts, build_ranking_prompts
 from .generation import _generation_result, generate_answers
-from .results import _auc_result, _finish, _rank_result, _settings, check_result_path, progress_path
+from .results import _auc_result, _finish, _rank_result, _settings, check_result_path, progress_path, save_result
+from .two_stage import two_stage_result
 
 
-__all__ = ["MODES", "evaluate_ranking"]
+__all__ = ["MODES", "evaluate_ranking", "evaluate_two_stage"]
 
 MODES = ("likelihood", "generation", "auc")
 """The ways `evaluate_ranking` ranks (`EvaluationSettings.mode`)."""
@@ -65,6 +68,10 @@ def evaluate_ranking(
     popularity: Counter | None = None,
     output: str | Path | None = None,
     model_name: str | None = None,
+    retriever: str | Retriever | Callable | None = None,
+    retrieve_top: int = 20,
+    fusion_weight: float = 0.0,
+    held_out: Sequence[UserExample] | None = None,
     **legacy_keywords: Any,
 ) -> dict[str, Any]:
     """Evaluate a causal LM as a ranker of `settings.num_candidates` items per example (modes: `dmpo_trl.evaluation`).
@@ -94,6 +101,13 @@ def evaluate_ranking(
             `progress_path(output)` as it finishes, so a rerun with the same output and settings continues where a
             killed run stopped (and gives the same metrics); the journal goes once the result is written.
         model_name: the model's name in the result's settings (default: its `config._name_or_path`).
+        retriever: two-stage ranking instead of candidate lists (likelihood mode): a name of
+            `dmpo_trl.retrieval.RETRIEVERS`, a `Retriever`, or a callable `(example, items) -> scores`, as
+            `make_retriever` takes. It proposes each example's top `retrieve_top` unseen items of the whole catalogue,
+            fitted on the log without the targets of `held_out` (default `examples`); the model reranks them, its
+            scores fused with the retriever's at `fusion_weight` (`dmpo_trl.evaluation.two_stage.fused_scores`).
+            The result is `evaluate_two_stage`'s: full-catalogue metrics under `metrics["full_catalogue"]`, the
+            retriever alone's under `retriever["full_catalogue"]`; `output` is written, not journalled.
         legacy_args, legacy_keywords: the former keyword form, still accepted: any field of `EvaluationSettings` or
             of `PromptSettings` but `max_history` as a keyword (`num_candidates=20, prompt_style="history", ...`);
             `num_candidates, seed, prompt_style, conversational, mode, normalize, batch_size, progress` positionally.
@@ -111,6 +125,10 @@ def evaluate_ranking(
 
     Example:
     ```python
+    >>> result = evaluate_ranking(model, tokenizer, test, log, retriever="sasrec", retrieve_top=20)  # doctest: +SKIP
+    >>> two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]  # doctest: +SKIP
+    >>> two_stage["ndcg@10"], alone["ndcg@10"]  # doctest: +SKIP
+    (0.081, 0.074)
     >>> settings = EvaluationSettings(num_candidates=20, seed=0)
     >>> result = evaluate_ranking(model, tokenizer, split.test[:100], log, settings=settings)  # doctest: +SKIP
     >>> round(result["metrics"]["ndcg@5"], 3)  # zero-shot SmolLM2-135M-Instruct on MovieLens-100K  # doctest: +SKIP
@@ -119,6 +137,29 @@ def evaluate_ranking(
     ```
     """
     settings, prompt = _resolve_settings(tokenizer, settings, prompt, legacy_args, legacy_keywords)
+    if retriever is not None:
+        if candidates is not None:
+            raise ValueError("evaluate_ranking: give `candidates` or a `retriever`, not both")
+        check_result_path(output)
+        result = evaluate_two_stage(
+            model,
+            tokenizer,
+            examples,
+            log,
+            retriever,
+            retrieve_top,
+            fusion_weight,
+            held_out=held_out,
+            settings=settings,
+            prompt=prompt,
+            popularity=popularity,
+            model_name=model_name,
+        )
+        if output is not None and process_rank()[0] == 0:
+            save_result(result, output)
+        return result
+    if fusion_weight or held_out is not None:
+        raise ValueError("evaluate_ranking: `fusion_weight` and `held_out` rank two-stage; pass a `retriever` too")
     if settings.mode not in MODES:
         raise ValueError(f"Unknown mode {settings.mode!r}; choose from {MODES}")
     prior = prompt.popularity_prior
@@ -188,6 +229,63 @@ def evaluate_ranking(
     if journal is not None:
         wait_for_everyone()  # the results file is written before any journal goes
         journal.remove()
+    return result
+
+
+def evaluate_two_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[UserExample],
+    log: InteractionLog,
+    retriever: str | Retriever | Callable = "sasrec",
+    top_m: int = 20,
+    fusion_weight: float = 0.0,
+    *,
+    held_out: Sequence[UserExample] | None = None,
+    settings: EvaluationSettings | None = None,
+    prompt: PromptSettings | None = None,
+    k: int = 10,
+    retrieved: Sequence[Retrieved] | None = None,
+    popularity: Counter | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Retrieve each user's top `top_m` unseen items (`retriever` fitted on the log without the targets of
+    `held_out`, default `examples`), rank the lists that hold the target with the model (likelihood mode), and
+    return the two-stage result (`two_stage_result`) with the LLM's own result under `"llm"`. `retrieved` reuses a
+    retrieval already made (e.g. shared by several models). `popularity` and `model_name` go to `evaluate_ranking`.
+
+    Example:
+    ```python
+    >>> result = evaluate_two_stage(model, tokenizer, split.test, log, retriever="sasrec", top_m=20)  # doctest: +SKIP
+    >>> two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]  # doctest: +SKIP
+    >>> two_stage["ndcg@10"], alone["ndcg@10"]  # doctest: +SKIP
+    (0.081, 0.074)
+    ```
+    """
+    settings = settings or EvaluationSettings()
+    if settings.mode != "likelihood":
+        raise ValueError(f"two-stage ranking reranks by likelihood; got mode {settings.mode!r}")
+    if retrieved is None:
+        fitted = make_retriever(retriever, seed=settings.seed).fit(log, held_out or examples)
+        retrieved = retrieve(fitted, log, examples, top_m, seed=settings.seed, fit=False)
+    hits = [item for item in retrieved if item.hit]
+    llm = {"per_user": []}
+    if hits:
+        llm = evaluate_ranking(
+            model,
+            tokenizer,
+            [item.example for item in hits],
+            log,
+            settings=settings,
+            prompt=prompt,
+            candidates=[item.items for item in hits],
+            popularity=popularity,
+            model_name=model_name,
+        )
+    result = two_stage_result(retrieved, llm, fusion_weight, k, settings.seed)
+    name = retriever if isinstance(retriever, str) else getattr(retriever, "name", "custom")
+    result["retriever"].update({"name": name, "top_m": top_m, "num_hits": len(hits)})
+    result["llm"] = llm
     return result
 
 
