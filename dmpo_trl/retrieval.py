@@ -7,6 +7,8 @@ holds that first stage and the full-catalogue metrics that judge the pair:
   (any callable that scores the catalogue for an example) give one score per catalogue item.
 - `retrieve(retriever, log, examples, top_m)`: each example's top `top_m` items the user has not interacted with
   before the target, best first, with the retriever's scores. The target may be missing: that is a retriever miss.
+- `retriever_negatives(retriever, log, examples, num_negatives, top_m)`: training negatives for the two-stage regime,
+  drawn from the wrong items among each example's top `top_m` (the items a reranker behind this retriever faces).
 - `full_catalogue_metrics(rankings, targets, k=10)`: Recall@k, NDCG@k and MRR over all unseen items, given each
   user's final ranked list (the retriever's own order, or the reranker's order of the same items). A target outside
   the list counts as a miss, so reranking M items can never recall more than the retriever did at M.
@@ -193,6 +195,51 @@ def retrieve(
         scores = retriever.scores(example, items)
         order = best_first(scores, tie_seed(seed, example.user, example.target))[:top_m]
         out.append(Retrieved(example, [items[k] for k in order], [float(scores[k]) for k in order]))
+    return out
+
+
+def retriever_negatives(
+    retriever: str | Retriever | Callable,
+    log: InteractionLog,
+    examples: Sequence[UserExample],
+    num_negatives: int,
+    top_m: int = 20,
+    seed: int = 0,
+    fit: bool = True,
+) -> list[list[str]]:
+    """Each example's `num_negatives` training negatives: drawn (seeded per example) from the wrong items among the
+    retriever's top `top_m` unseen items, the ones a reranker behind this retriever has to rank below the target.
+    Items the user touched anywhere in the log and the target are never drawn. `fit=True` fits the retriever without
+    the examples' targets (pass a retriever fitted with `fit=False` to hold out more users, e.g. the test users).
+
+    Example:
+    ```python
+    >>> from dmpo_trl.data import InteractionLog, UserExample
+    >>> log = InteractionLog({"u1": ["a", "b"], "u2": ["c", "d", "b"], "u3": ["c", "d"], "u4": ["c"]},
+    ...                      {i: i for i in "abcde"})
+    >>> sorted(retriever_negatives("popular", log, [UserExample("u1", ("a",), "b")], num_negatives=2, top_m=3)[0])
+    ['c', 'd']
+    ```
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    if top_m <= num_negatives:
+        raise ValueError(f"top_m={top_m} must exceed num_negatives={num_negatives}: the target may be among them")
+    extra = max((len(log.sequences.get(e.user, ())) for e in examples), default=0)  # items after a target
+    found = retrieve(retriever, log, examples, top_m + extra, seed=seed, fit=fit)
+    out = []
+    for index, retrieved in enumerate(found):
+        example = retrieved.example
+        touched = set(log.sequences.get(example.user, ())) | {example.target}
+        top = retrieved.items[:top_m]
+        pool = [item for item in top if item not in touched]
+        if len(pool) < num_negatives:
+            raise ValueError(
+                f"examples[{index}] (user {example.user!r}): {len(pool)} wrong items among the retriever's top "
+                f"{top_m}, fewer than num_negatives={num_negatives}; raise top_m"
+            )
+        rng = random.Random(f"dmpo-trl-retriever-negatives|{seed}|{example.user}|{example.target}")
+        out.append(rng.sample(pool, num_negatives))
     return out
 
 

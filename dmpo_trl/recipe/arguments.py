@@ -11,12 +11,16 @@ from ..data import STRATEGIES, registered_name
 from ..data.prompts import DEFAULT_ITEM_NOUN, builtin_template, item_nouns, resolve_template, uses_candidates
 from ..evaluation import BASELINES
 from ..mining import DEFAULT_POOL_SIZE
+from ..retrieval import RETRIEVERS
 
 
-__all__ = ["TRAINING_NEGATIVES", "RecDataArguments", "RecipeArguments"]
+__all__ = ["LEARNED_NEGATIVES", "TRAINING_NEGATIVES", "RecDataArguments", "RecipeArguments"]
 
-TRAINING_NEGATIVES = (*STRATEGIES, "model")
-"""`negative_strategy` values: the drawn ones (also used for the evaluation candidates), and "model" (mined)."""
+TRAINING_NEGATIVES = (*STRATEGIES, "model", "retriever")
+"""`negative_strategy` values: the drawn ones (also used for the evaluation candidates), "model" (mined) and
+"retriever" (the wrong items among a retriever's top ones, `dmpo_trl.retrieval.retriever_negatives`)."""
+LEARNED_NEGATIVES = ("model", "retriever")
+"""The strategies that pick training negatives with a model; evaluation candidates are then uniform."""
 
 
 @dataclass
@@ -94,8 +98,9 @@ class RecDataArguments:
         default="uniform",
         metadata={
             "help": "How candidates/negatives are drawn; 'model': training negatives mined each epoch from the model "
-            "being trained (the highest-scored wrong items of a uniform pool, see dmpo_trl.mining), evaluation "
-            "candidates uniform.",
+            "being trained (the highest-scored wrong items of a uniform pool, see dmpo_trl.mining); 'retriever': "
+            "drawn from the wrong items among --negative_retriever's top --retriever_pool (the items a reranker "
+            "behind it faces); with either, evaluation candidates are uniform.",
             "choices": list(TRAINING_NEGATIVES),
         },
     )
@@ -109,6 +114,18 @@ class RecDataArguments:
     mining_pool_size: int = field(
         default=DEFAULT_POOL_SIZE,
         metadata={"help": "With --negative_strategy model: uniform items scored per training row and epoch."},
+    )
+    negative_retriever: str = field(
+        default="sasrec",
+        metadata={
+            "help": "With --negative_strategy retriever: the retriever ('sasrec', 'gru4rec' and 'bpr' need the "
+            "classic extra), fitted without the training, validation and test targets.",
+            "choices": list(RETRIEVERS),
+        },
+    )
+    retriever_pool: int = field(
+        default=20,
+        metadata={"help": "With --negative_strategy retriever: negatives come from the retriever's top this many."},
     )
     conversational: bool | None = field(
         default=None,
@@ -137,6 +154,13 @@ class RecDataArguments:
             raise ValueError(f"Unknown negative_strategy {self.negative_strategy!r}; choose from {TRAINING_NEGATIVES}")
         if not 0.0 <= self.model_negative_fraction <= 1.0:
             raise ValueError(f"model_negative_fraction must be between 0 and 1, got {self.model_negative_fraction}")
+        if self.negative_retriever not in RETRIEVERS:
+            raise ValueError(f"Unknown negative_retriever {self.negative_retriever!r}; choose from {RETRIEVERS}")
+        if self.negative_strategy == "retriever" and self.retriever_pool <= self.num_negatives:
+            raise ValueError(
+                f"retriever_pool={self.retriever_pool} must exceed num_negatives={self.num_negatives}: the target "
+                "may be among the retriever's top items"
+            )
         if self.mining_pool_size < 1:
             raise ValueError(f"mining_pool_size must be >= 1, got {self.mining_pool_size}")
         if self.targets_per_user < 0:
@@ -149,10 +173,10 @@ class RecDataArguments:
 
     def _check_negatives(self, prompt_style: str) -> None:
         with_candidates = uses_candidates(resolve_template(prompt_style))
-        if with_candidates and self.negative_strategy == "model":
+        if with_candidates and self.negative_strategy in LEARNED_NEGATIVES:
             raise ValueError(
-                "--negative_strategy model needs a prompt without a candidate list (prompt_style 'history'): "
-                "the negatives are mined after the prompt is fixed"
+                f"--negative_strategy {self.negative_strategy} needs a prompt without a candidate list (prompt_style "
+                "'history'): the negatives are chosen after the prompt is fixed"
             )
         if with_candidates and self.num_negatives > self.num_candidates - 1:
             raise ValueError(
@@ -177,7 +201,7 @@ class RecDataArguments:
     @property
     def candidate_strategy(self) -> str:
         """How evaluation candidates (and candidate-prompt lists) are drawn: `negative_strategy`, or "uniform" when
-        the training negatives are mined from the model.
+        the training negatives are mined from the model or taken from a retriever.
 
         Example:
         ```python
@@ -185,7 +209,7 @@ class RecDataArguments:
         'uniform'
         ```
         """
-        return "uniform" if self.negative_strategy == "model" else self.negative_strategy
+        return "uniform" if self.negative_strategy in LEARNED_NEGATIVES else self.negative_strategy
 
     @property
     def template(self) -> str:

@@ -21,6 +21,7 @@ from ..data import (
     load_interactions,
     sample_examples,
 )
+from ..retrieval import make_retriever, retriever_negatives
 from .arguments import RecDataArguments
 from .split_file import SPLIT_FILE, load_split, saved_test_users, split_data_arguments
 
@@ -192,10 +193,33 @@ def build_datasets(
         conversational=conversational,
         seed=data_seed(data_args, seed),
     )
-    datasets = {"train": build_preference_dataset(log, split.train, **build)}
-    if split.valid:
-        datasets["validation"] = build_preference_dataset(log, split.valid, **build)
-    return datasets
+    parts = {"train": split.train, **({"validation": split.valid} if split.valid else {})}
+    negatives = dict.fromkeys(parts)
+    if data_args.negative_strategy == "retriever":
+        negatives = retrieved_negatives(data_args, log, split, parts, data_seed(data_args, seed))
+    return {
+        name: build_preference_dataset(log, examples, negatives=negatives[name], **build)
+        for name, examples in parts.items()
+    }
+
+
+def retrieved_negatives(
+    data_args: RecDataArguments,
+    log: InteractionLog,
+    split: FewShotSplit,
+    parts: dict[str, list[UserExample]],
+    seed: int,
+) -> dict[str, list[list[str]]]:
+    """`--negative_strategy retriever`: each part's negatives from `data_args.negative_retriever`'s top
+    `retriever_pool`, the retriever fitted once without any training, validation or test target."""
+    retriever = make_retriever(data_args.negative_retriever, seed=seed)
+    retriever.fit(log, [*split.train, *split.valid, *split.test])
+    return {
+        name: retriever_negatives(
+            retriever, log, examples, data_args.num_negatives, data_args.retriever_pool, seed=seed, fit=False
+        )
+        for name, examples in parts.items()
+    }
 
 
 @dataclass

@@ -390,7 +390,10 @@ def describe_data(data: RecipeData, data_args: RecDataArguments) -> str:
     if split is not None:
         train_users = len({e.user for e in split.train})
         rows = f" ({len(split.train)} rows)" if len(split.train) != train_users else ""
-        negatives = "mined from the model each epoch" if data_args.negative_strategy == "model" else "negatives"
+        negatives = {
+            "model": "negatives mined from the model each epoch",
+            "retriever": f"negatives from {data_args.negative_retriever}'s top {data_args.retriever_pool}",
+        }.get(data_args.negative_strategy, "negatives")
         return (
             f"Data: {data.log.name}, {train_users} train{rows} / {len(split.valid)} valid / {len(split.test)} test "
             f"users, {data_args.num_candidates} candidates per prompt, K={data_args.num_negatives} {negatives}"

@@ -356,6 +356,14 @@ def _mistakes(tiny_dataset, tmp_path):
             ["train", *log, "--negative_strategy", "model", "--prompt_style", "candidates"],
             "needs a prompt without a candidate list",
         ),
+        "retriever negatives in a candidates prompt": (
+            ["train", *log, "--negative_strategy", "retriever", "--prompt_style", "candidates"],
+            "--negative_strategy retriever needs a prompt without a candidate list",
+        ),
+        "retriever pool": (
+            ["train", *log, "--negative_strategy", "retriever", "--retriever_pool", "3"],
+            "must exceed",
+        ),
         "prepare mined negatives": (
             ["prepare", *log, "--negative_strategy", "model", "--output_dir", str(tmp_path / "mined")],
             "mines negatives with the model during training",
