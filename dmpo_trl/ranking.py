@@ -111,10 +111,16 @@ def _resolve(
 
 
 def check_request(
-    request: Any, titles: Mapping[str, str], where: str = "request", ids: Mapping[str, str] | None = None
+    request: Any,
+    titles: Mapping[str, str],
+    where: str = "request",
+    ids: Mapping[str, str] | None = None,
+    need_candidates: bool = True,
 ) -> tuple[list[str], list[tuple[str | None, str]]]:
     """Check one `{"history": [...], "candidates": [...]}` request against the catalogue `titles` (id -> title);
     return the history's titles and each candidate's (id, title), id None for free text.
+    `need_candidates=False` lets a request leave `candidates` out (no candidates returned): it is then ranked
+    two-stage from the whole catalogue (`Ranker.recommend`).
 
     Each field is a non-empty list of items: a catalogue id or title, or free text `{"title": "..."}`. Anything else
     (a missing field, an empty, blank or null item, a string outside the catalogue, a candidate title given twice) is
@@ -140,6 +146,9 @@ def check_request(
     ids = {title: item for item, title in titles.items()} if ids is None else ids
     resolved = {}
     for name in ("history", "candidates"):
+        if name == "candidates" and name not in request and not need_candidates:
+            resolved[name] = []
+            continue
         if name not in request:
             raise RankRequestError(f"{where}: `{name}` is missing")
         values = request[name]
@@ -312,36 +321,51 @@ class Ranker:
         [('100', -6.1), ('50', -6.8)]
         ```
         """
-        if top_m < 1:
-            raise ValueError(f"top_m must be at least 1, got {top_m}")
+        self._check_retriever(retriever, top_m)
         seen = {self.item(i) for i in history if not isinstance(i, Mapping)}
         items = [item for item in self.titles if item not in seen]
+        if retriever == "popular":
+            retrieved = [float(self.popularity.get(item, 0)) for item in items]
+        else:
+            retrieved = [float(v) for v in retriever([self.item(i) for i in history], items)]
+            if len(retrieved) != len(items):
+                raise ValueError(f"the retriever returned {len(retrieved)} scores for {len(items)} items")
+        order = best_first(retrieved, "recommend")[:top_m]
+        top, top_scores = [items[k] for k in order], [retrieved[k] for k in order]
+        scores = fused_scores(self.scores(history, top), top_scores, fusion_weight)
+        return self._ranked(top, [float(v) for v in scores])
+
+    def _check_retriever(self, retriever: Any, top_m: int) -> None:
+        """`recommend`'s refusals, made before anything is ranked."""
+        if top_m < 1:
+            raise ValueError(f"top_m must be at least 1, got {top_m}")
         if retriever == "popular":
             if not self.popularity:
                 raise ValueError(
                     "retriever='popular' needs the interaction counts ranker.json saves with a popularity prior; "
                     "this run has none: pass a callable that scores the catalogue"
                 )
-            retrieved = [float(self.popularity.get(item, 0)) for item in items]
-        elif callable(retriever):
-            retrieved = [float(v) for v in retriever([self.item(i) for i in history], items)]
-            if len(retrieved) != len(items):
-                raise ValueError(f"the retriever returned {len(retrieved)} scores for {len(items)} items")
-        else:
+        elif not callable(retriever):
             raise ValueError(f"retriever must be 'popular' or a callable, got {retriever!r}")
-        order = best_first(retrieved, "recommend")[:top_m]
-        top, top_scores = [items[k] for k in order], [retrieved[k] for k in order]
-        scores = fused_scores(self.scores(history, top), top_scores, fusion_weight)
-        return self._ranked(top, [float(v) for v in scores])
 
     @staticmethod
     def _ranked(candidates: Sequence[Item], scores: Sequence[float]) -> list[tuple[Item, float]]:
         order = sorted(range(len(candidates)), key=lambda k: -scores[k])
         return [(candidates[k], scores[k]) for k in order]
 
-    def rank_batch(self, requests: Sequence[dict[str, Any]], progress: bool = False) -> list[list[tuple[Item, float]]]:
+    def rank_batch(
+        self,
+        requests: Sequence[dict[str, Any]],
+        progress: bool = False,
+        *,
+        retriever: str | Callable[[list[str], list[str]], Sequence[float]] | None = None,
+        top_m: int = 20,
+        fusion_weight: float = 0.0,
+    ) -> list[list[tuple[Item, float]]]:
         """`rank` for many `{"history": [...], "candidates": [...]}` requests; all are checked first, and a bad one
-        raises `RankRequestError` naming its index (`request 3: ...`).
+        raises `RankRequestError` naming its index (`request 3: ...`). With a `retriever`, a request without
+        `candidates` is ranked two-stage from the whole catalogue: `recommend(history, retriever, top_m,
+        fusion_weight)`.
 
         Example:
         ```python
@@ -350,16 +374,18 @@ class Ranker:
         ```
         """
         for index, request in enumerate(requests):
-            check_request(request, self.titles, f"request {index}", self._ids_by_title)
+            check_request(request, self.titles, f"request {index}", self._ids_by_title, retriever is None)
+        if retriever is not None:
+            self._check_retriever(retriever, top_m)
         rank, world = process_rank()  # under torchrun/accelerate each process ranks its share, then all are gathered
         mine = range(rank, len(requests), world)
-        ranked = {
-            index: self._ranked(
-                requests[index]["candidates"],
-                self.scores(requests[index]["history"], requests[index]["candidates"], f"request {index}"),
-            )
-            for index in tqdm(mine, desc="Ranking", unit="request", disable=not progress or rank != 0)
-        }
+        ranked = {}
+        for index in tqdm(mine, desc="Ranking", unit="request", disable=not progress or rank != 0):
+            history, candidates = requests[index]["history"], requests[index].get("candidates")
+            if candidates is None:
+                ranked[index] = self.recommend(history, retriever, top_m, fusion_weight)
+            else:
+                ranked[index] = self._ranked(candidates, self.scores(history, candidates, f"request {index}"))
         if world > 1:
             ranked = {index: value for part in gather_objects(ranked) for index, value in part.items()}
         return [ranked[index] for index in range(len(requests))]
@@ -387,9 +413,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
-def read_requests(path: str | Path, titles: Mapping[str, str]) -> list[dict[str, Any]]:
+def read_requests(path: str | Path, titles: Mapping[str, str], need_candidates: bool = True) -> list[dict[str, Any]]:
     """The requests of a JSON-lines file (blank lines skipped), each checked by `check_request` against the catalogue
-    `titles`; a `RankRequestError` names the first bad line and field (`requests.jsonl line 3: ...`), also for a line
+    `titles` (`need_candidates=False`: a request may leave `candidates` out, to be ranked two-stage);
+    a `RankRequestError` names the first bad line and field (`requests.jsonl line 3: ...`), also for a line
     over `MAX_REQUEST_BYTES` (read no further), one that is not JSON, and a request with a field `ranking` (where
     `dmpo-trl rank` writes). A folder is refused with a `ValueError`, a missing file with `FileNotFoundError`.
 
@@ -419,7 +446,7 @@ def read_requests(path: str | Path, titles: Mapping[str, str]) -> list[dict[str,
             raise RankRequestError(f"{where}: not JSON ({error.msg}, column {error.colno})") from None
         except RecursionError:
             raise RankRequestError(f"{where}: not JSON (nested too deeply)") from None
-        check_request(request, titles, where, ids)
+        check_request(request, titles, where, ids, need_candidates)
         if "ranking" in request:
             raise RankRequestError(f"{where}: `ranking` is the field `dmpo-trl rank` writes; rename it")
         requests.append(request)

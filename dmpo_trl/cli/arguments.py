@@ -168,7 +168,8 @@ class RankArguments:
         default=None,
         metadata={
             "help": 'JSON lines, one request a line of at most 1 MiB: {"history": [...], "candidates": [...]}, '
-            'each item a catalogue id or title, or {"title": "..."} for free text outside the catalogue.',
+            'each item a catalogue id or title, or {"title": "..."} for free text outside the catalogue; with '
+            "--retriever, a request may leave its candidates out.",
             "aliases": ["--input"],
             "required": True,
         },
@@ -178,6 +179,22 @@ class RankArguments:
         "file of the --model_name_or_path folder.",
         ["--output"],
         required=True,
+    )
+    retriever: str | None = field(
+        default=None,
+        metadata={
+            "help": "Two-stage ranking of the requests without candidates: this retriever proposes the top "
+            "--retrieve_top catalogue items the history does not hold and the model reranks them "
+            "(Ranker.recommend). popular: the interaction counts ranker.json saves with a popularity prior. Only "
+            "popular: sasrec, gru4rec and bpr score only the users of the log they were trained on, not a "
+            "request's history (from Python, Ranker.recommend takes any scoring callable).",
+            "choices": ["popular"],
+        },
+    )
+    retrieve_top: int = field(default=20, metadata={"help": "Items the retriever proposes per request (--retriever)."})
+    fusion_weight: float = field(
+        default=0.0,
+        metadata={"help": "With --retriever: rank by the model's score + this x the retriever's standardised score."},
     )
     device: str | None = _device_field()
     merge: bool = field(default=False, metadata={"help": "Fold a LoRA adapter into the weights first."})

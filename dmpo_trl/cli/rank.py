@@ -1,6 +1,10 @@
 """`dmpo-trl rank --model_name_or_path DIR --input_file requests.jsonl --output_file ranked.jsonl`: rank every
 request with a trained run (`dmpo_trl.Ranker`), write the rankings atomically.
 
+With `--retriever popular --retrieve_top M [--fusion_weight W]`, a request without `candidates` is ranked two-stage
+from the whole catalogue (`Ranker.recommend`): the M most-interacted items its history does not hold, reranked by
+the model. Without `--retriever`, every request needs its candidates.
+
 Every check of the model folder, `ranker.json`, the requests and the output path comes before the model loads; a
 mistake ends as one line, `dmpo-trl rank: error: ...`, with exit status 2.
 """
@@ -49,6 +53,20 @@ def _check_output(output: str | Path, reads: Sequence[Path], flag: str = "--outp
     return target
 
 
+def _check_retriever(args, argv: Sequence[str] | None, model_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse `--retrieve_top` below 1, `--fusion_weight` without `--retriever`, and `--retriever popular` for a run
+    whose `ranker.json` saved no interaction counts."""
+    if args.retrieve_top < 1:
+        raise ValueError(f"--retrieve_top {args.retrieve_top}: the retriever proposes at least one item")
+    if args.fusion_weight and not args.retriever:
+        raise ValueError(f"--fusion_weight {args.fusion_weight} fuses the retriever's scores: give --retriever too")
+    if args.retriever == "popular" and not config["catalogue"].get("popularity"):
+        raise ValueError(
+            f"--retriever popular ranks by the interaction counts ranker.json saves with a popularity prior; "
+            f"{model_dir / 'ranker.json'} has none (the run ranks without the prior)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`dmpo-trl rank`: rank every request of `--input_file` with `--model_name_or_path`, write `--output_file`.
 
@@ -63,13 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args,) = parse_args(parser, argv)
     with user_inputs():
         model_dir, config = check_ranker_folder(args.model_name_or_path)
-        requests = read_requests(args.input_file, config["catalogue"]["titles"])
+        _check_retriever(args, argv, model_dir, config)
+        requests = read_requests(args.input_file, config["catalogue"]["titles"], need_candidates=not args.retriever)
         reads = [Path(args.input_file), *_files_read(model_dir, config)]
         output = _check_output(args.output_file, reads, spelling(parser, argv, "output_file"))
         ranker = Ranker.from_pretrained(
             model_dir, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
         )
-    rankings = ranker.rank_batch(requests, args.show_progress)
+    rankings = ranker.rank_batch(
+        requests,
+        args.show_progress,
+        retriever=args.retriever,
+        top_m=args.retrieve_top,
+        fusion_weight=args.fusion_weight,
+    )
     if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one writes
         return 0
     lines = [
