@@ -7,6 +7,9 @@ The models are what a user gets from the command line:
 - DMPO K=4: `dmpo-trl train --use_peft --max_history 5 --split_seed 0 --popularity_prior 0 --seed S` for each
   training seed S (the measured defaults: SmolLM2-135M-Instruct + LoRA r 16, lr 1e-3 x 2 epochs, 100 training
   users), all seeds on one split, so their rows average over the same test users; zero-shot: the base model.
+  Variants of it (`VARIANTS`): `dmpo-sft` adds the paper's SFT term on the chosen title (`--loss_type dmpo sft
+  --loss_weights 1 1`), `dmpo-retriever` trains on SASRec's top-20 wrong items as negatives (`--negative_strategy
+  retriever`), the items the reranker faces.
 - The retriever: SASRec (`dmpo_trl.retrieval`, Cornac, the classic baselines' default setting) fitted on the whole log
   minus the held-out targets and everything after them; popular as a second retriever row.
 - Users: the split's 500 test users (their last film) and 50 validation users; and a cold-start set: 200 of the test
@@ -19,13 +22,17 @@ Every step writes its file as it finishes under `--out_dir` (`runs/`: trained mo
 scores); a rerun skips what is there, so a stopped run resumes.
 
     python -m benchmarks.two_stage --seeds 0 1 2          # train, retrieve, score, then the report
+    python -m benchmarks.two_stage --variants dmpo        # only these models (default: dmpo, dmpo-retriever;
+                                                          # --sampled_variants: dmpo, dmpo-sft)
     python -m benchmarks.two_stage --report_only
     python -m benchmarks.two_stage --sampled              # also: the same models on the 20 sampled candidates
+    python -m benchmarks.two_stage --report_only --sampled
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -60,31 +67,49 @@ TRAIN_FLAGS = (
     "--no_evaluate_before",
     "--no_evaluate_after",
 )
+VARIANTS = {
+    "dmpo": (),
+    "dmpo-sft": ("--loss_type", "dmpo", "sft", "--loss_weights", "1", "1"),
+    "dmpo-retriever": ("--negative_strategy", "retriever"),
+}
+"""The trained models: name -> `dmpo-trl train` flags added to `TRAIN_FLAGS`."""
+LABELS = {"dmpo": "dmpo-k4", "dmpo-sft": "dmpo-k4 + sft", "dmpo-retriever": "dmpo-k4, sasrec negatives"}
 TOP_M = 20
 K = 10
 COLD_USERS = 200
 PARTS = ("valid", "test", "cold")
 
 
-def train(seed: int, folder: Path) -> None:
-    """`dmpo-trl train` for one training seed, unless its adapter is saved already."""
-    if (folder / "adapter_model.safetensors").is_file() and (folder / "ranker.json").is_file():
-        return
-    command = [sys.executable, "-m", "dmpo_trl.cli", "train", *TRAIN_FLAGS, "--seed", str(seed)]
-    command += ["--output_dir", str(folder)]
-    print("$ " + " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
+def train(variant: str, seed: int, folder: Path) -> None:
+    """`dmpo-trl train` of one variant and training seed, unless its adapter is saved already (its printed output
+    goes to `<folder>/train.log`); the logged training steps are kept as `<folder>.train.json`."""
+    if not ((folder / "adapter_model.safetensors").is_file() and (folder / "ranker.json").is_file()):
+        command = [sys.executable, "-m", "dmpo_trl.cli", "train", *TRAIN_FLAGS, *VARIANTS[variant]]
+        command += ["--seed", str(seed), "--output_dir", str(folder)]
+        print("$ " + " ".join(command[1:]), flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "train.log", "w") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    curve = folder.with_name(folder.name + ".train.json")
+    if not curve.is_file() and (folder / "train.log").is_file():
+        lines = (folder / "train.log").read_text().splitlines()
+        steps = [ast.literal_eval(line) for line in lines if line.startswith("{'loss'")]
+        record = {"variant": variant, "seed": seed, "flags": [*TRAIN_FLAGS, *VARIANTS[variant]], "steps": steps}
+        curve.write_text(json.dumps(record) + "\n")
+    split = folder.parent / "split.json"  # the split every run shares (`--split_seed 0`), kept with the results
+    if not split.is_file():
+        split.write_text((folder / "split.json").read_text())
 
 
-def users(run_dir: Path) -> dict[str, Any]:
-    """The log and the valid, test and cold-start examples of the split a trained run saved."""
+def users(runs: Path) -> dict[str, Any]:
+    """The log and the valid, test and cold-start examples of the split the trained runs share (`runs/split.json`)."""
     from dmpo_trl.cold_start import cold_start_examples
     from dmpo_trl.data.splits import example_at
     from dmpo_trl.recipe import load_interaction_log, load_split, saved_test_users, split_data_arguments
 
-    record = load_split(run_dir)
+    record = load_split(runs / "split.json")
     log = load_interaction_log(split_data_arguments(record))
-    test, _ = saved_test_users(record, log)
+    test, _ = saved_test_users(record, log, runs / "split.json")
     max_history = record["data"].get("max_history", 10)
     valid = [example_at(log, user, -1, max_history) for user in record["valid"]]
     cold = cold_start_examples(log, record["test"][:COLD_USERS], seed=0, max_history=max_history)
@@ -181,12 +206,12 @@ def _ranks(values: dict[str, list]) -> list[float]:
     return [1.0 / rr - 1.0 if rr > 0 else float("inf") for rr in values["reciprocal_rank"]]
 
 
-def summarize(out_dir: Path, seeds: list[int]) -> dict[str, Any]:
+def summarize(out_dir: Path, seeds: list[int], variants: list[str]) -> dict[str, Any]:
     from dmpo_trl.cold_start import breakdown, history_length
     from dmpo_trl.two_stage import choose_fusion_weight
 
     runs = out_dir / "runs"
-    data = users(runs / f"dmpo-seed{seeds[0]}")
+    data = users(runs)
     rows: dict[str, dict[str, Any]] = {}
     for name in ("sasrec", "popular"):
         saved = json.loads((runs / f"retrieved-{name}.json").read_text())
@@ -194,11 +219,15 @@ def summarize(out_dir: Path, seeds: list[int]) -> dict[str, Any]:
         rows[f"{name} alone"] = {part: per_user(_alone(retrieved[part])) for part in ("test", "cold")}
         if name == "sasrec":
             sasrec = retrieved
-    models = {"zero-shot": [runs / "zero-shot.json"], "dmpo-k4": [runs / f"dmpo-seed{s}.json" for s in seeds]}
+    models = {"zero-shot": [runs / "zero-shot.json"]}
+    models.update({LABELS[v]: [runs / f"{v}-seed{s}.json" for s in seeds] for v in variants})
     weights: dict[str, list[float]] = {}
+    baseline_of: dict[str, str] = {}
     for model, paths in models.items():
         for fused in (False, True):
             label = f"sasrec + {model}" + (" (fused)" if fused else "")
+            if model not in ("zero-shot", LABELS["dmpo"]):
+                baseline_of[label] = f"sasrec + {LABELS['dmpo']}" + (" (fused)" if fused else "")
             parts: dict[str, list] = {"test": [], "cold": []}
             for path in paths:
                 llm = json.loads(path.read_text())
@@ -224,6 +253,11 @@ def summarize(out_dir: Path, seeds: list[int]) -> dict[str, Any]:
             part: paired_difference(row[part][f"ndcg@{K}"], reference[part][f"ndcg@{K}"]) for part in ("test", "cold")
         }
         entry["seed_means"] = row.get("seed_means")
+        if label in baseline_of and baseline_of[label] in rows:  # a variant against DMPO K=4 as trained by default
+            base = rows[baseline_of[label]]
+            entry["minus_dmpo_k4"] = {
+                part: paired_difference(row[part][f"ndcg@{K}"], base[part][f"ndcg@{K}"]) for part in ("test", "cold")
+            }
         summary["rows"][label] = entry
     summary["cold_groups"] = breakdown({label: row["cold"][f"ndcg@{K}"] for label, row in rows.items()}, lengths)
     reranked = [label for label in rows if "+" in label]
@@ -258,17 +292,20 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Full-catalogue metrics over every film the user has not seen; a target outside SASRec's top 20 is a miss. "
         f"SASRec's Recall@20: test {summary['recall@20']['test']:.3f}, cold-start {summary['recall@20']['cold']:.3f}. "
         f"DMPO rows are the per-user mean over training seeds {summary['seeds']}; 95% bootstrap intervals; "
-        "differences are paired (same users) against SASRec alone.",
+        "differences are paired (same users) against SASRec alone, and for a variant of DMPO K=4 against DMPO K=4 "
+        "trained as `dmpo-trl train` does (uniform negatives), both with or both without fusion.",
         "",
-        f"| ranking | NDCG@{K} | Recall@{K} | MRR | NDCG@{K} minus SASRec | per-seed NDCG@{K} |",
-        "|---|---|---|---|---|---|",
+        f"| ranking | NDCG@{K} | Recall@{K} | MRR | NDCG@{K} minus SASRec | minus DMPO K=4 (uniform negatives) | "
+        f"per-seed NDCG@{K} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, entry in summary["rows"].items():
         test = entry["test"]
         seeds = ", ".join(f"{v:.3f}" for v in (entry["seed_means"] or {}).get("test", []))
+        variant = mark(entry["minus_dmpo_k4"]["test"]) if "minus_dmpo_k4" in entry else ""
         lines.append(
             f"| {label} | {fmt(test[f'ndcg@{K}'])} | {fmt(test[f'recall@{K}'])} | {fmt(test['mrr'])} | "
-            f"{mark(entry['minus_sasrec']['test'])} | {seeds} |"
+            f"{mark(entry['minus_sasrec']['test'])} | {variant} | {seeds} |"
         )
     lines += [
         "",
@@ -289,16 +326,23 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(out_dir: Path, seeds: list[int]) -> str:
+def report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
     from dmpo_trl.provenance import provenance
 
-    summary = summarize(out_dir, seeds)
+    summary = summarize(out_dir, seeds, variants)
     text = markdown(summary)
     (out_dir / "two_stage.md").write_text(text)
     plain = json.loads(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     record = {
         "summary": plain,
-        "settings": {"train_flags": TRAIN_FLAGS, "top_m": TOP_M, "k": K, "cold_users": COLD_USERS, "seeds": seeds},
+        "settings": {
+            "train_flags": TRAIN_FLAGS,
+            "variants": {v: VARIANTS[v] for v in variants},
+            "top_m": TOP_M,
+            "k": K,
+            "cold_users": COLD_USERS,
+            "seeds": seeds,
+        },
         "provenance": provenance(),
     }
     (out_dir / "two_stage.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -308,13 +352,13 @@ def report(out_dir: Path, seeds: list[int]) -> str:
 # --- the same models on the sampled protocol (20 candidates): the seed-to-seed spread -----------------------------
 
 
-def sampled(out_dir: Path, seeds: list[int]) -> None:
-    """`dmpo-trl evaluate` of zero-shot and each seed's DMPO model on the split's 500 test users and their saved
-    20 candidates (uniform negatives), into `sampled/` (a file already there is kept)."""
+def sampled(out_dir: Path, seeds: list[int], variants: list[str]) -> None:
+    """`dmpo-trl evaluate` of zero-shot and each variant's model per seed on the split's 500 test users and their
+    saved 20 candidates (uniform negatives), into `sampled/` (a file already there is kept)."""
     runs, folder = out_dir / "runs", out_dir / "sampled"
     folder.mkdir(exist_ok=True)
-    jobs = [("zero-shot", ["--split_file", str(runs / f"dmpo-seed{seeds[0]}")])]
-    jobs += [(f"dmpo-seed{s}", ["--model_name_or_path", str(runs / f"dmpo-seed{s}")]) for s in seeds]
+    jobs = [("zero-shot", ["--split_file", str(runs / "split.json")])]
+    jobs += [(f"{v}-seed{s}", ["--model_name_or_path", str(runs / f"{v}-seed{s}")]) for v in variants for s in seeds]
     for name, flags in jobs:
         path = folder / f"{name}.json"
         if not path.is_file():
@@ -322,11 +366,19 @@ def sampled(out_dir: Path, seeds: list[int]) -> None:
             subprocess.run([*command, "--output_file", str(path)], check=True)
 
 
-def sampled_report(out_dir: Path, seeds: list[int]) -> str:
-    """Per-seed HR@1 and NDCG@5 of DMPO K=4 and its paired difference from zero-shot, and the mean over seeds."""
+def final_rewards(runs: Path, name: str) -> str:
+    """The last logged `rewards/chosen` of a trained run (from `<name>.train.json`), or "" when not kept."""
+    curve = runs / f"{name}.train.json"
+    if not curve.is_file():
+        return ""
+    steps = json.loads(curve.read_text())["steps"]
+    return f"{float(steps[-1]['rewards/chosen']):.2f}" if steps else ""
+
+
+def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
+    """Per-seed HR@1 and NDCG@5 of each variant and its paired difference from zero-shot, and the mean over seeds."""
     folder = out_dir / "sampled"
     zero = json.loads((folder / "zero-shot.json").read_text())
-    per_seed = {s: json.loads((folder / f"dmpo-seed{s}.json").read_text()) for s in seeds}
 
     def values(result: dict[str, Any], metric: str) -> np.ndarray:
         ranks = [row["rank"] for row in result["per_user"]]
@@ -335,29 +387,34 @@ def sampled_report(out_dir: Path, seeds: list[int]) -> str:
     lines = [
         "# DMPO K=4 across training seeds: 500 test users, 20 sampled candidates (MovieLens-100K)",
         "",
-        f"The models of `runs/` (`dmpo-trl train`'s defaults, one split, training seeds {seeds}) ranked by `dmpo-trl "
-        "evaluate` on the split's saved candidates (uniform negatives), beside the untrained model; paired bootstrap "
-        "intervals over the same users. The mean row averages each user's value over the seeds.",
+        f"The models of `runs/` (`dmpo-trl train`'s defaults plus each variant's flags, one split, training seeds "
+        f"{seeds}) ranked by `dmpo-trl evaluate` on the split's saved candidates (uniform negatives), beside the "
+        "untrained model; paired bootstrap intervals over the same users. A mean row averages each user's value over "
+        "the seeds. `rewards/chosen` is the last logged value of training (how far the chosen titles' log-likelihood "
+        "moved from the base model's, times beta): a run that pushes every title down ends far below 0.",
         "",
-        "| model | HR@1 | NDCG@5 | HR@1 minus zero-shot | NDCG@5 minus zero-shot |",
-        "|---|---|---|---|---|",
+        "| model | HR@1 | NDCG@5 | HR@1 minus zero-shot | NDCG@5 minus zero-shot | rewards/chosen at the end |",
+        "|---|---|---|---|---|---|",
     ]
     users = [row["user"] for row in zero["per_user"]]
-    rows = [("zero-shot", zero)] + [(f"DMPO K=4, seed {s}", r) for s, r in per_seed.items()]
-    for label, result in rows:
-        if [row["user"] for row in result["per_user"]] != users:
-            raise ValueError(f"{label}: other users than zero-shot's")
-    mean = {m: np.mean([values(r, m) for r in per_seed.values()], axis=0) for m in ("hit_ratio@1", "ndcg@5")}
-    table = [(label, {m: values(r, m) for m in mean}) for label, r in rows] + [
-        (f"DMPO K=4, mean of {len(seeds)}", mean)
-    ]
-    for label, by_metric in table:
-        cells = [fmt(interval(by_metric[m])) for m in mean]
+    metrics = ("hit_ratio@1", "ndcg@5")
+    table = [("zero-shot", {m: values(zero, m) for m in metrics}, "")]
+    for variant in variants:
+        per_seed = {s: json.loads((folder / f"{variant}-seed{s}.json").read_text()) for s in seeds}
+        for s, result in per_seed.items():
+            if [row["user"] for row in result["per_user"]] != users:
+                raise ValueError(f"{variant} seed {s}: other users than zero-shot's")
+            rewards = final_rewards(out_dir / "runs", f"{variant}-seed{s}")
+            table.append((f"{LABELS[variant]}, seed {s}", {m: values(result, m) for m in metrics}, rewards))
+        mean = {m: np.mean([values(r, m) for r in per_seed.values()], axis=0) for m in metrics}
+        table.append((f"**{LABELS[variant]}, mean of {len(seeds)}**", mean, ""))
+    for label, by_metric, rewards in table:
+        cells = [fmt(interval(by_metric[m])) for m in metrics]
         if label == "zero-shot":
             cells += ["", ""]
         else:
-            cells += [mark(paired_difference(by_metric[m], values(zero, m))) for m in mean]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells += [mark(paired_difference(by_metric[m], values(zero, m))) for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {rewards} |")
     text = "\n".join(lines) + "\n"
     (folder / "seeds.md").write_text(text)
     return text
@@ -366,10 +423,12 @@ def sampled_report(out_dir: Path, seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["dmpo", "dmpo-retriever"])
     parser.add_argument("--out_dir", type=Path, default=OUT_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report_only", action="store_true")
     parser.add_argument("--sampled", action="store_true", help="Also rank the models on the 20 sampled candidates.")
+    parser.add_argument("--sampled_variants", nargs="+", choices=list(VARIANTS), default=["dmpo", "dmpo-sft"])
     args = parser.parse_args(argv)
     import torch
 
@@ -380,21 +439,29 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        for seed in args.seeds:
-            train(seed, runs / f"dmpo-seed{seed}")
-        data = users(runs / f"dmpo-seed{args.seeds[0]}")
+        needed = [(v, s, runs / f"{v}-seed{s}.json") for v in args.variants for s in args.seeds]
+        if args.sampled:
+            folder = args.out_dir / "sampled"
+            needed += [(v, s, folder / f"{v}-seed{s}.json") for v in args.sampled_variants for s in args.seeds]
+        for variant, seed, scores in needed:  # a model is trained only while some of its scores are missing
+            if not scores.is_file():
+                train(variant, seed, runs / f"{variant}-seed{seed}")
+        data = users(runs)
         saved = {name: retrieval(data, name, runs / f"retrieved-{name}.json") for name in ("sasrec", "popular")}
         retrieved = {part: as_retrieved(data, saved["sasrec"], part) for part in PARTS}
-        # the prompt the trained runs rank with (ranker.json), for the base model too
-        prompt = PromptSettings(**read_ranker_config(runs / f"dmpo-seed{args.seeds[0]}")["prompt"])
-        score(None, prompt, data, retrieved, runs / "zero-shot.json")
-        for seed in args.seeds:
-            score(runs / f"dmpo-seed{seed}", prompt, data, retrieved, runs / f"dmpo-seed{seed}.json")
-    print(report(args.out_dir, args.seeds))
+        for variant in args.variants:
+            for seed in args.seeds:
+                folder, scores = runs / f"{variant}-seed{seed}", runs / f"{variant}-seed{seed}.json"
+                if scores.is_file():
+                    continue
+                prompt = PromptSettings(**read_ranker_config(folder)["prompt"])  # as the trained run ranks
+                score(None, prompt, data, retrieved, runs / "zero-shot.json")  # the base model (once), same prompt
+                score(folder, prompt, data, retrieved, scores)
+    print(report(args.out_dir, args.seeds, args.variants))
     if args.sampled:
         if not args.report_only:
-            sampled(args.out_dir, args.seeds)
-        print(sampled_report(args.out_dir, args.seeds))
+            sampled(args.out_dir, args.seeds, args.sampled_variants)
+        print(sampled_report(args.out_dir, args.seeds, args.sampled_variants))
 
 
 if __name__ == "__main__":
