@@ -10,6 +10,8 @@ history length:
   target on is held out as usual (`training_sequences`, `baseline_popularity` cut there).
 - `breakdown(per_user, lengths)`: each method's mean and 95% bootstrap interval per group, and `format_breakdown`
   as a markdown table.
+- `history_breakdown(values, lengths)`: one method's per-user metrics averaged per group, the
+  `metrics["by_history_length"]` of every ranking result (`dmpo_trl.evaluation`).
 
 Example:
 ```python
@@ -51,6 +53,12 @@ def history_group(length: int, groups: Sequence[tuple[int, int | None]] = HISTOR
         if length >= low and (high is None or length <= high):
             return f"{low}+" if high is None else f"{low}-{high}"
     raise ValueError(f"a history of {length} items is in none of the groups {groups}")
+
+
+def _group_or_none(length: int, groups: Sequence[tuple[int, int | None]]) -> str | None:
+    """`history_group(length, groups)`, or None where `length` is in none of the groups."""
+    inside = any(length >= low and (high is None or length <= high) for low, high in groups)
+    return history_group(length, groups) if inside else None
 
 
 def history_length(example: UserExample) -> int:
@@ -118,6 +126,36 @@ def breakdown(
             if mask.any():
                 row[name] = interval(values[mask])
         out[label] = row
+    return out
+
+
+def history_breakdown(
+    values: Mapping[str, Sequence[float]],
+    lengths: Sequence[int],
+    groups: Sequence[tuple[int, int | None]] = HISTORY_GROUPS,
+) -> dict[str, dict[str, float | int]]:
+    """`{group: {"num_users": n, metric: mean}}` for each group of `groups` that has users, in the groups' order:
+    each metric's per-user `values` averaged over the users whose history length (`lengths`, one per user) falls in
+    the group. A length outside every group (a target with no interaction before it) is counted in none.
+
+    Example:
+    ```python
+    >>> history_breakdown({"hit_ratio@1": [1.0, 0.0, 1.0]}, [1, 2, 12])
+    {'1-2': {'num_users': 2, 'hit_ratio@1': 0.5}, '11+': {'num_users': 1, 'hit_ratio@1': 1.0}}
+    ```
+    """
+    columns = {name: np.asarray(column, dtype=np.float64) for name, column in values.items()}
+    for name, column in columns.items():
+        if column.shape[0] != len(lengths):
+            raise ValueError(f"{name}: {column.shape[0]} per-user values for {len(lengths)} users")
+    labels = [_group_or_none(n, groups) for n in lengths]
+    out: dict[str, dict[str, float | int]] = {}
+    for low, _ in groups:
+        label = history_group(low, groups)
+        mask = np.array([lab == label for lab in labels], dtype=bool)
+        if mask.any():
+            out[label] = {"num_users": int(mask.sum())}
+            out[label].update({name: float(column[mask].mean()) for name, column in columns.items()})
     return out
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .data import InteractionLog, UserExample
-from .evaluation import baseline_popularity, ranking_metrics, tie_seed, with_popularity_prior
+from .evaluation import baseline_popularity, per_user_ranking_metrics, tie_seed, with_popularity_prior
 from .metrics import ndcg, rank_of_target
 
 
@@ -59,7 +59,7 @@ def result_with_prior(
     out = copy.deepcopy(result)
     for row, (scores, rank) in zip(out["per_user"], _ranked_with_prior(result, examples, weight, counts)):
         row["scores"], row["rank"] = scores, rank
-    out["metrics"] = ranking_metrics([row["rank"] for row in out["per_user"]], seed=result["settings"]["seed"])
+    out["metrics"] = per_user_ranking_metrics(out["per_user"], seed=result["settings"]["seed"])
     out["settings"] = {**out["settings"], **({"popularity_prior": weight} if weight else {})}
     return out
 

@@ -35,7 +35,9 @@ The package, one concept a module (every name is importable from `dmpo_trl.evalu
 - `candidates`: the evaluation items (`RankingPrompt`, `build_ranking_prompts`, `given_candidate_sets`);
 - `baselines`: `BASELINES`, `evaluate_baseline`, `baseline_popularity`, `with_popularity_prior`;
 - `generation`: `generate_answers`, `named_candidates`, `explain_pick`;
-- `results`: `ranking_metrics`, `save_result`, `check_result_path`, `progress_path`, `format_table`;
+- `results`: `ranking_metrics`, `per_user_ranking_metrics`, `save_result`, `check_result_path`, `progress_path`,
+  `format_table`, `format_history_breakdown` (every result's `metrics["by_history_length"]`: the metrics per group
+  of users by how many interactions they had before the target, `dmpo_trl.cold_start`);
 - `evaluate`: `MODES`, `evaluate_ranking`, ranking by `dmpo_trl.settings.EvaluationSettings` and `PromptSettings`,
   and `evaluate_two_stage` (`evaluate_ranking(..., retriever=...)`): a retriever's top items of the whole catalogue,
   reranked by the model;
@@ -50,7 +52,16 @@ from .baselines import BASELINES, baseline_popularity, evaluate_baseline, with_p
 from .candidates import RankingPrompt, build_ranking_prompts, given_candidate_sets
 from .evaluate import MODES, evaluate_ranking, evaluate_two_stage
 from .generation import EXPLAIN_QUESTION, explain_pick, generate_answers, named_candidates
-from .results import check_result_path, format_table, progress_path, ranking_metrics, save_result, tie_seed
+from .results import (
+    check_result_path,
+    format_history_breakdown,
+    format_table,
+    per_user_ranking_metrics,
+    progress_path,
+    ranking_metrics,
+    save_result,
+    tie_seed,
+)
 from .two_stage import FUSION_WEIGHTS, choose_fusion_weight, fused_scores, two_stage_result
 
 
@@ -71,11 +82,13 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_two_stage",
     "explain_pick",
+    "format_history_breakdown",
     "format_table",
     "fused_scores",
     "generate_answers",
     "given_candidate_sets",
     "named_candidates",
+    "per_user_ranking_metrics",
     "progress_path",
     "ranking_metrics",
     "save_result",

@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -199,7 +201,9 @@ def evaluate_ranking(
     )
     rank, world = process_rank()
     mine = list(range(rank, len(items), world))  # this process's share of the users
-    journal = Journal(progress_path(output, rank, world), recorded) if output is not None else None
+    journal = None
+    if output is not None:  # the journal also holds which targets: the same users at other targets start over
+        journal = Journal(progress_path(output, rank, world), {**recorded, "targets": _targets_digest(examples)})
     bar = tqdm(total=len(mine), desc=f"Evaluating ({settings.mode})", disable=not settings.progress or rank != 0)
     done = dict(journal.done) if journal is not None else {}
     bar.update(sum(index in done for index in mine))
@@ -336,6 +340,12 @@ def _rank_users(
         else:  # auc, the prompt does not show candidates: one scoring of all candidates gives every pair
             scores = score(item.prompt, item.completions)
             finished(index, [pairwise_auc(scores[item.target_index], [scores[k]]) for k in item.negatives])
+
+
+def _targets_digest(examples: Sequence[UserExample]) -> str:
+    """A short digest of each example's user, target and position (`extra["position"]`), in order."""
+    keys = [[e.user, e.target, e.extra.get("position")] for e in examples]
+    return hashlib.sha256(json.dumps(keys, default=str).encode()).hexdigest()[:16]
 
 
 def _resolve_settings(

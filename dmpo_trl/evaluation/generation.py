@@ -22,7 +22,7 @@ from ..metrics import bootstrap_interval
 from ..padding import pad_sequences, padding_id
 from ..scoring import Prompt, eval_mode
 from .candidates import RankingPrompt
-from .results import _user_record
+from .results import _by_history_length, _user_record
 
 
 __all__ = ["EXPLAIN_QUESTION", "explain_pick", "generate_answers", "named_candidates"]
@@ -176,5 +176,6 @@ def _generation_result(items: Sequence[RankingPrompt], answers: Sequence[str], l
         "valid_ratio": sum(valid) / len(valid) if valid else float("nan"),
         "hit_ratio@1_ci95": list(bootstrap_interval(hits, seed=seed)),
         "num_users": len(items),
+        "by_history_length": _by_history_length(items, {"hit_ratio@1": hits, "valid_ratio": valid}),
     }
     return {"metrics": metrics, "per_user": per_user}

@@ -2,6 +2,9 @@
 
 A result is `{"metrics", "settings", "users", "provenance", "per_user", "wall_time_s"}` (`_finish`), written as
 indented JSON by `save_result`; `progress_path` is the journal beside it that lets a killed evaluation continue.
+Each per-user record carries the user's `history_length` (interactions before the target,
+`dmpo_trl.cold_start.history_length`), and `metrics["by_history_length"]` the metrics per group of
+`dmpo_trl.cold_start.HISTORY_GROUPS` that has users (`format_history_breakdown` prints them).
 
 Example:
 ```python
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cold_start import history_breakdown, history_length
 from ..data import InteractionLog, UserExample
 from ..journal import atomic_write_text
 from ..metrics import bootstrap_interval, hit_ratio, hits_at_k, mrr, ndcg, ndcg_at_k, rank_of_target
@@ -27,7 +31,16 @@ from ..version import __version__
 from .candidates import RankingPrompt
 
 
-__all__ = ["check_result_path", "format_table", "progress_path", "ranking_metrics", "save_result", "tie_seed"]
+__all__ = [
+    "check_result_path",
+    "format_history_breakdown",
+    "format_table",
+    "per_user_ranking_metrics",
+    "progress_path",
+    "ranking_metrics",
+    "save_result",
+    "tie_seed",
+]
 
 
 def ranking_metrics(ranks: Sequence[int], seed: int = 0) -> dict[str, Any]:
@@ -58,15 +71,21 @@ def tie_seed(seed: int, example: UserExample) -> str:
 
 
 def _user_record(item: RankingPrompt, **values: Any) -> dict[str, Any]:
-    """One user's entry in a result's `per_user`: who, the target, the candidates and where the target is, then
-    what the mode measured (`values`, in order)."""
+    """One user's entry in a result's `per_user`: who, the target, the candidates and where the target is, the
+    number of interactions before the target, then what the mode measured (`values`, in order)."""
     return {
         "user": item.example.user,
         "target": item.example.target,
         "candidates": item.candidates,
         "target_index": item.target_index,
+        "history_length": history_length(item.example),
         **values,
     }
+
+
+def _by_history_length(items: Sequence[RankingPrompt], values: dict[str, Sequence[float]]) -> dict[str, dict]:
+    """`metrics["by_history_length"]`: the per-user `values` averaged per history-length group that has users."""
+    return history_breakdown(values, [history_length(item.example) for item in items])
 
 
 def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[float]], seed: int) -> dict:
@@ -75,7 +94,27 @@ def _rank_result(items: Sequence[RankingPrompt], all_scores: Sequence[Sequence[f
         rank = rank_of_target(scores, item.target_index, ties="random", seed=tie_seed(seed, item.example))
         ranks.append(rank)
         per_user.append(_user_record(item, rank=rank, scores=[float(s) for s in scores]))
-    return {"metrics": ranking_metrics(ranks, seed=seed), "per_user": per_user}
+    return {"metrics": per_user_ranking_metrics(per_user, seed=seed), "per_user": per_user}
+
+
+def per_user_ranking_metrics(per_user: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """`ranking_metrics` of the per-user records' `rank`s, plus `by_history_length` (hit_ratio@1 and ndcg@5 per
+    history-length group that has users) when every record has its `history_length`.
+
+    Example:
+    ```python
+    >>> records = [{"rank": r, "history_length": n} for r, n in [(0, 1), (3, 2), (0, 7)]]
+    >>> row = per_user_ranking_metrics(records)["by_history_length"]["1-2"]
+    >>> row["num_users"], row["hit_ratio@1"], round(row["ndcg@5"], 3)
+    (2, 0.5, 0.715)
+    ```
+    """
+    ranks = [row["rank"] for row in per_user]
+    metrics = ranking_metrics(ranks, seed=seed)
+    if all("history_length" in row for row in per_user):
+        by_length = {"hit_ratio@1": hits_at_k(ranks, 1), "ndcg@5": ndcg_at_k(ranks, 5)}
+        metrics["by_history_length"] = history_breakdown(by_length, [row["history_length"] for row in per_user])
+    return metrics
 
 
 def _settings(log: InteractionLog, examples: Sequence[UserExample], **settings) -> dict[str, Any]:
@@ -157,6 +196,7 @@ def _auc_result(items, all_wins, seed) -> dict:
         "auc": sum(aucs) / len(aucs) if aucs else float("nan"),
         "auc_ci95": list(bootstrap_interval(aucs, seed=seed)),
         "num_users": len(items),
+        "by_history_length": _by_history_length(items, {"auc": aucs}),
     }
     return {"metrics": metrics, "per_user": per_user}
 
@@ -184,3 +224,26 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     for name, row in zip(names, cells):
         lines.append("  ".join([name.ljust(width), *(v.ljust(w) for v, w in zip(row, widths))]).rstrip())
     return "\n".join(lines)
+
+
+def format_history_breakdown(metrics: dict[str, Any]) -> str:
+    """A plain-text table of `metrics["by_history_length"]`: one row per history-length group, its users and metrics.
+
+    Example:
+    ```python
+    >>> by_length = {"1-2": {"num_users": 3, "hit_ratio@1": 0.25, "ndcg@5": 0.5}}
+    >>> print(format_history_breakdown({"by_history_length": by_length}))
+    history before target  users  hit_ratio@1  ndcg@5
+    1-2                    3      0.2500       0.5000
+    ```
+    """
+    rows = metrics.get("by_history_length") or {}
+    columns = list(dict.fromkeys(key for row in rows.values() for key in row if key != "num_users"))
+    header = ["history before target", "users", *columns]
+    cells = [
+        [label, str(row["num_users"]), *(f"{row[c]:.4f}" if c in row else "-" for c in columns)]
+        for label, row in rows.items()
+    ]
+    widths = [max([len(header[k]), *(len(line[k]) for line in cells)]) for k in range(len(header))]
+    lines = [header, *cells]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cold_start import HISTORY_GROUPS, history_group, history_length
 from ..metrics import tie_seed
 from ..retrieval import Retrieved, best_first, full_catalogue_metrics
 
@@ -94,16 +95,38 @@ def two_stage_result(
             scores = fused_scores(row["scores"], item.scores, fusion_weight)
             order = [item.items[i] for i in best_first(scores, tie_seed(seed, item.example.user, item.example.target))]
         rankings.append(order)
-        per_user.append({"user": item.example.user, "target": item.example.target, "ranking": order})
+        length = history_length(item.example)
+        per_user.append(
+            {"user": item.example.user, "target": item.example.target, "history_length": length, "ranking": order}
+        )
     targets = [item.example.target for item in retrieved]
-    metrics = full_catalogue_metrics(rankings, targets, k)
-    alone = full_catalogue_metrics([item.items for item in retrieved], targets, k)
+    lengths = [history_length(item.example) for item in retrieved]
+    metrics = _with_breakdown(rankings, targets, lengths, k)
+    alone = _with_breakdown([item.items for item in retrieved], targets, lengths, k)
     return {
         "metrics": {"full_catalogue": metrics},
         "retriever": {"full_catalogue": alone},
         "settings": {"fusion_weight": fusion_weight, "k": k, "seed": seed},
         "per_user": per_user,
     }
+
+
+def _with_breakdown(
+    rankings: Sequence[Sequence[str]], targets: Sequence[str], lengths: Sequence[int], k: int
+) -> dict[str, Any]:
+    """`full_catalogue_metrics` of all users, with `by_history_length`: the same metrics (less the per-user values)
+    of the users in each group of `HISTORY_GROUPS` that has any, `num_users` first."""
+    metrics = full_catalogue_metrics(rankings, targets, k)
+    by_length: dict[str, dict[str, Any]] = {}
+    for low, _ in HISTORY_GROUPS:
+        label = history_group(low)
+        chosen = [u for u, n in enumerate(lengths) if n >= 1 and history_group(n) == label]
+        if chosen:
+            group = full_catalogue_metrics([rankings[u] for u in chosen], [targets[u] for u in chosen], k)
+            by_length[label] = {"num_users": group.pop("num_users")}
+            by_length[label].update({key: value for key, value in group.items() if key != "per_user"})
+    metrics["by_history_length"] = by_length
+    return metrics
 
 
 def choose_fusion_weight(
