@@ -106,6 +106,15 @@ class EvaluateArguments:
             "model folder's, if it has one; 'none': draw the users with the data flags."
         },
     )
+    test_targets: str = field(
+        default="last",
+        metadata={
+            "help": "Which item of each test user to rank: 'last', or 'cold': an early one, drawn (seeded by the "
+            "split seed) so that the users fill the groups of 1-2, 3-5, 6-10 and 11+ interactions before the target "
+            "about equally; the results add HR@1 and NDCG@5 per group. Not with a split file's saved candidates.",
+            "choices": ["last", "cold"],
+        },
+    )
     gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
     trust_remote_code: bool = _trust_remote_code_field()
     ranking_mode: str = field(

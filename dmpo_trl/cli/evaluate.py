@@ -1,7 +1,9 @@
 """`dmpo-trl evaluate`: rank test users' candidates with a model or a baseline; print and save the metrics.
 
 With a split file (`--split_file`, or the `split.json` in a trained `--model_name_or_path` folder) the users,
-candidates, prompt and data are the split's; data flags that differ from it are refused.
+candidates, prompt and data are the split's; data flags that differ from it are refused. `--test_targets cold`
+ranks an early item of each test user instead of the last (`dmpo_trl.cold_start.cold_start_examples`) and prints the
+metrics per history-length group too.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..cold_start import cold_start_examples
 from ..data.splits import example_at
 from ..distributed import process_rank
-from ..evaluation import evaluate_baseline, evaluate_ranking, format_table, save_result
+from ..evaluation import evaluate_baseline, evaluate_ranking, format_history_breakdown, format_table, save_result
 from ..models import (
     DEFAULT_MODEL,
     ModelPackageMissing,
@@ -114,7 +117,13 @@ def _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed: i
         llm={"metrics": result["llm"].get("metrics"), "settings": result["llm"].get("settings")},
         wall_time_s=round(time.perf_counter() - started, 1),
     )
-    result["settings"].update(model=name, dtype=eval_args.dtype, device=device, max_history=data_args.max_history)
+    result["settings"].update(
+        model=name,
+        dtype=eval_args.dtype,
+        device=device,
+        max_history=data_args.max_history,
+        test_targets=eval_args.test_targets,
+    )
     written = save_result(result, eval_args.output_file) if eval_args.output_file else None
     top = eval_args.retrieve_top
     print(f"| ranking | recall@10 | ndcg@10 | mrr | recall@{top} |")
@@ -125,6 +134,11 @@ def _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed: i
             f"{metrics[f'recall@{top}']:.4f} |"
         )
     print(f"{len(test)} users, the whole catalogue ({len(log.titles)} items) less each user's seen items")
+    if eval_args.test_targets == "cold":
+        rows = ((f"{eval_args.retriever} alone", alone), (f"{eval_args.retriever} + {name}", two_stage))
+        for label, metrics in rows:
+            print(f"\n{label}, by interactions before the target:")
+            print(format_history_breakdown(metrics))
     if written:
         print(f"Wrote {written}")
     return 0
@@ -162,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if prior < 0 or (prior and (eval_args.baseline or eval_args.ranking_mode != "likelihood")):
             raise UsageError(f"--popularity_prior {prior}: a weight >= 0, for a model in likelihood mode")
         split_path = _split_for_evaluation(eval_args)
+        if split_path is not None and eval_args.test_targets == "cold":
+            raise UsageError(
+                f"--test_targets cold: {split_path} saves candidates for each test user's last item; pass "
+                "--split_file none (with the data flags the model was trained with) to draw early targets"
+            )
         candidates, record = None, None
         if split_path is not None:
             record = load_split(split_path)
@@ -195,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # Only the test users: they are dealt first, so they are the ones prepare and train hold out for the seed
             test = split_users(dataclasses.replace(data_args, num_train_users=0, num_valid_users=0), log).test
-    seed = data_args.split_seed or 0
+        seed = data_args.split_seed or 0
+        if eval_args.test_targets == "cold":  # the same users, each ranked at an early target
+            test = cold_start_examples(log, [e.user for e in test], seed=seed, max_history=data_args.max_history)
     if eval_args.baseline:
         name = f"baseline:{eval_args.baseline}"
         result = evaluate_baseline(
@@ -244,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_history=data_args.max_history,
         min_history=data_args.min_history,
         split_file=str(split_path) if split_path else None,
+        test_targets=eval_args.test_targets,
     )
     written = save_result(result, eval_args.output_file) if eval_args.output_file else None
     print(format_table({name: result}))
@@ -252,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if key.endswith("_ci95"):
             print(f"{key[: -len('_ci95')]} 95% CI: [{value[0]:.4f}, {value[1]:.4f}]")
     where = f"the test users of {split_path}" if split_path else f"split seed {seed}"
+    where += ", early targets" if eval_args.test_targets == "cold" else ""
     print(f"{metrics['num_users']} users ({where}), {data_args.num_candidates} candidates, {result['wall_time_s']}s")
+    if eval_args.test_targets == "cold":
+        print("\nBy interactions before the target:")
+        print(format_history_breakdown(metrics))
     if written:
         print(f"Wrote {written}")
     return 0
