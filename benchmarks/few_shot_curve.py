@@ -9,18 +9,19 @@ the seed's 100 training users plus each held-out user's shown history (5 titles)
   no N = 1,000 here). The first 100 are the split's training users, then further users in a seeded order
   (`training_users_at`), each giving its whole sequence, as the split's training users do (their target is their
   last item). Test users, candidate lists (both regimes), the validation users and the shown histories are those
-  of the N = 100 run. Each model runs at the setting chosen at N = 100 (`classic.json`'s selection), not a new
-  grid search: one grid at N = all takes about half an hour on one thread (see the notes). DMPO K=4 stays at
-  N = 100, its saved per-user results of the main comparison (`benchmarks/results/quality/tuned`); training it on
-  more users does not fit this machine.
+  of the N = 100 run, and so are the grids (`classic_baselines.GRIDS`) and the rule choosing a setting at each N
+  (validation NDCG@5, mean of the two regimes, pooled over the seeds; ties to the earlier setting). DMPO K=4 stays
+  at N = 100, its saved per-user results of the main comparison (`benchmarks/results/quality/tuned`); training it
+  on more users does not fit this machine.
 - `cold`: the cold-start breakdown. Per seed, the split's first 200 test users get a target drawn early in their
   sequence (`dmpo_trl.cold_start.cold_start_examples(log, users, seed=<split seed>, max_history=5)`: 1-2, 3-5,
   6-10 or 11-22 interactions before it, 50 users each), with 20 uniform-negative candidates drawn as the study
-  draws them (`candidate_sets(..., seed, "uniform")`). Each model is retrained at N = 100 on the training users
+  draws them (`candidate_sets(..., seed, "uniform")`). Each model is retrained at N = 100, at the setting chosen
+  there, on the training users
   plus the validation users' and these users' shown histories (the 5 items before the early target), and HR@1 /
   NDCG@5 are broken down by the number of interactions before the target (`dmpo_trl.cold_start.breakdown`).
 
-Every (part, N, seed, model) result is written under `--out_dir/runs/` (`n200/seed0/sasrec__<setting>.json`,
+Every (part, N, seed, model, setting) result is written under `--out_dir/runs/` (`n200/seed0/sasrec__<setting>.json`,
 `cold/seed0/...`) as it finishes; a rerun skips it. `--report_only` rewrites `sample_efficiency.md` / `.json` /
 `.png` and `cold_start.md` / `.json` from the saved runs.
 
@@ -47,6 +48,8 @@ set_quiet_offline_defaults()
 import numpy as np  # noqa: E402
 
 from benchmarks.classic_baselines import (  # noqa: E402
+    GRIDS,
+    SELECTION_RULE,
     Popularity,
     as_run,
     per_user,
@@ -54,6 +57,7 @@ from benchmarks.classic_baselines import (  # noqa: E402
     run_setting,
     seed_data,
     setting_key,
+    validation_candidates,
 )
 from benchmarks.quality import REGIMES, QualityConfig, fmt, interval, load_log, load_results, split_users  # noqa: E402
 from dmpo_trl.data import InteractionLog, UserExample  # noqa: E402
@@ -126,16 +130,55 @@ def size_value(size: str) -> int | None:
     return int(size)
 
 
-def chosen_settings(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Each model's setting chosen at N = 100 (the validation rule of `classic_baselines`), from `classic.json`."""
-    path = out_dir / "classic.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: run `python -m benchmarks.classic_baselines --protocol few_shot` first")
-    selection = json.loads(path.read_text())["selection"]
-    missing = [m for m in MODELS if m not in selection]
+def grid_results(out_dir: Path, size: str, seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
+    """{model: {setting_key: [result per seed]}} at `size` training users, for the settings finished on every seed."""
+    found: dict[str, dict[str, list[dict]]] = {}
+    for name in MODELS:
+        for setting in GRIDS[name]:
+            paths = [run_path(out_dir, f"n{size}", s, name, setting) for s in seeds]
+            if all(p.is_file() for p in paths):
+                found.setdefault(name, {})[setting_key(setting)] = [json.loads(p.read_text()) for p in paths]
+    return found
+
+
+def select(by_setting: dict[str, list[dict]], name: str, valid_candidates: dict[int, dict]) -> dict[str, Any]:
+    """The setting with the best validation NDCG@5 (mean of the two regimes, pooled over the seeds; ties to the
+    earlier setting of the grid), as `classic_baselines` chooses, with the grid's validation figures."""
+    table = {}
+    for key, results in by_setting.items():
+        values = per_user([as_run(r, "valid") for r in results], valid_candidates)
+        ndcg = {r: float(values[r]["ndcg@5"].mean()) for r in REGIMES}
+        table[key] = {
+            "setting": results[0]["setting"],
+            "valid_ndcg@5": ndcg,
+            "valid_ndcg@5_mean": float(np.mean(list(ndcg.values()))),
+            "train_seconds": sum(r["train_seconds"] for r in results),
+        }
+    order = [setting_key(s) for s in GRIDS[name] if setting_key(s) in table]
+    chosen = max(order, key=lambda k: (table[k]["valid_ndcg@5_mean"], -order.index(k)))
+    return {"chosen": table[chosen]["setting"], "grid_complete": len(order) == len(GRIDS[name]), "grid": table}
+
+
+def selections(out_dir: Path, cfg: QualityConfig, log, size: str, seeds: list[int]) -> dict[str, Any]:
+    """{model: (selection, results of the chosen setting per seed)} at `size` training users."""
+    out = {}
+    for name, by_setting in grid_results(out_dir, size, seeds).items():
+        valid_candidates = validation_candidates(next(iter(by_setting.values())), cfg, log)
+        chosen = select(by_setting, name, valid_candidates)
+        out[name] = (chosen, by_setting[setting_key(chosen["chosen"])])
+    return out
+
+
+def chosen_at_100(out_dir: Path, cfg: QualityConfig, log, seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """Each model's setting chosen at N = 100 (its whole grid must have run there)."""
+    found = selections(out_dir, cfg, log, "100", seeds)
+    missing = [m for m in MODELS if m not in found or not found[m][0]["grid_complete"]]
     if missing:
-        raise ValueError(f"{path}: no setting chosen for {', '.join(missing)}")
-    return {m: selection[m]["chosen"] for m in MODELS}
+        raise FileNotFoundError(
+            f"{out_dir}: the N = 100 grid of {', '.join(missing)} is not complete; run "
+            "`python -m benchmarks.classic_baselines --protocol few_shot` first"
+        )
+    return {m: found[m][0]["chosen"] for m in MODELS}
 
 
 def run_path(out_dir: Path, part: str, seed: int, name: str, setting: dict[str, Any]) -> Path:
@@ -155,7 +198,7 @@ def fit(name: str, setting: dict[str, Any], seed: int, sequences: dict[str, list
 # --- runs -------------------------------------------------------------------------------------------------------
 
 
-def run_curve(args, cfg: QualityConfig, log, settings: dict[str, dict[str, Any]]) -> None:
+def run_curve(args, cfg: QualityConfig, log) -> None:
     for size in args.sizes:
         if size == "100":
             continue  # the few-shot study's own runs
@@ -168,15 +211,16 @@ def run_curve(args, cfg: QualityConfig, log, settings: dict[str, dict[str, Any]]
 
             data["sequences"] = few_shot_sequences(log, train, held_out)
             for name in args.models:
-                path = run_path(Path(args.out_dir), f"n{size}", seed, name, settings[name])
-                if path.is_file():
-                    print(f"N={size} seed {seed} {name}: done already", flush=True)
-                    continue
-                result = run_setting(name, settings[name], seed, data)
-                result.update(num_train_users=len({e.user for e in train}), setting_chosen_at="N=100")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(result) + "\n")
-                print(f"N={size} seed {seed} {name}: {result['wall_seconds']} s -> {path}", flush=True)
+                for setting in GRIDS[name]:
+                    path = run_path(Path(args.out_dir), f"n{size}", seed, name, setting)
+                    if path.is_file():
+                        print(f"N={size} seed {seed} {name} {setting}: done already", flush=True)
+                        continue
+                    result = run_setting(name, setting, seed, data)
+                    result["num_train_users"] = len({e.user for e in train})
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(result) + "\n")
+                    print(f"N={size} seed {seed} {name} {setting}: {result['wall_seconds']} s -> {path}", flush=True)
 
 
 def cold_data(cfg: QualityConfig, log, seed: int) -> dict[str, Any]:
@@ -243,18 +287,7 @@ def run_cold(args, cfg: QualityConfig, log, settings: dict[str, dict[str, Any]])
 # --- report -----------------------------------------------------------------------------------------------------
 
 
-def curve_results(out_dir: Path, seeds: list[int], settings: dict[str, dict[str, Any]], sizes: Sequence[str]):
-    """{size: {model: [result per seed]}} for the (size, model) pairs finished on every seed."""
-    found: dict[str, dict[str, list[dict]]] = {}
-    for size in sizes:
-        for name in MODELS:
-            paths = [run_path(out_dir, f"n{size}", s, name, settings[name]) for s in seeds]
-            if all(p.is_file() for p in paths):
-                found.setdefault(size, {})[name] = [json.loads(p.read_text()) for p in paths]
-    return found
-
-
-def summarize_curve(out_dir: Path, cfg: QualityConfig, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def summarize_curve(out_dir: Path, cfg: QualityConfig, log) -> dict[str, Any]:
     from dmpo_trl.metrics import paired_difference
 
     cfg.methods = [REFERENCE]
@@ -263,13 +296,18 @@ def summarize_curve(out_dir: Path, cfg: QualityConfig, settings: dict[str, dict[
     if len(llm_runs.get(REFERENCE, [])) != len(seeds):
         raise FileNotFoundError(f"{cfg.results_dir}: no {REFERENCE} run for every seed {seeds}")
     reference = per_user(llm_runs[REFERENCE], candidates)
-    found = curve_results(out_dir, seeds, settings, SIZES)
     sizes: dict[str, Any] = {}
-    for size, by_model in found.items():
+    for size in SIZES:
+        found = selections(out_dir, cfg, log, size, seeds)
+        if not found:
+            continue
         entry: dict[str, Any] = {"models": {}}
-        for name, results in by_model.items():
+        for name, (selection, results) in found.items():
             values = per_user([as_run(r, "test") for r in results], candidates)
             entry["models"][name] = {
+                "setting": selection["chosen"],
+                "grid_complete": selection["grid_complete"],
+                "grid": selection["grid"],
                 "num_train_users": [r.get("num_train_users", cfg.num_train_users) for r in results],
                 "train_interactions": [r["train_interactions"] for r in results],
                 "train_seconds": sum(r["train_seconds"] for r in results),
@@ -302,7 +340,7 @@ def users_label(summary: dict[str, Any], size: str) -> str:
     return size
 
 
-def curve_markdown(summary: dict[str, Any], cfg: QualityConfig, settings: dict[str, dict[str, Any]]) -> str:
+def curve_markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     sizes = [s for s in SIZES if s in summary["sizes"]]
     labels = {s: users_label(summary, s) for s in sizes}
     ref = summary["reference"]
@@ -315,7 +353,8 @@ def curve_markdown(summary: dict[str, Any], cfg: QualityConfig, settings: dict[s
         f"(the {cfg.max_history} titles of the LLM's prompt) and score a test user from that history: N = 100 is the "
         "split's training users (the few-shot study's runs), larger N adds further users who are neither validation "
         "nor test users, in a seeded order, each with its whole sequence; `all` is every such user (MovieLens-100K "
-        "has 943 users, so there is no N = 1,000). Each model at the setting chosen at N = 100 on validation users. "
+        "has 943 users, so there is no N = 1,000). At each N, each model's setting is chosen on the validation users "
+        "from the few-shot study's grid, by its rule (last section). "
         f"{REFERENCE}: the main comparison's saved runs, trained on the {ref['num_train_users']} users of N = 100. "
         "Means with 95% bootstrap intervals.",
         "",
@@ -368,19 +407,27 @@ def curve_markdown(summary: dict[str, Any], cfg: QualityConfig, settings: dict[s
                     lines.append(f"| {regime} | {name} | {labels[size]} | {cells} |")
     lines += [
         "",
-        "## Settings (chosen at N = 100) and training time",
+        f"## Settings chosen on validation users at each N ({SELECTION_RULE})",
         "",
-        "| model | setting | " + " | ".join(f"train s, N = {labels[s]} (all seeds)" for s in sizes) + " |",
-        "|---|---|" + "---|" * len(sizes),
+        "| model | N | setting | validation NDCG@5 (uniform, pop.-matched, mean) | train s (all seeds) |",
+        "|---|---|---|---|---|",
     ]
+    unfinished = []
     for name in MODELS:
-        cells = [
-            f"{summary['sizes'][s]['models'][name]['train_seconds']:.0f}"
-            if name in summary["sizes"][s]["models"]
-            else ""
-            for s in sizes
-        ]
-        lines.append(f"| {name} | `{json.dumps(settings[name])}` | " + " | ".join(cells) + " |")
+        for size in sizes:
+            entry = summary["sizes"][size]["models"].get(name)
+            if not entry:
+                continue
+            if not entry["grid_complete"]:
+                unfinished.append(f"{name} at N = {labels[size]}")
+            for row in entry["grid"].values():
+                mark = " **chosen**" if row["setting"] == entry["setting"] else ""
+                v = row["valid_ndcg@5"]
+                cells = f"{v[REGIMES[0]]:.3f}, {v[REGIMES[1]]:.3f}, {row['valid_ndcg@5_mean']:.3f}"
+                setting = f"`{json.dumps(row['setting'])}`{mark}"
+                lines.append(f"| {name} | {labels[size]} | {setting} | {cells} | {row['train_seconds']:.0f} |")
+    if unfinished:
+        lines += ["", f"Grid not finished (chosen among the settings run so far): {', '.join(unfinished)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -395,13 +442,14 @@ def curve_plot(summary: dict[str, Any], path: Path) -> None:
     for row, regime in enumerate(REGIMES):
         for col, metric in enumerate(CURVE_METRICS):
             ax = axes[row][col]
-            for name in MODELS:
+            for k, name in enumerate(MODELS):
+                dodge = 1 + 0.025 * (k - (len(MODELS) - 1) / 2)  # side by side at the same N (log axis)
                 points = [
                     (summary["sizes"][s]["models"][name]["num_train_users"][0], summary["sizes"][s]["models"][name])
                     for s in sizes
                     if name in summary["sizes"][s]["models"]
                 ]
-                xs = [x for x, _ in points]
+                xs = [x * dodge for x, _ in points]
                 means = np.array([e[regime][metric][0] for _, e in points])
                 errors = np.array([[e[regime][metric][0] - e[regime][metric][1] for _, e in points],
                                    [e[regime][metric][2] - e[regime][metric][0] for _, e in points]])  # fmt: skip
@@ -513,29 +561,29 @@ def provenance_record() -> dict[str, Any]:
 
 def report(args, cfg: QualityConfig) -> str:
     out = Path(args.out_dir)
-    settings = chosen_settings(out)
-    common = {
-        "quality_dir": str(args.quality_dir),
-        "chosen_settings": settings,
-        "settings_chosen_at": "N=100 (classic.json selection)",
-        "models": list(MODELS),
-    }
+    log = load_log(cfg)
+    common = {"quality_dir": str(args.quality_dir), "grids": GRIDS, "selection_rule": SELECTION_RULE}
     texts = []
-    curve = summarize_curve(out, cfg, settings)
+    curve = summarize_curve(out, cfg, log)
     if curve["sizes"]:
-        text = curve_markdown(curve, cfg, settings)
+        text = curve_markdown(curve, cfg)
         (out / "sample_efficiency.md").write_text(text)
-        settings_record = {**common, "sizes": list(SIZES), "curve_seed_order": "dmpo-trl-few-shot-curve|<seed>"}
-        payload = {"provenance": provenance_record(), "settings": settings_record, **curve}
+        settings = {
+            **common,
+            "sizes": list(SIZES),
+            "added_users_order": "random.Random('dmpo-trl-few-shot-curve|<seed>')",
+        }
+        payload = {"provenance": provenance_record(), "settings": settings, **curve}
         (out / "sample_efficiency.json").write_text(json.dumps(payload, indent=1) + "\n")
         curve_plot(curve, out / "sample_efficiency.png")
         texts.append(text)
-    cold = summarize_cold(out, cfg, settings)
+    chosen = chosen_at_100(out, cfg, log, list(cfg.seeds))
+    cold = summarize_cold(out, cfg, chosen)
     if cold and cold["models"]:
-        text = cold_markdown(cold, cfg, settings)
+        text = cold_markdown(cold, cfg, chosen)
         (out / "cold_start.md").write_text(text)
-        settings_record = {**common, "cold_users_per_seed": COLD_USERS, "regime": COLD_REGIME}
-        payload = {"provenance": provenance_record(), "settings": settings_record, **cold}
+        settings = {**common, "chosen_at_n100": chosen, "cold_users_per_seed": COLD_USERS, "regime": COLD_REGIME}
+        payload = {"provenance": provenance_record(), "settings": settings, **cold}
         (out / "cold_start.json").write_text(json.dumps(payload, indent=1) + "\n")
         texts.append(text)
     return "\n".join(texts)
@@ -568,11 +616,10 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         log = load_log(cfg)
-        settings = chosen_settings(Path(args.out_dir))
         if "curve" in args.parts:
-            run_curve(args, cfg, log, settings)
+            run_curve(args, cfg, log)
         if "cold" in args.parts:
-            run_cold(args, cfg, log, settings)
+            run_cold(args, cfg, log, chosen_at_100(Path(args.out_dir), cfg, log, args.seeds))
     if args.report == "true" or args.report_only:
         print(report(args, cfg))
 
