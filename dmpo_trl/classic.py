@@ -13,6 +13,8 @@ wraps Cornac's models (no model is written here) so that they rank exactly the c
 - `.score(user, candidates)`: one score per candidate, given the user's whole training sequence as history
   (SASRec keeps its last `max_len` items). An item the model never saw in training gets a score below every item it
   knows (ties among such items are broken at random by the ranking metrics), so it is neither dropped nor favoured.
+- `.score_history(history, candidates)` (SASRec, GRU4Rec): the same scores after any history of item ids, a user's
+  the model never trained on included (items it never saw are left out of the history); BPR has no such scores.
 
 Cornac is optional: `pip install "dmpo-trl[classic]"`. Importing this module does not need it; using a model
 without it raises `ImportError` naming the extra.
@@ -122,8 +124,9 @@ def few_shot_sequences(
 class ClassicRecommender:
     """One of Cornac's `SASRec`, `GRU4Rec` or `BPR`, trained on `{user: [items in time order]}`, scoring candidates.
 
-    `settings` are passed to the Cornac model (see `DEFAULT_SETTINGS` for the ones used when omitted); `seed` seeds
-    its initialisation and sampling. Training uses torch's current thread count (set it with `torch.set_num_threads`).
+    `settings` are passed to the Cornac model (see `DEFAULT_SETTINGS` for the ones used when omitted; GRU4Rec's
+    `batch_size` is capped at the number of training users); `seed` seeds its initialisation and sampling. Training
+    uses torch's current thread count (set it with `torch.set_num_threads`).
 
     Example:
     ```python
@@ -158,8 +161,11 @@ class ClassicRecommender:
             rows = [(u, u, i, t) for u, items in self.sequences.items() for t, i in enumerate(items)]
             self.train_set = SequentialDataset.build(rows, fmt="USIT", seed=self.seed)
             model_class = cornac.models.SASRec if self.name == "sasrec" else cornac.models.GRU4Rec
+            settings = dict(self.settings)
+            if self.name == "gru4rec":  # its mini-batches are parallel sessions: no more than there are users
+                settings["batch_size"] = min(settings["batch_size"], len(self.sequences))
             torch.manual_seed(self.seed)
-            self.model = model_class(seed=self.seed, **self.settings)
+            self.model = model_class(seed=self.seed, **settings)
         self.model.fit(self.train_set)
         return self
 
@@ -180,16 +186,47 @@ class ClassicRecommender:
             raise KeyError(f"user {user!r} has no training interactions, so the {self.name} model cannot score for it")
         if self.name == "bpr":
             return np.asarray(self.model.score(self.train_set.uid_map[user]), dtype=np.float64)
-        history = [self.train_set.iid_map[i] for i in self.sequences[user]]
-        scores = self.model.score(self.train_set.uid_map[user], history)
+        return self._sequence_scores(self.train_set.uid_map[user], self.sequences[user])
+
+    def _sequence_scores(self, user_index: int, history: Sequence[str]) -> np.ndarray:
+        """SASRec's or GRU4Rec's scores of every training item after `history` (item ids the model knows)."""
+        indices = [self.train_set.iid_map[i] for i in history]
+        scores = self.model.score(user_index, indices)
         return np.asarray(scores, dtype=np.float64).reshape(-1)[: self.train_set.num_items]
 
-    def score(self, user: str, candidates: Sequence[str]) -> list[float]:
-        """One score per candidate (higher = more likely next); unseen items score below every known item."""
-        scores = self.all_scores(user)
+    def _candidate_scores(self, scores: np.ndarray, candidates: Sequence[str]) -> list[float]:
         floor = float(scores.min()) - 1.0
         index = self.train_set.iid_map
         return [float(scores[index[str(i)]]) if str(i) in index else floor for i in candidates]
+
+    def score(self, user: str, candidates: Sequence[str]) -> list[float]:
+        """One score per candidate (higher = more likely next); unseen items score below every known item."""
+        return self._candidate_scores(self.all_scores(user), candidates)
+
+    def score_history(self, history: Sequence[str], candidates: Sequence[str]) -> list[float]:
+        """One score per candidate after `history` (item ids, oldest first), whoever's it is: SASRec and GRU4Rec read
+        the user from the history alone. Items the model never saw in training are left out of the history (with
+        none left, every known item scores the same); unseen candidates score below every known item, as in
+        `score`. A training user's whole sequence scores as `score(user, ...)` does. BPR raises `ValueError`: it
+        learns one vector per training user and cannot score a history.
+
+        Example:
+        ```python
+        >>> model = ClassicRecommender("gru4rec", seed=0, layers=[8], n_epochs=1).fit({"u1": ["a", "b", "c"]})
+        >>> scores = model.score_history(["b", "not-in-training"], ["c", "z"])
+        >>> scores[1] < scores[0]  # "z" was never seen in training
+        True
+        ```
+        """
+        if self.model is None:
+            raise RuntimeError("call fit() before scoring")
+        if self.name == "bpr":
+            raise ValueError(
+                "bpr cannot score a history: it learns one vector per user of its training log; use sasrec or gru4rec"
+            )
+        known = [str(i) for i in history if str(i) in self.train_set.iid_map]
+        # the user index is not read by SASRec's or GRU4Rec's scores (the history is the user); any valid one will do
+        return self._candidate_scores(self._sequence_scores(0, known), candidates)
 
 
 def score_examples(

@@ -142,3 +142,35 @@ def test_few_shot_sequences_hold_only_training_users_and_shown_histories():
         assert data[e.user] == list(e.history) and e.target not in data[e.user][-1:]
     with pytest.raises(ValueError, match="both a training and a held-out user"):
         classic.few_shot_sequences(log, split.train, split.train[:1])
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_score_history_scores_any_history_as_score_does_a_training_users(name):
+    log = chain_log(num_users=40)
+    model = classic.ClassicRecommender(name, seed=0, **{**TINY[name], "n_epochs": 1}).fit(log.sequences)
+    candidates = ["g0i3", "g1i5", "g2i0", "g3i9", "lonely", "never-seen"]
+    for user in ["u0", "u7", "lonely_user"]:
+        assert model.score_history(log.sequences[user], candidates) == model.score(user, candidates)
+    # a history no training user has: items the model never saw are left out of it
+    history = ["g1i2", "g1i3", "never-seen", "g1i4"]
+    scores = model.score_history(history, candidates)
+    assert scores == model.score_history(["g1i2", "g1i3", "g1i4"], candidates)
+    assert scores != model.score_history(["g2i7", "g2i8"], candidates)  # the history is what the model reads
+    assert len(scores) == len(candidates) and scores[-1] < min(scores[:-1])  # an unseen candidate scores lowest
+    nothing_known = model.score_history(["never-seen"], candidates)
+    assert len(set(nothing_known[:-1])) == 1 and nothing_known[-1] < nothing_known[0]
+
+
+def test_score_history_is_refused_for_bpr_and_before_fit():
+    model = classic.ClassicRecommender("bpr", seed=0, **TINY["bpr"]).fit({"u1": ["a", "b"], "u2": ["b", "c"]})
+    with pytest.raises(ValueError, match="bpr cannot score a history"):
+        model.score_history(["a"], ["b", "c"])
+    with pytest.raises(RuntimeError, match="fit"):
+        classic.ClassicRecommender("sasrec").score_history(["a"], ["b"])
+
+
+def test_gru4rec_trains_on_fewer_users_than_its_batch_size():
+    model = classic.ClassicRecommender("gru4rec", seed=0, layers=[8], n_epochs=1)  # batch_size 256 by default
+    model.fit({"u1": ["a", "b", "c"], "u2": ["b", "c", "a"]})
+    assert model.settings["batch_size"] == classic.DEFAULT_SETTINGS["gru4rec"]["batch_size"]
+    assert len(model.score("u1", ["a", "b", "c"])) == 3
