@@ -194,10 +194,12 @@ class RankArguments:
         metadata={
             "help": "Two-stage ranking of the requests without candidates: this retriever proposes the top "
             "--retrieve_top catalogue items the history does not hold and the model reranks them "
-            "(Ranker.recommend). popular: the interaction counts ranker.json saves with a popularity prior. Only "
-            "popular: sasrec, gru4rec and bpr score only the users of the log they were trained on, not a "
-            "request's history (from Python, Ranker.recommend takes any scoring callable).",
-            "choices": ["popular"],
+            "(Ranker.recommend). popular: the interaction counts ranker.json saves with a popularity prior. "
+            "sasrec, gru4rec: Cornac's sequential model (the classic extra) scoring the request's history, fitted "
+            "once at startup on the interaction log the run's split.json records, each test user's target and "
+            "what follows it left out (never trained on a held-out test target). bpr is not offered: it scores "
+            "only the users it was trained on.",
+            "choices": ["popular", "sasrec", "gru4rec"],
         },
     )
     retrieve_top: int = field(default=20, metadata={"help": "Items the retriever proposes per request (--retriever)."})

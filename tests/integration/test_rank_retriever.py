@@ -100,7 +100,7 @@ def test_what_cannot_be_ranked_two_stage_is_refused_in_one_line(prior_run, tmp_p
     for flags, message in [
         (["--fusion_weight", "1"], "--fusion_weight 1.0 fuses the retriever's scores: give --retriever too"),
         (["--retriever", "popular", "--retrieve_top", "0"], "--retrieve_top 0: the retriever proposes at least one"),
-        (["--retriever", "sasrec"], "argument --retriever: invalid choice: 'sasrec' (choose from 'popular')"),
+        (["--retriever", "bpr"], "argument --retriever: invalid choice: 'bpr' (choose from 'popular', 'sasrec',"),
     ]:
         assert rank(prior_run, source, target, *flags) == 2
         assert one_line_error(capsys).startswith(message)
