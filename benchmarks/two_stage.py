@@ -4,12 +4,12 @@ length (cold start).
 
 The models are what a user gets from the command line:
 
-- DMPO K=4: `dmpo-trl train --use_peft --max_history 5 --split_seed 0 --popularity_prior 0 --seed S` for each
-  training seed S (the measured defaults: SmolLM2-135M-Instruct + LoRA r 16, lr 1e-3 x 2 epochs, 100 training
-  users), all seeds on one split, so their rows average over the same test users; zero-shot: the base model.
-  Variants of it (`VARIANTS`): `dmpo-sft` adds the paper's SFT term on the chosen title (`--loss_type dmpo sft
-  --loss_weights 1 1`), `dmpo-retriever` trains on SASRec's top-20 wrong items as negatives (`--negative_strategy
-  retriever`), the items the reranker faces.
+- DMPO K=4: `dmpo-trl train --use_peft --max_history 5 --split_seed 0 --popularity_prior 0 --loss_type dmpo --seed S`
+  for each training seed S (SmolLM2-135M-Instruct + LoRA r 16, lr 1e-3 x 2 epochs, 100 training users), all seeds on
+  one split, so their rows average over the same test users; zero-shot: the base model. Variants of it
+  (`VARIANTS`): `dmpo-sft` adds the paper's SFT term on the chosen title (`--loss_type dmpo sft --loss_weights 1 1`,
+  what `dmpo-trl train` now trains by default), `dmpo-retriever` trains on SASRec's top-20 wrong items as negatives
+  (`--negative_strategy retriever`), the items the reranker faces.
 - The retriever: SASRec (`dmpo_trl.retrieval`, Cornac, the classic baselines' default setting) fitted on the whole log
   minus the held-out targets and everything after them; popular as a second retriever row.
 - Users: the split's 500 test users (their last film) and 50 validation users; and a cold-start set: 200 of the test
@@ -69,11 +69,12 @@ TRAIN_FLAGS = (
     "--no_evaluate_after",
 )
 VARIANTS = {
-    "dmpo": (),
+    "dmpo": ("--loss_type", "dmpo"),
     "dmpo-sft": ("--loss_type", "dmpo", "sft", "--loss_weights", "1", "1"),
-    "dmpo-retriever": ("--negative_strategy", "retriever"),
+    "dmpo-retriever": ("--loss_type", "dmpo", "--negative_strategy", "retriever"),
 }
-"""The trained models: name -> `dmpo-trl train` flags added to `TRAIN_FLAGS`."""
+"""The trained models: name -> `dmpo-trl train` flags added to `TRAIN_FLAGS`. (The runs kept in `runs/` were trained
+before `dmpo-trl train` defaulted to `dmpo sft` on SmolLM2, without `--loss_type dmpo`, which then meant the same.)"""
 LABELS = {"dmpo": "dmpo-k4", "dmpo-sft": "dmpo-k4 + sft", "dmpo-retriever": "dmpo-k4, sasrec negatives"}
 TOP_M = 20
 K = 10
@@ -294,7 +295,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"SASRec's Recall@20: test {summary['recall@20']['test']:.3f}, cold-start {summary['recall@20']['cold']:.3f}. "
         f"DMPO rows are the per-user mean over training seeds {summary['seeds']}; 95% bootstrap intervals; "
         "differences are paired (same users) against SASRec alone, and for a variant of DMPO K=4 against DMPO K=4 "
-        "trained as `dmpo-trl train` does (uniform negatives), both with or both without fusion.",
+        "alone with uniform negatives, both with or both without fusion.",
         "",
         f"| ranking | NDCG@{K} | Recall@{K} | MRR | NDCG@{K} minus SASRec | minus DMPO K=4 (uniform negatives) | "
         f"per-seed NDCG@{K} |",
@@ -464,7 +465,7 @@ def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
     lines = [
         "# DMPO K=4 across training seeds: 500 test users, 20 sampled candidates (MovieLens-100K)",
         "",
-        f"The models of `runs/` (`dmpo-trl train`'s defaults plus each variant's flags, one split, training seeds "
+        f"The models of `runs/` (`TRAIN_FLAGS` plus each variant's flags, one split, training seeds "
         f"{seeds}) ranked by `dmpo-trl evaluate` on the split's saved candidates (uniform negatives), beside the "
         "untrained model; paired bootstrap intervals over the same users. A mean row averages each user's value over "
         "the seeds. `rewards/chosen` is the last logged value of training (how far the chosen titles' log-likelihood "

@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     data_args, training_args, model_args, recipe_args, why = train_arguments(argv)
     print(
-        f"Training settings: learning rate {training_args.learning_rate:g} x {training_args.num_train_epochs:g} "
+        f"Training settings: loss {' + '.join(training_args.loss_type)}, learning rate "
+        f"{training_args.learning_rate:g} x {training_args.num_train_epochs:g} "
         f"epochs, {training_args.per_device_train_batch_size} rows per device and step (unset ones: {why})"
     )
     result = run_recipe(data_args, training_args, model_args, recipe_args)

@@ -68,12 +68,19 @@ def test_train_defaults_to_the_measured_setting_for_lora_on_the_embedded_model(t
     assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (1e-3, 2.0, 4)
     assert args.warmup_steps == 2 and model_args.lora_dropout == 0.0
     assert "quality/lr/selection.md" in why
+    assert args.loss_type == ["dmpo", "sft"] and args.loss_weights is None  # the SFT term, both weighted 1
+    assert "loss dmpo + sft" in why
+    alone, _, _ = _training(["--use_peft", "--loss_type", "dmpo", "--output_dir", str(tmp_path)])
+    assert alone.loss_type == ["dmpo"] and alone.learning_rate == 1e-3  # asked for: DMPO alone
+    mixed, _, _ = _training(["--use_peft", "--loss_type", "dmpo", "sdpo", "--output_dir", str(tmp_path)])
+    assert mixed.loss_type == ["dmpo", "sdpo"]
     dpo, _, _ = _training(["--use_peft", "--loss_type", "sigmoid", "--output_dir", str(tmp_path)])
     assert (dpo.learning_rate, dpo.num_train_epochs) == (3e-3, 1.0)
     gemma, _, _ = _training(["--load_in_4bit", "--model_name_or_path", "gemma-3-270m", "--output_dir", str(tmp_path)])
     assert (gemma.learning_rate, gemma.num_train_epochs) == (3e-4, 1.0)  # 4-bit means QLoRA
     other, _, why = _training(["--use_peft", "--model_name_or_path", "org/model", "--output_dir", str(tmp_path)])
     assert (other.learning_rate, other.num_train_epochs, other.per_device_train_batch_size) == (3e-4, 1.0, 4)
+    assert other.loss_type == gemma.loss_type == ["dmpo"]  # the SFT term was measured on SmolLM2 only
     assert "not measured for this model" in why
 
 
