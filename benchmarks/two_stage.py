@@ -28,6 +28,7 @@ scores); a rerun skips what is there, so a stopped run resumes.
     python -m benchmarks.two_stage --sampled              # also: the same models on the 20 sampled candidates
     python -m benchmarks.two_stage --report_only --sampled
     python -m benchmarks.two_stage --sampled --cold       # and the cold-start users on 20 sampled candidates
+                                                          # (--cold_variants: dmpo-sft, the default training)
 """
 
 from __future__ import annotations
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cold", action="store_true", help="With --sampled: also rank the cold-start users (`sampled/cold/`)."
     )
+    parser.add_argument("--cold_variants", nargs="+", choices=list(VARIANTS), default=["dmpo-sft"])
     args = parser.parse_args(argv)
     import torch
 
@@ -545,8 +547,8 @@ def main(argv: list[str] | None = None) -> None:
         print(sampled_report(args.out_dir, args.seeds, args.sampled_variants))
     if args.sampled and args.cold:
         if not args.report_only:
-            sampled_cold(args.out_dir, args.seeds, args.sampled_variants)
-        print(sampled_cold_report(args.out_dir, args.seeds, args.sampled_variants))
+            sampled_cold(args.out_dir, args.seeds, args.cold_variants)
+        print(sampled_cold_report(args.out_dir, args.seeds, args.cold_variants))
 
 
 if __name__ == "__main__":
