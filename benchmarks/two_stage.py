@@ -478,6 +478,7 @@ def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
     users = [row["user"] for row in zero["per_user"]]
     metrics = ("hit_ratio@1", "ndcg@5")
     table = [("zero-shot", {m: values(zero, m) for m in metrics}, "")]
+    means: dict[str, dict[str, np.ndarray]] = {}
     for variant in variants:
         per_seed = {s: json.loads((folder / f"{variant}-seed{s}.json").read_text()) for s in seeds}
         for s, result in per_seed.items():
@@ -487,6 +488,7 @@ def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
             table.append((f"{LABELS[variant]}, seed {s}", {m: values(result, m) for m in metrics}, rewards))
         mean = {m: np.mean([values(r, m) for r in per_seed.values()], axis=0) for m in metrics}
         table.append((f"**{LABELS[variant]}, mean of {len(seeds)}**", mean, ""))
+        means[variant] = mean
     for label, by_metric, rewards in table:
         cells = [fmt(interval(by_metric[m])) for m in metrics]
         if label == "zero-shot":
@@ -494,6 +496,11 @@ def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
         else:
             cells += [mark(paired_difference(by_metric[m], values(zero, m))) for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {rewards} |")
+    first, *others = variants
+    for variant in others:  # the variants against the first, means over seeds, paired on the same users
+        cells = [mark(paired_difference(means[variant][m], means[first][m])) for m in metrics]
+        versus = f"{LABELS[variant]} minus {LABELS[first]} (means of {len(seeds)} seeds)"
+        lines += ["", f"{versus}: HR@1 {cells[0]}, NDCG@5 {cells[1]}."]
     text = "\n".join(lines) + "\n"
     (folder / "seeds.md").write_text(text)
     return text
