@@ -2,11 +2,11 @@
 the retriever's, and the arguments that only make sense together refused."""
 
 import json
-import random
 
 import pytest
+from skewed_logs import skewed_log
 
-from dmpo_trl.data import InteractionLog, few_shot_split
+from dmpo_trl.data import few_shot_split
 from dmpo_trl.evaluation import evaluate_ranking, evaluate_two_stage
 from dmpo_trl.retrieval import PopularityRetriever, full_catalogue_metrics, retrieve
 from dmpo_trl.settings import EvaluationSettings
@@ -14,18 +14,7 @@ from dmpo_trl.settings import EvaluationSettings
 
 @pytest.fixture(scope="module")
 def log():
-    rng = random.Random(1)
-    items = [f"i{k}" for k in range(25)]
-    weights = [1.0 / (k + 1) for k in range(25)]
-    sequences = {}
-    for u in range(30):
-        seq: list[str] = []
-        while len(seq) < 7:
-            item = rng.choices(items, weights)[0]
-            if item not in seq:
-                seq.append(item)
-        sequences[f"u{u}"] = seq
-    return InteractionLog(sequences, {i: f"Heat {i[1:]}" for i in items}, name="tiny")
+    return skewed_log(seed=1, title=lambda item: f"Heat {item[1:]}", name="tiny")
 
 
 @pytest.fixture(scope="module")

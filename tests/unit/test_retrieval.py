@@ -1,9 +1,8 @@
 """The retriever stage of two-stage ranking and the full-catalogue metrics, on a tiny log."""
 
-import random
-
 import numpy as np
 import pytest
+from skewed_logs import skewed_log
 
 from dmpo_trl.classic import training_sequences
 from dmpo_trl.data import InteractionLog, few_shot_split
@@ -19,18 +18,7 @@ from dmpo_trl.retrieval import (
 
 
 def tiny_log(num_users: int = 40, num_items: int = 30, length: int = 8, seed: int = 0) -> InteractionLog:
-    rng = random.Random(seed)
-    items = [f"i{k}" for k in range(num_items)]
-    weights = [1.0 / (k + 1) for k in range(num_items)]  # a popularity skew
-    sequences = {}
-    for u in range(num_users):
-        seq: list[str] = []
-        while len(seq) < length:
-            item = rng.choices(items, weights)[0]
-            if item not in seq:
-                seq.append(item)
-        sequences[f"u{u}"] = seq
-    return InteractionLog(sequences, {i: f"Title {i}" for i in items})
+    return skewed_log(num_users, num_items, length, seed)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import pytest
+from skewed_logs import skewed_log
 
 from dmpo_trl.classic import training_sequences
 from dmpo_trl.data import InteractionLog, UserExample
@@ -13,19 +13,8 @@ from dmpo_trl.recipe import RecDataArguments, build_datasets, split_users
 from dmpo_trl.retrieval import PopularityRetriever, retrieve, retriever_negatives
 
 
-def _log(users: int = 30, items: int = 60, length: int = 9, seed: int = 0) -> InteractionLog:
-    rng = random.Random(seed)
-    catalogue = [f"m{k}" for k in range(items)]
-    weights = [1.0 / (k + 1) for k in range(items)]  # a skewed popularity, so "popular" has a clear top
-    sequences = {}
-    for u in range(users):
-        seen: list[str] = []
-        while len(seen) < length:
-            item = rng.choices(catalogue, weights)[0]
-            if item not in seen:
-                seen.append(item)
-        sequences[f"u{u}"] = seen
-    return InteractionLog(sequences, {i: f"Film {i}" for i in catalogue})
+def _log() -> InteractionLog:
+    return skewed_log(num_users=30, num_items=60, length=9)
 
 
 def test_negatives_are_wrong_items_of_the_retrievers_top():
@@ -41,7 +30,7 @@ def test_negatives_are_wrong_items_of_the_retrievers_top():
         assert example.target not in drawn and not set(drawn) & set(log.sequences[example.user])
     # the retriever learnt without the examples' targets: counts over the log minus them
     counts = Counter(i for seq in training_sequences(log, examples).values() for i in seq)
-    assert counts["m0"] > 0 and sum(counts.values()) == sum(len(s) for s in log.sequences.values()) - len(examples)
+    assert counts["i0"] > 0 and sum(counts.values()) == sum(len(s) for s in log.sequences.values()) - len(examples)
 
 
 def test_too_small_a_pool_is_refused_naming_the_example():

@@ -1,12 +1,11 @@
 """Two-stage ranking on a tiny model: the retriever's recall bounds the reranker, the LLM's scores order the
 retrieved lists, fusion interpolates between the two orders."""
 
-import random
-
 import numpy as np
 import pytest
+from skewed_logs import skewed_log
 
-from dmpo_trl.data import InteractionLog, few_shot_split
+from dmpo_trl.data import few_shot_split
 from dmpo_trl.evaluation import evaluate_ranking
 from dmpo_trl.retrieval import retrieve
 from dmpo_trl.settings import EvaluationSettings
@@ -15,18 +14,7 @@ from dmpo_trl.two_stage import choose_fusion_weight, evaluate_two_stage, fused_s
 
 @pytest.fixture(scope="module")
 def log():
-    rng = random.Random(0)
-    items = [f"i{k}" for k in range(25)]
-    weights = [1.0 / (k + 1) for k in range(25)]
-    sequences = {}
-    for u in range(30):
-        seq: list[str] = []
-        while len(seq) < 7:
-            item = rng.choices(items, weights)[0]
-            if item not in seq:
-                seq.append(item)
-        sequences[f"u{u}"] = seq
-    return InteractionLog(sequences, {i: f"Heat {i[1:]}" for i in items}, name="tiny")
+    return skewed_log(seed=0, title=lambda item: f"Heat {item[1:]}", name="tiny")
 
 
 def test_two_stage_recall_at_m_is_the_retrievers_and_scores_come_from_the_llm(tokenizer, tiny_model, log):
