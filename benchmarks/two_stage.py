@@ -9,7 +9,8 @@ The models are what a user gets from the command line:
   one split, so their rows average over the same test users; zero-shot: the base model. Variants of it
   (`VARIANTS`): `dmpo-sft` adds the paper's SFT term on the chosen title (`--loss_type dmpo sft --loss_weights 1 1`,
   what `dmpo-trl train` now trains by default), `dmpo-retriever` trains on SASRec's top-20 wrong items as negatives
-  (`--negative_strategy retriever`), the items the reranker faces.
+  (`--negative_strategy retriever`), the items the reranker faces, and `dpo` is DPO (DMPO at K=1, TRL's `sigmoid`
+  loss, at its measured 3e-3 x 1 epoch).
 - The retriever: SASRec (`dmpo_trl.retrieval`, Cornac, the classic baselines' default setting) fitted on the whole log
   minus the held-out targets and everything after them; popular as a second retriever row.
 - Users: the split's 500 test users (their last film) and 50 validation users; and a cold-start set: 200 of the test
@@ -22,7 +23,7 @@ Every step writes its file as it finishes under `--out_dir` (`runs/`: trained mo
 scores); a rerun skips what is there, so a stopped run resumes.
 
     python -m benchmarks.two_stage --seeds 0 1 2          # train, retrieve, score, then the report
-    python -m benchmarks.two_stage --variants dmpo        # only these models (default: dmpo, dmpo-retriever;
+    python -m benchmarks.two_stage --variants dmpo        # only these models (default: dmpo, dmpo-retriever, dpo;
                                                           # --sampled_variants: dmpo, dmpo-sft)
     python -m benchmarks.two_stage --report_only
     python -m benchmarks.two_stage --sampled              # also: the same models on the 20 sampled candidates
@@ -73,10 +74,16 @@ VARIANTS = {
     "dmpo": ("--loss_type", "dmpo"),
     "dmpo-sft": ("--loss_type", "dmpo", "sft", "--loss_weights", "1", "1"),
     "dmpo-retriever": ("--loss_type", "dmpo", "--negative_strategy", "retriever"),
+    "dpo": ("--loss_type", "sigmoid", "--num_negatives", "1"),
 }
 """The trained models: name -> `dmpo-trl train` flags added to `TRAIN_FLAGS`. (The runs kept in `runs/` were trained
 before `dmpo-trl train` defaulted to `dmpo sft` on SmolLM2, without `--loss_type dmpo`, which then meant the same.)"""
-LABELS = {"dmpo": "dmpo-k4", "dmpo-sft": "dmpo-k4 + sft", "dmpo-retriever": "dmpo-k4, sasrec negatives"}
+LABELS = {
+    "dmpo": "dmpo-k4",
+    "dmpo-sft": "dmpo-k4 + sft",
+    "dmpo-retriever": "dmpo-k4, sasrec negatives",
+    "dpo": "dpo (dmpo k=1)",
+}
 TOP_M = 20
 K = 10
 COLD_USERS = 200
@@ -509,7 +516,7 @@ def sampled_report(out_dir: Path, seeds: list[int], variants: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["dmpo", "dmpo-retriever"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["dmpo", "dmpo-retriever", "dpo"])
     parser.add_argument("--out_dir", type=Path, default=OUT_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report_only", action="store_true")
