@@ -57,8 +57,10 @@ def history_group(length: int, groups: Sequence[tuple[int, int | None]] = HISTOR
 
 def _group_or_none(length: int, groups: Sequence[tuple[int, int | None]]) -> str | None:
     """`history_group(length, groups)`, or None where `length` is in none of the groups."""
-    inside = any(length >= low and (high is None or length <= high) for low, high in groups)
-    return history_group(length, groups) if inside else None
+    try:
+        return history_group(length, groups)
+    except ValueError:
+        return None
 
 
 def history_length(example: UserExample) -> int:
