@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers.utils import is_torch_bf16_gpu_available
 from trl import DPOConfig
@@ -50,6 +51,27 @@ def check_loss_types(loss_types: list[str]) -> None:
     unknown = [name for name in loss_types if name not in LOSS_TYPES]
     if unknown:
         raise ValueError(f"Unknown loss_type {unknown}: choose from {list(LOSS_TYPES)}.")
+
+
+_TRI_STATES = {"auto": "auto", "true": True, "false": False}
+
+
+def _tri_state_field(help: str) -> Any:
+    """A field that is "auto", True or False, given as `auto`, `true` or `false` (defaults to "auto").
+
+    Typed `str` rather than `bool | str`: HfArgumentParser would turn the union into a bool flag. `_tri_state`
+    normalises the value in `DMPOConfig.__post_init__`.
+    """
+    return field(default="auto", metadata={"help": help, "choices": ["auto", "true", "false", "True", "False"]})
+
+
+def _tri_state(name: str, value: str | bool) -> str | bool:
+    """`value` of the field `name` as "auto", True or False; an unknown string raises a `ValueError`."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() not in _TRI_STATES:
+        raise ValueError(f"`{name}` must be auto, true or false, got {value!r}.")
+    return _TRI_STATES[str(value).lower()]
 
 
 @dataclass
@@ -130,23 +152,13 @@ class DMPOConfig(DPOConfig):
         metadata={"help": "Keep at most this many rejected responses per row (seeded subsample). None keeps all."},
     )
 
-    # `str` rather than `bool | str`: HfArgumentParser would turn the union into a bool flag. Normalised below.
-    prefix_sharing: str = field(
-        default="auto",
-        metadata={
-            "help": "Run each prompt once for all of its responses (packed sequence, block attention mask): 'auto' "
-            "(per batch, where it is cheaper), 'true' (always) or 'false' (never).",
-            "choices": ["auto", "true", "false", "True", "False"],
-        },
+    prefix_sharing: str = _tri_state_field(
+        "Run each prompt once for all of its responses (packed sequence, block attention mask): 'auto' (per batch, "
+        "where it is cheaper), 'true' (always) or 'false' (never)."
     )
-
-    pack_rows: str = field(
-        default="auto",
-        metadata={
-            "help": "Put several rows' packed sequences into one sequence (no padding between rows, attention kept "
-            "within each row): 'auto' (where it is cheaper), 'true' (always) or 'false' (never).",
-            "choices": ["auto", "true", "false", "True", "False"],
-        },
+    pack_rows: str = _tri_state_field(
+        "Put several rows' packed sequences into one sequence (no padding between rows, attention kept within each "
+        "row): 'auto' (where it is cheaper), 'true' (always) or 'false' (never)."
     )
 
     def __post_init__(self):
@@ -154,14 +166,7 @@ class DMPOConfig(DPOConfig):
             self.bf16 = False
         super().__post_init__()  # TRL makes `loss_type` a list and checks `len(loss_weights)` against it
         check_loss_types(self.loss_type)
-        sharing = {"auto": "auto", "true": True, "false": False}
-        if not isinstance(self.prefix_sharing, bool):
-            if str(self.prefix_sharing).lower() not in sharing:
-                raise ValueError(f"`prefix_sharing` must be auto, true or false, got {self.prefix_sharing!r}.")
-            self.prefix_sharing = sharing[str(self.prefix_sharing).lower()]
-        if not isinstance(self.pack_rows, bool):
-            if str(self.pack_rows).lower() not in sharing:
-                raise ValueError(f"`pack_rows` must be auto, true or false, got {self.pack_rows!r}.")
-            self.pack_rows = sharing[str(self.pack_rows).lower()]
+        for name in ("prefix_sharing", "pack_rows"):
+            setattr(self, name, _tri_state(name, getattr(self, name)))
         if self.max_negatives is not None and self.max_negatives < 1:
             raise ValueError(f"`max_negatives` must be >= 1 or None, got {self.max_negatives}.")
