@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 from .log import InteractionLog
 from .tables import (
     _MISSING_WORDS,
+    LogColumns,
     Table,
     _no_interactions,
     _parse_times,
@@ -152,44 +153,41 @@ def _as_table(rows: _Rows, column: pa.ChunkedArray, name: str) -> Table:
 def log_from_arrow(
     path: str | Path,
     read_items: Callable[[], Table],
+    columns: LogColumns,
     *,
     sep: str,
     header: bool,
     names: list[str] | None = None,
     quoting: bool = True,
     encoding: str = "utf-8",
-    user_col: str = "user_id",
-    item_col: str = "item_id",
-    time_col: str | None = "timestamp",
-    title_col: str = "title",
-    rating_col: str | None = None,
     min_rating: float | None = None,
     name: str = "custom",
 ) -> InteractionLog:
-    """The log `log_from_tables(read_table(path), read_items(), ...)` builds, computed on columns.
+    """The log `log_from_tables` builds from `read_table(path)` and `read_items()` with these `columns`, in numpy.
 
     `names` renames the first columns of a file without a header. Raises `NeedsPandasPath` when the file needs the
     pandas path.
     """
     path = Path(path)
-    columns, table = read_arrow(path, sep, header=header, quoting=quoting, encoding=encoding)
+    user_col, item_col, time_col, rating_col = columns.user, columns.item, columns.time, columns.rating
+    found, table = read_arrow(path, sep, header=header, quoting=quoting, encoding=encoding)
     if names is not None:
-        if len(columns) < len(names):
+        if len(found) < len(names):
             raise NeedsPandasPath
-        columns = [*names, *columns[len(names) :]]
-        table = table.rename_columns(columns)
+        found = [*names, *found[len(names) :]]
+        table = table.rename_columns(found)
     kind = encoding.lower().replace("_", "-")
     if table.num_rows == 0 or not kind.startswith(("utf-8", "utf8", "latin-1")):
         raise NeedsPandasPath
     if kind.startswith("latin") and not all(pc.all(pc.string_is_ascii(c)).as_py() is not False for c in table.columns):
         raise NeedsPandasPath  # read as UTF-8 here; the pandas path decodes latin-1
     item_table = read_items()
-    item_table.require(item_col, title_col)
-    for column in (user_col, item_col, time_col, rating_col if min_rating is not None else None):
-        if column is not None and column not in columns:
-            found = ", ".join(repr(c) for c in columns)
-            raise ValueError(f"{path}: missing column {column!r} (found columns: {found})")
-    titles = titles_from_table(item_table, item_col, title_col)
+    item_table.require(item_col, columns.title)
+    for column in columns.required(min_rating):
+        if column not in found:
+            listed = ", ".join(repr(c) for c in found)
+            raise ValueError(f"{path}: missing column {column!r} (found columns: {listed})")
+    titles = titles_from_table(item_table, item_col, columns.title)
     blank = np.ones(table.num_rows, dtype=bool)
     for column in table.columns:
         blank &= pc.equal(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
@@ -233,7 +231,7 @@ def log_from_arrow(
         repeated = _repeats(order, user_codes, item_index, times, ratings)
         if repeated.any():
             first = rows.line(int(np.argmax(repeated)))
-            same = (user_col, item_col, time_col, *([rating_col] if ratings is not None else []))
+            same = columns.repeat_key(ratings is not None)
             warnings.warn(
                 _repeats_message(str(path), int(repeated.sum()), len(repeated), same, f"line {first}"), stacklevel=3
             )

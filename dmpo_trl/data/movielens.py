@@ -15,7 +15,7 @@ from ..cache import dataset_cache_dir
 from .columnar import NeedsPandasPath, log_from_arrow
 from .download import DEFAULT_TIMEOUT, DownloadError, fetch_and_extract
 from .log import InteractionLog
-from .tables import Table, log_from_tables, read_table
+from .tables import LogColumns, Table, _log_from_tables, read_table
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def load_grouplens(
     name = name or f"movielens-{release.dirname[3:]}"
     ratings_path, items_path = data_dir / release.ratings_file, data_dir / release.items_file
     if release is _CSV_LAYOUT:  # UTF-8 with a header; titles holding a comma are quoted
-        columns = dict(user_col="userId", item_col="movieId", rating_col="rating")
+        columns = LogColumns(user="userId", item="movieId", rating="rating")
         layout = dict(sep=",", header=True)
 
         def read_ratings() -> Table:
@@ -108,7 +108,7 @@ def load_grouplens(
             return read_table(items_path, ",")
     else:
         read = dict(encoding="latin-1", quoting=csv.QUOTE_NONE, header=False)
-        columns = dict(rating_col="rating")
+        columns = LogColumns(rating="rating")
         layout = dict(sep=release.ratings_sep, header=False, names=_RATING_COLUMNS, quoting=False, encoding="latin-1")
 
         def read_ratings() -> Table:
@@ -119,10 +119,10 @@ def load_grouplens(
 
     if engine == "arrow":
         try:
-            return log_from_arrow(ratings_path, read_items, **layout, **columns, min_rating=min_rating, name=name)
+            return log_from_arrow(ratings_path, read_items, columns, **layout, min_rating=min_rating, name=name)
         except NeedsPandasPath:
             pass
-    return log_from_tables(read_ratings(), read_items(), **columns, min_rating=min_rating, name=name)
+    return _log_from_tables(read_ratings(), read_items(), columns, min_rating, name)
 
 
 def load_recbole_atomic(
@@ -166,14 +166,8 @@ def load_recbole_atomic(
         titles = titles.combine(years, _with_year)
     items.frame = items.frame.assign(title=titles)
     has_time = "timestamp" in interactions.frame.columns
-    return log_from_tables(
-        interactions,
-        items,
-        time_col="timestamp" if has_time else None,
-        rating_col="rating",
-        min_rating=min_rating,
-        name=name or dataset,
-    )
+    columns = LogColumns(time="timestamp" if has_time else None, rating="rating")
+    return _log_from_tables(interactions, items, columns, min_rating, name or dataset)
 
 
 def _with_year(title: str, year: str) -> str:

@@ -23,6 +23,27 @@ _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".inter": "\t", ".item": "\t"}
 
 
+@dataclass(frozen=True)
+class LogColumns:
+    """Where a log's fields are: the user, item, time and rating columns of the interaction file, the title column of
+    the item file. `time=None` keeps file order; `rating` is read only with a `min_rating`."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str | None = "timestamp"
+    title: str = "title"
+    rating: str | None = None
+
+    def required(self, min_rating: float | None) -> list[str]:
+        """The interaction file's columns a log with this `min_rating` reads."""
+        rating = self.rating if min_rating is not None else None
+        return [column for column in (self.user, self.item, self.time, rating) if column is not None]
+
+    def repeat_key(self, with_rating: bool) -> tuple[str, ...]:
+        """The columns an interaction dropped as an exact repeat shares with an earlier one."""
+        return (self.user, self.item, self.time, *([self.rating] if with_rating else []))
+
+
 @dataclass
 class Table:
     """A read file: string columns plus `_line`, the 1-based line (or row) each record came from."""
@@ -266,9 +287,18 @@ def log_from_tables(
     Interactions repeated exactly (same user, item, time and rating, on several lines) are dropped with a warning
     that says how many; without a time column a repeat is a new interaction and is kept.
     """
-    items.require(item_col, title_col)
-    interactions.require(user_col, item_col, time_col, rating_col if min_rating is not None else None)
-    titles = titles_from_table(items, item_col, title_col)
+    columns = LogColumns(user=user_col, item=item_col, time=time_col, title=title_col, rating=rating_col)
+    return _log_from_tables(interactions, items, columns, min_rating, name)
+
+
+def _log_from_tables(
+    interactions: Table, items: Table, columns: LogColumns, min_rating: float | None, name: str
+) -> InteractionLog:
+    """`log_from_tables` with the column names in one `LogColumns` (what the loaders call)."""
+    user_col, item_col, time_col, rating_col = columns.user, columns.item, columns.time, columns.rating
+    items.require(item_col, columns.title)
+    interactions.require(*columns.required(min_rating))
+    titles = titles_from_table(items, item_col, columns.title)
 
     users = _check_ids(interactions, user_col, "user")
     interactions.frame = interactions.frame.assign(
@@ -290,7 +320,7 @@ def log_from_tables(
         repeated = key.duplicated()
         if repeated.any():
             first = int(interactions.frame.at[repeated.idxmax(), "_line"])
-            same = (user_col, item_col, time_col, *([rating_col] if ratings is not None else []))
+            same = columns.repeat_key(ratings is not None)
             where = f"{interactions.unit} {first}"
             warnings.warn(
                 _repeats_message(interactions.source, int(repeated.sum()), len(frame), same, where), stacklevel=3
@@ -372,14 +402,5 @@ def load_interactions(
     """
     interactions = read_table(interactions_path, sep)
     items = read_table(items_path, sep)
-    return log_from_tables(
-        interactions,
-        items,
-        user_col=user_col,
-        item_col=item_col,
-        time_col=time_col,
-        title_col=title_col,
-        rating_col=rating_col,
-        min_rating=min_rating,
-        name=name or Path(interactions_path).stem,
-    )
+    columns = LogColumns(user=user_col, item=item_col, time=time_col, title=title_col, rating=rating_col)
+    return _log_from_tables(interactions, items, columns, min_rating, name or Path(interactions_path).stem)
