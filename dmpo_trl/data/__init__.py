@@ -10,7 +10,7 @@ train = build_preference_dataset(log, split.train, num_negatives=4, prompt_style
 """
 
 from ..cache import dataset_cache_dir
-from ..cache import dataset_cache_dir as default_cache_dir  # the old name, kept importable
+from . import loaders
 from .builder import build_preference_dataset, build_sft_dataset
 from .domains import (
     CatalogueSplit,
@@ -21,18 +21,7 @@ from .domains import (
     restrict_log,
     split_catalogue,
 )
-from .download import ChecksumError, DownloadError
-from .loaders import (
-    DATASETS,
-    load_dataset_by_name,
-    load_grouplens,
-    load_interactions,
-    load_movielens,
-    load_recbole_atomic,
-    recbole_example_dir,
-    register_dataset,
-    registered_name,
-)
+from .loaders import *  # noqa: F403 (loaders.__all__: the loaders, their registry and their errors)
 from .log import InteractionLog, UserExample
 from .movielens import load_movielens_genres
 from .negatives import STRATEGIES, NegativeSampler, candidate_sets, example_rng, sample_negatives
@@ -50,16 +39,14 @@ from .splits import FewShotSplit, example_at, few_shot_split, leave_last_out, sa
 
 
 __all__ = [
+    *loaders.__all__,
     "ANSWER_PREFIX",
     "CANDIDATES_TEMPLATE",
-    "DATASETS",
     "HISTORY_TEMPLATE",
     "STRATEGIES",
     "TEMPLATES",
     "CatalogueSplit",
-    "ChecksumError",
     "CrossDomainSplit",
-    "DownloadError",
     "FewShotSplit",
     "InteractionLog",
     "NegativeSampler",
@@ -70,21 +57,12 @@ __all__ = [
     "candidate_sets",
     "cross_domain_split",
     "dataset_cache_dir",
-    "default_cache_dir",
     "example_at",
     "example_rng",
     "few_shot_split",
     "item_labels_from_table",
     "leave_last_out",
-    "load_dataset_by_name",
-    "load_grouplens",
     "load_movielens_genres",
-    "load_interactions",
-    "load_movielens",
-    "load_recbole_atomic",
-    "recbole_example_dir",
-    "register_dataset",
-    "registered_name",
     "parse_domain",
     "render_prompt",
     "render_titles",
