@@ -10,6 +10,7 @@ from typing import Any
 
 from ..data import InteractionLog, UserExample
 from ..evaluation import evaluate_baseline, evaluate_ranking, format_table
+from ..settings import EvaluationSettings, PromptSettings
 from .arguments import RecDataArguments, RecipeArguments
 from .loading import data_seed
 
@@ -65,30 +66,25 @@ def evaluate_models(
     ```
     """
     recipe_args = recipe_args or RecipeArguments()
-    seed = data_seed(data_args, seed)
-    common = dict(
-        num_candidates=data_args.num_candidates,
-        seed=seed,
-        negative_strategy=negative_strategy or data_args.candidate_strategy,
-        candidates=candidates,
+    strategy = negative_strategy or data_args.candidate_strategy
+    settings = EvaluationSettings.from_arguments(
+        data_args, recipe_args, data_seed(data_args, seed), negative_strategy=strategy
     )
+    prompt = PromptSettings.from_arguments(data_args, recipe_args, conversational=conversational)
     results = {}
     for baseline in recipe_args.baselines:
-        results[baseline] = evaluate_baseline(baseline, examples, log, **common)
-    for name, model in models.items():
-        results[name] = evaluate_ranking(
-            model,
-            tokenizer,
+        results[baseline] = evaluate_baseline(
+            baseline,
             examples,
             log,
-            prompt_style=data_args.template,
-            conversational=conversational,
-            mode=recipe_args.ranking_mode,
-            normalize=recipe_args.ranking_normalize,
-            batch_size=recipe_args.ranking_batch_size,
-            progress=recipe_args.show_progress,
-            model_name=name,
-            **common,
+            settings.num_candidates,
+            settings.seed,
+            negative_strategy=settings.negative_strategy,
+            candidates=candidates,
+        )
+    for name, model in models.items():
+        results[name] = evaluate_ranking(
+            model, tokenizer, examples, log, settings=settings, prompt=prompt, candidates=candidates, model_name=name
         )
     return results
 

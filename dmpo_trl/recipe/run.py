@@ -336,13 +336,8 @@ class _Run:
         if not (recipe_args.save_final_model and output_dir):
             return
         if log is not None:  # a run on a preference dataset has no catalogue to rank from
-            prompt = PromptSettings(
-                prompt_style=data_args.template,
-                conversational=self.conversational,
-                normalize=recipe_args.ranking_normalize,
-                max_history=data_args.max_history,
-                batch_size=recipe_args.ranking_batch_size,
-                popularity_prior=self.prior,
+            prompt = PromptSettings.from_arguments(
+                data_args, recipe_args, conversational=self.conversational, popularity_prior=self.prior
             )
             counts = baseline_popularity(log, self.data.test) if self.prior else None  # the test ranking's counts
             save_ranker_config(output_dir, log.titles, prompt, model_args, origin, log.name, counts)
