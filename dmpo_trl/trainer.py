@@ -159,6 +159,9 @@ class DMPOTrainer(DPOTrainer):
         quantization_config=None,
         peft_config=None,
     ):
+        # The arguments as given, for TRL's constructor; `args`, `data_collator` and `processing_class` are filled in
+        # below when left out.
+        trl_arguments = {name: value for name, value in locals().items() if name not in ("self", "__class__")}
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = DMPOConfig(f"{model_name.split('/')[-1]}-DMPO")
@@ -194,21 +197,9 @@ class DMPOTrainer(DPOTrainer):
             )
         # TRL reads (and checks) its loss names from `args` in its constructor; the user's config keeps their own.
         user_loss_type, args.loss_type = args.loss_type, trl_loss_types
+        trl_arguments.update(args=args, data_collator=data_collator, processing_class=processing_class)
         try:
-            super().__init__(
-                model=model,
-                ref_model=ref_model,
-                args=args,
-                data_collator=data_collator,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=processing_class,
-                compute_metrics=compute_metrics,
-                callbacks=callbacks,
-                optimizers=optimizers,
-                quantization_config=quantization_config,
-                peft_config=peft_config,
-            )
+            super().__init__(**trl_arguments)
         finally:
             args.loss_type = user_loss_type
         self.loss_types = list(trl_loss_types)
