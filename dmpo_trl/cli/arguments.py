@@ -32,12 +32,20 @@ __all__ = [
 ]
 
 
-# --- fields that several commands share, defined once ------------------------------------------------------------
+# --- flags unset unless given, and the fields that several commands share, defined once --------------------------
+
+
+def _unset_field(help: str, required: bool = False, **metadata: Any) -> Any:
+    """A flag that is None unless given; `metadata` adds its aliases or choices."""
+    return field(default=None, metadata={"help": help, **metadata, **({"required": True} if required else {})})
 
 
 def _model_field(help: str, required: bool = False) -> Any:
-    metadata = {"help": help, "aliases": ["--model"], **({"required": True} if required else {})}
-    return field(default=None, metadata=metadata)
+    return _unset_field(help, required, aliases=["--model"])
+
+
+def _gguf_file_field() -> Any:
+    return _unset_field("A GGUF file inside --model_name_or_path.")
 
 
 def _trust_remote_code_field() -> Any:
@@ -45,7 +53,7 @@ def _trust_remote_code_field() -> Any:
 
 
 def _device_field() -> Any:
-    return field(default=None, metadata={"help": "e.g. cpu, cuda (default: cuda when available)."})
+    return _unset_field("e.g. cpu, cuda (default: cuda when available).")
 
 
 def _show_progress_field() -> Any:
@@ -53,8 +61,7 @@ def _show_progress_field() -> Any:
 
 
 def _output_file_field(help: str, aliases: Sequence[str], required: bool = False) -> Any:
-    metadata = {"help": help, "aliases": list(aliases), **({"required": True} if required else {})}
-    return field(default=None, metadata=metadata)
+    return _unset_field(help, required, aliases=list(aliases))
 
 
 # --- prepare ----------------------------------------------------------------------------------------------------
@@ -64,9 +71,7 @@ def _output_file_field(help: str, aliases: Sequence[str], required: bool = False
 class PrepareArguments:
     """Where `dmpo-trl prepare` writes, in which format, and which model's chat template decides the row format."""
 
-    output_dir: str = field(
-        default=None, metadata={"help": "Output folder (required).", "aliases": ["--output"], "required": True}
-    )
+    output_dir: str = _unset_field("Output folder (required).", required=True, aliases=["--output"])
     format: str = field(
         default="arrow", metadata={"help": "save_to_disk folder or JSONL files.", "choices": ["arrow", "jsonl"]}
     )
@@ -74,7 +79,7 @@ class PrepareArguments:
         "The model the data is for: with --conversational unset, rows are chat messages when its tokenizer has a "
         "chat template, as `train` and `evaluate` decide (default: the embedded SmolLM2-135M)."
     )
-    gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
+    gguf_file: str | None = _gguf_file_field()
     trust_remote_code: bool = _trust_remote_code_field()
     overwrite_output_dir: bool = field(
         default=False,
@@ -96,15 +101,10 @@ class EvaluateArguments:
         "Hub id, local folder or .gguf file (default: the embedded SmolLM2-135M). A `dmpo-trl train` output_dir "
         "ranks the test users and candidates of its split.json."
     )
-    baseline: str | None = field(
-        default=None, metadata={"help": "Rank with a baseline instead of a model.", "choices": BASELINES}
-    )
-    split_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "A split.json (from train or prepare) whose test users and candidates to rank; default: the "
-            "model folder's, if it has one; 'none': draw the users with the data flags."
-        },
+    baseline: str | None = _unset_field("Rank with a baseline instead of a model.", choices=BASELINES)
+    split_file: str | None = _unset_field(
+        "A split.json (from train or prepare) whose test users and candidates to rank; default: the model folder's, "
+        "if it has one; 'none': draw the users with the data flags."
     )
     test_targets: str = field(
         default="last",
@@ -115,7 +115,7 @@ class EvaluateArguments:
             "choices": ["last", "cold"],
         },
     )
-    gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside --model_name_or_path."})
+    gguf_file: str | None = _gguf_file_field()
     trust_remote_code: bool = _trust_remote_code_field()
     ranking_mode: str = field(
         default="likelihood",
@@ -128,24 +128,18 @@ class EvaluateArguments:
     end_of_turn: bool = field(
         default=True, metadata={"help": "Score the EOS / end-of-turn tokens after each title, as training does."}
     )
-    popularity_prior: float | None = field(
-        default=None,
-        metadata={
-            "help": "Rank by log-likelihood + this x log(1 + the item's interaction count, test targets left out); "
-            "0: the model alone. Default: the weight in a trained folder's ranker.json, else 0."
-        },
+    popularity_prior: float | None = _unset_field(
+        "Rank by log-likelihood + this x log(1 + the item's interaction count, test targets left out); 0: the model "
+        "alone. Default: the weight in a trained folder's ranker.json, else 0."
     )
     ranking_batch_size: int = field(
         default=20, metadata={"help": "Sequences per forward.", "aliases": ["--batch_size", "--batch-size"]}
     )
     max_new_tokens: int = field(default=32, metadata={"help": "Answer length in generation mode."})
-    retriever: str | None = field(
-        default=None,
-        metadata={
-            "help": "Two-stage ranking: this retriever proposes each test user's top --retrieve_top unseen items of "
-            "the whole catalogue and the model reranks them; full-catalogue Recall@10, NDCG@10 and MRR.",
-            "choices": RETRIEVERS,
-        },
+    retriever: str | None = _unset_field(
+        "Two-stage ranking: this retriever proposes each test user's top --retrieve_top unseen items of the whole "
+        "catalogue and the model reranks them; full-catalogue Recall@10, NDCG@10 and MRR.",
+        choices=RETRIEVERS,
     )
     retrieve_top: int = field(default=20, metadata={"help": "Items the retriever proposes per user (--retriever)."})
     fusion_weight: float = field(
@@ -173,15 +167,12 @@ class RankArguments:
     model_name_or_path: str | None = _model_field(
         "A folder saved by `dmpo-trl train`: its model or LoRA adapter and ranker.json.", required=True
     )
-    input_file: str | None = field(
-        default=None,
-        metadata={
-            "help": 'JSON lines, one request a line of at most 1 MiB: {"history": [...], "candidates": [...]}, '
-            'each item a catalogue id or title, or {"title": "..."} for free text outside the catalogue; with '
-            "--retriever, a request may leave its candidates out.",
-            "aliases": ["--input"],
-            "required": True,
-        },
+    input_file: str | None = _unset_field(
+        'JSON lines, one request a line of at most 1 MiB: {"history": [...], "candidates": [...]}, each item a '
+        'catalogue id or title, or {"title": "..."} for free text outside the catalogue; with --retriever, a request '
+        "may leave its candidates out.",
+        required=True,
+        aliases=["--input"],
     )
     output_file: str | None = _output_file_field(
         "JSON lines: each request plus its ranking, best first; written atomically, never over --input_file or a "
@@ -189,18 +180,14 @@ class RankArguments:
         ["--output"],
         required=True,
     )
-    retriever: str | None = field(
-        default=None,
-        metadata={
-            "help": "Two-stage ranking of the requests without candidates: this retriever proposes the top "
-            "--retrieve_top catalogue items the history does not hold and the model reranks them "
-            "(Ranker.recommend). popular: the interaction counts ranker.json saves with a popularity prior. "
-            "sasrec, gru4rec: Cornac's sequential model (the classic extra) scoring the request's history, fitted "
-            "once at startup on the interaction log the run's split.json records, each test user's target and "
-            "what follows it left out (never trained on a held-out test target). bpr is not offered: it scores "
-            "only the users it was trained on.",
-            "choices": ["popular", "sasrec", "gru4rec"],
-        },
+    retriever: str | None = _unset_field(
+        "Two-stage ranking of the requests without candidates: this retriever proposes the top --retrieve_top "
+        "catalogue items the history does not hold and the model reranks them (Ranker.recommend). popular: the "
+        "interaction counts ranker.json saves with a popularity prior. sasrec, gru4rec: Cornac's sequential model "
+        "(the classic extra) scoring the request's history, fitted once at startup on the interaction log the run's "
+        "split.json records, each test user's target and what follows it left out (never trained on a held-out test "
+        "target). bpr is not offered: it scores only the users it was trained on.",
+        choices=["popular", "sasrec", "gru4rec"],
     )
     retrieve_top: int = field(default=20, metadata={"help": "Items the retriever proposes per request (--retriever)."})
     fusion_weight: float = field(
