@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -38,7 +39,6 @@ from ..recipe import (
     split_users,
 )
 from ..settings import EvaluationSettings, PromptSettings
-from ..two_stage import evaluate_two_stage
 from .arguments import EvaluateArguments, command_parsers, parse_args, spelling
 from .checks import check_adapter_weights, log_names, model_files
 from .errors import UsageError, user_inputs
@@ -81,31 +81,25 @@ def _load_for_evaluation(eval_args: EvaluateArguments, device: str):
     )
 
 
-def _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed: int, name: str, device: str) -> int:
-    """`--retriever`: retrieve, rerank with the model, report the full-catalogue metrics beside the retriever's."""
-    settings = EvaluationSettings(seed=seed, progress=eval_args.show_progress)
-    prompt = PromptSettings(
-        prompt_style=data_args.template,
-        conversational=data_args.conversational,
-        normalize=eval_args.ranking_normalize,
-        end_of_turn=eval_args.end_of_turn,
-        batch_size=eval_args.ranking_batch_size,
-        popularity_prior=eval_args.popularity_prior,
-    )
-    started = time.perf_counter()
-    with user_inputs(ImportError):  # SASRec, GRU4Rec and BPR need the classic extra
-        result = evaluate_two_stage(
-            model,
-            tokenizer,
-            test,
-            log,
-            eval_args.retriever,
-            eval_args.retrieve_top,
-            eval_args.fusion_weight,
-            held_out=test + valid,  # the validation users' targets stay out of the retriever's training too
-            settings=settings,
-            prompt=prompt,
-        )
+def _what_to_rank(eval_args, data_args, log, record, test, candidates, name: str, seed: int) -> tuple:
+    """The `evaluate_ranking` settings and keywords of the test users' lists: with `--retriever`, each user's
+    retrieved top items of the whole catalogue; else candidate lists (the split's, or drawn with `seed`), journalled
+    beside the output file so that a killed run continues."""
+    if eval_args.retriever:
+        valid = [example_at(log, user, -1, data_args.max_history) for user in (record or {}).get("valid", [])]
+        retrieved = {
+            "retriever": eval_args.retriever,
+            "retrieve_top": eval_args.retrieve_top,
+            "fusion_weight": eval_args.fusion_weight,
+            "held_out": test + valid,  # the validation users' targets stay out of the retriever's training too
+        }
+        return EvaluationSettings(seed=seed, progress=eval_args.show_progress), retrieved  # no list is drawn
+    settings = EvaluationSettings.from_arguments(data_args, eval_args, seed, max_new_tokens=eval_args.max_new_tokens)
+    return settings, {"candidates": candidates, "model_name": name, "output": eval_args.output_file or None}
+
+
+def _report_two_stage(eval_args, data_args, result, test, log, name: str, device: str, started: float) -> int:
+    """`--retriever`: print and save the full-catalogue metrics of the reranking beside the retriever's own."""
     if process_rank()[0] != 0:
         return 0
     two_stage, alone = result["metrics"]["full_catalogue"], result["retriever"]["full_catalogue"]
@@ -233,31 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with user_inputs(OSError, ModelPackageMissing):
             model, tokenizer = _load_for_evaluation(eval_args, device)
         name = eval_args.model_name_or_path or DEFAULT_MODEL
-    if eval_args.retriever:
-        valid = [example_at(log, user, -1, data_args.max_history) for user in (record or {}).get("valid", [])]
-        return _two_stage(eval_args, data_args, model, tokenizer, test, valid, log, seed, name, device)
-    if not eval_args.baseline:
-        result = evaluate_ranking(
-            model,
-            tokenizer,
-            test,
-            log,
-            num_candidates=data_args.num_candidates,
-            seed=seed,
-            prompt_style=data_args.template,
-            conversational=data_args.conversational,
-            mode=eval_args.ranking_mode,
-            normalize=eval_args.ranking_normalize,
-            batch_size=eval_args.ranking_batch_size,
-            progress=eval_args.show_progress,
-            negative_strategy=data_args.candidate_strategy,
-            end_of_turn=eval_args.end_of_turn,
-            max_new_tokens=eval_args.max_new_tokens,
-            popularity_prior=eval_args.popularity_prior,
-            model_name=name,
-            candidates=candidates,
-            output=eval_args.output_file or None,  # a journal beside it lets a killed run continue
+        prompt = PromptSettings.from_arguments(
+            data_args, eval_args, end_of_turn=eval_args.end_of_turn, popularity_prior=eval_args.popularity_prior
         )
+        settings, lists = _what_to_rank(eval_args, data_args, log, record, test, candidates, name, seed)
+        started = time.perf_counter()
+        # the SASRec, GRU4Rec and BPR retrievers need the classic extra
+        with user_inputs(ImportError) if eval_args.retriever else nullcontext():
+            result = evaluate_ranking(model, tokenizer, test, log, settings=settings, prompt=prompt, **lists)
+        if eval_args.retriever:
+            return _report_two_stage(eval_args, data_args, result, test, log, name, device, started)
         result["settings"].update(dtype=eval_args.dtype, device=device)
     if process_rank()[0] != 0:  # under torchrun every process ranked its share; the first one reports
         return 0
