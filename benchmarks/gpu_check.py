@@ -43,33 +43,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GIB = 1024**3
 BUDGET_GIB = 22.0
-LLAMA_7B = dict(
-    hidden_size=4096,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    intermediate_size=11008,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-)
-LLAMA_1B = dict(
-    hidden_size=2048,
-    num_hidden_layers=16,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    intermediate_size=8192,
-    vocab_size=128256,
-    max_position_embeddings=4096,
-)
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    intermediate_size=128,
-    vocab_size=1000,
-    max_position_embeddings=1024,
-)
+
+
+def llama_shape(
+    hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int, positions: int = 4096
+) -> dict:
+    """The `LlamaConfig` arguments of a Llama with these sizes."""
+    return dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        vocab_size=vocab,
+        max_position_embeddings=positions,
+    )
+
+
+LLAMA_7B = llama_shape(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000)
+LLAMA_1B = llama_shape(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, vocab=128256)
+TINY = llama_shape(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=1000, positions=1024)
 
 
 def checkpointing_argument(config_class, enabled: bool) -> dict:
@@ -323,24 +316,15 @@ def run_throughput(
             )
             lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
             if layout == "trl_pairs":
+                trainer_class, data = DPOTrainer, pairs
                 args = DPOConfig(per_device_train_batch_size=batch_size * num_negatives, **common)
-                trainer = DPOTrainer(
-                    model,
-                    args=args,
-                    train_dataset=Dataset.from_list(pairs),
-                    processing_class=tokenizer,
-                    peft_config=lora,
-                )
             else:
+                trainer_class, data = DMPOTrainer, rows
                 sharing = {"shared": True, "shared_flex": True, "auto": "auto", "unshared": False}[layout]
                 args = DMPOConfig(per_device_train_batch_size=batch_size, prefix_sharing=sharing, **common)
-                trainer = DMPOTrainer(
-                    model,
-                    args=args,
-                    train_dataset=Dataset.from_list(rows),
-                    processing_class=tokenizer,
-                    peft_config=lora,
-                )
+            trainer = trainer_class(
+                model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer, peft_config=lora
+            )
             first = trainer.data_collator([trainer.train_dataset[i] for i in range(args.per_device_train_batch_size)])
             tokens = int(first["attention_mask"].sum())
             timer = StepTimer()
