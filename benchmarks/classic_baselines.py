@@ -61,6 +61,7 @@ from benchmarks.quality import (  # noqa: E402
     per_user_metrics,
     split_users,
 )
+from benchmarks.quality.report import regime_table  # noqa: E402
 
 
 CLASSIC = ("sasrec", "gru4rec", "bpr")
@@ -318,15 +319,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig, protocol: str = "full"
         "",
     ]
     for regime in REGIMES:
-        lines += [
-            f"## Candidates: {regime}",
-            "",
-            "| method | HR@1 | NDCG@5 | AUC |",
-            "|---|---|---|---|",
-        ]
-        for name, entry in methods.items():
-            lines.append(f"| {name} | " + " | ".join(fmt(*entry[regime][m]) for m in METRICS) + " |")
-        lines.append("")
+        rows = ([name, *(fmt(*entry[regime][m]) for m in METRICS)] for name, entry in methods.items())
+        lines += regime_table(regime, ["method", "HR@1", "NDCG@5", "AUC"], rows)
     lines += [
         f"## Paired differences: {REFERENCE} minus each method (positive: {REFERENCE} better)",
         "",

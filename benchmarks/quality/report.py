@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,54 @@ def normalized_beta(methods, cfg: QualityConfig) -> str:
     return ""
 
 
+def regime_table(regime: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    r"""The markdown lines of one candidate regime's section: its heading, a table of `rows` under `columns` and a
+    blank line (the quality study's and the classic baselines' reports).
+
+    Example:
+    ```python
+    >>> print("\n".join(regime_table("uniform", ["method", "HR@1"], [["dpo", "0.25"]])))
+    ## Candidates: uniform
+    <BLANKLINE>
+    | method | HR@1 |
+    |---|---|
+    | dpo | 0.25 |
+    <BLANKLINE>
+    ```
+    """
+    header = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    return [f"## Candidates: {regime}", "", *header, *("| " + " | ".join(cells) + " |" for cells in rows), ""]
+
+
+RANKING_COLUMNS = (
+    "method",
+    "users",
+    "HR@1 (sum)",
+    "NDCG@5 (sum)",
+    "HR@1 (mean)",
+    "NDCG@5 (mean)",
+    "generation HR@1",
+    "valid",
+)
+
+
+def ranking_cells(name: str, entry: dict[str, Any], regime: str) -> list[str]:
+    """One method's row of a regime's table: users, HR@1 and NDCG@5 by summed and per-token likelihood, generation."""
+    summed = entry[f"{regime}/sum"]
+    mean = entry.get(f"{regime}/mean")
+    gen = entry.get(f"{regime}/generation")
+    return [
+        name,
+        str(entry["num_users"]),
+        fmt(*summed["hit_ratio@1"]),
+        fmt(*summed["ndcg@5"]),
+        fmt(*mean["hit_ratio@1"]) if mean else "",
+        fmt(*mean["ndcg@5"]) if mean else "",
+        fmt(*gen["hit_ratio@1"]) if gen else "",
+        f"{gen['valid_ratio']:.3f}" if gen else "",
+    ]
+
+
 def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
     from dmpo_trl.models import DEFAULT_MODEL
 
@@ -57,28 +106,8 @@ def markdown(summary: dict[str, Any], cfg: QualityConfig) -> str:
         note = "`--method_settings`; the README says which were chosen on validation users"
         lines += [f"Except, per method ({note}): {chosen}.", ""]
     for regime in REGIMES:
-        lines += [
-            f"## Candidates: {regime}",
-            "",
-            "| method | users | HR@1 (sum) | NDCG@5 (sum) | HR@1 (mean) | NDCG@5 (mean) | generation HR@1 | valid |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, entry in methods.items():
-            summed = entry[f"{regime}/sum"]
-            mean = entry.get(f"{regime}/mean")
-            gen = entry.get(f"{regime}/generation")
-            cells = [
-                name,
-                str(entry["num_users"]),
-                fmt(*summed["hit_ratio@1"]),
-                fmt(*summed["ndcg@5"]),
-                fmt(*mean["hit_ratio@1"]) if mean else "",
-                fmt(*mean["ndcg@5"]) if mean else "",
-                fmt(*gen["hit_ratio@1"]) if gen else "",
-                f"{gen['valid_ratio']:.3f}" if gen else "",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = (ranking_cells(name, entry, regime) for name, entry in methods.items())
+        lines += regime_table(regime, RANKING_COLUMNS, rows)
     lines += [
         "## HitRatio@1 differences (paired bootstrap, summed log-likelihood)",
         "",
