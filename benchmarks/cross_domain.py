@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -51,6 +51,7 @@ from benchmarks.quality import (  # noqa: E402
     load_base,
     train_preference,
 )
+from benchmarks.quality.config import option  # noqa: E402
 
 
 DEFAULT_METHODS = ["random", "popular", "zero-shot", "dmpo-k4-cross", "dmpo-k4-in"]
@@ -62,41 +63,37 @@ TARGET_DOMAIN = "Comedy,Romance,Children's,Animation,Musical,Drama"
 class CrossDomainConfig:
     """The study's settings. Defaults: the quality study's tuned DMPO setting, sized for 2 shared CPU cores."""
 
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "Methods to run."})
-    seed: int = field(default=0, metadata={"help": "User split, candidates, training seed."})
-    model: str | None = field(default=None, metadata={"help": "Model path or id (default: embedded SmolLM2-135M)."})
-    dataset_name: str = field(default="movielens-100k", metadata={"help": "Registered dataset (one log, genres)."})
-    data_dir: str | None = field(default=None, metadata={"help": "MovieLens folder (default: the copy in recbole)."})
-    interactions: str | None = field(default=None, metadata={"help": "One log of your own, split by item labels."})
-    items: str | None = field(default=None, metadata={"help": "Its item file (item_id, title, --genre_col)."})
-    genre_col: str = field(default="genres", metadata={"help": "Item-label column of --items."})
-    genre_sep: str = field(default="|", metadata={"help": "Separator of the labels in --genre_col."})
-    train_domain: str = field(
-        default=SOURCE_DOMAIN, metadata={"help": "Comma-separated labels of the training domain."}
-    )
-    test_domain: str = field(default=TARGET_DOMAIN, metadata={"help": "Comma-separated labels of the test domain."})
-    train_interactions: str | None = field(default=None, metadata={"help": "Two logs: the training domain's log."})
-    train_items: str | None = field(default=None, metadata={"help": "Two logs: the training domain's item file."})
-    test_interactions: str | None = field(default=None, metadata={"help": "Two logs: the test domain's log."})
-    test_items: str | None = field(default=None, metadata={"help": "Two logs: the test domain's item file."})
-    num_train_users: int = field(default=100, metadata={"help": "Training users (one row each), per trained method."})
-    num_test_users: int = field(default=150, metadata={"help": "Test users of the test domain."})
-    num_candidates: int = field(default=20, metadata={"help": "Candidates per test user (target + negatives)."})
-    max_history: int = field(default=5, metadata={"help": "History titles per prompt."})
-    min_history: int = field(default=5, metadata={"help": "Items a user needs in a domain before the target."})
-    prompt_style: str = field(default="history", metadata={"help": "'history', 'candidates' or a template."})
-    train_negatives: str = field(default="uniform", metadata={"help": "How training negatives are drawn."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (LoRA)."})
-    num_train_epochs: float = field(default=2.0, metadata={"help": "Passes over the training rows."})
-    batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
-    beta: float = field(default=0.1, metadata={"help": "DMPO beta."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers, alpha = 2r)."})
-    results_dir: str = field(
-        default="benchmarks/results/cross_domain/genres", metadata={"help": "Results and report."}
-    )
-    work_dir: str = field(default="outputs/cross-domain", metadata={"help": "Trained adapters."})
-    threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's choice)."})
-    report_only: bool = field(default=False, metadata={"help": "Only rebuild the report from saved results."})
+    methods: list[str] = option(DEFAULT_METHODS, "Methods to run.")
+    seed: int = option(0, "User split, candidates, training seed.")
+    model: str | None = option(None, "Model path or id (default: embedded SmolLM2-135M).")
+    dataset_name: str = option("movielens-100k", "Registered dataset (one log, genres).")
+    data_dir: str | None = option(None, "MovieLens folder (default: the copy in recbole).")
+    interactions: str | None = option(None, "One log of your own, split by item labels.")
+    items: str | None = option(None, "Its item file (item_id, title, --genre_col).")
+    genre_col: str = option("genres", "Item-label column of --items.")
+    genre_sep: str = option("|", "Separator of the labels in --genre_col.")
+    train_domain: str = option(SOURCE_DOMAIN, "Comma-separated labels of the training domain.")
+    test_domain: str = option(TARGET_DOMAIN, "Comma-separated labels of the test domain.")
+    train_interactions: str | None = option(None, "Two logs: the training domain's log.")
+    train_items: str | None = option(None, "Two logs: the training domain's item file.")
+    test_interactions: str | None = option(None, "Two logs: the test domain's log.")
+    test_items: str | None = option(None, "Two logs: the test domain's item file.")
+    num_train_users: int = option(100, "Training users (one row each), per trained method.")
+    num_test_users: int = option(150, "Test users of the test domain.")
+    num_candidates: int = option(20, "Candidates per test user (target + negatives).")
+    max_history: int = option(5, "History titles per prompt.")
+    min_history: int = option(5, "Items a user needs in a domain before the target.")
+    prompt_style: str = option("history", "'history', 'candidates' or a template.")
+    train_negatives: str = option("uniform", "How training negatives are drawn.")
+    learning_rate: float = option(1e-3, "Learning rate (LoRA).")
+    num_train_epochs: float = option(2.0, "Passes over the training rows.")
+    batch_size: int = option(4, "Rows per optimizer step.")
+    beta: float = option(0.1, "DMPO beta.")
+    lora_r: int = option(16, "LoRA rank (all linear layers, alpha = 2r).")
+    results_dir: str = option("benchmarks/results/cross_domain/genres", "Results and report.")
+    work_dir: str = option("outputs/cross-domain", "Trained adapters.")
+    threads: int | None = option(None, "torch threads (default: torch's choice).")
+    report_only: bool = option(False, "Only rebuild the report from saved results.")
 
     def __post_init__(self):
         for name in self.methods:

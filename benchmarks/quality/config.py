@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 
 DEFAULT_METHODS = [
@@ -36,96 +37,82 @@ MIN_HISTORY = 5  # items before a target, as few_shot_split's default
 _NEGATIVES = re.compile(r"^(?P<strategy>uniform|popularity|popularity_matched|model)(?P<percent>\d{1,3})?$")
 
 
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A settings field: its default (a list is copied for each instance) and the text `--help` prints for it;
+    `metadata` adds e.g. its `choices`."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class QualityConfig:
     """The study's settings. Defaults: the main table, sized for about 2 hours on 2 CPU cores (see README)."""
 
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "Methods to run."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "User split / candidates / init."})
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model path, Hub id or embedded model name (default: the embedded SmolLM2-135M-Instruct; "
-            "`gemma-3-270m`: the embedded Gemma 3 270M, after `make gemma`)."
-        },
+    methods: list[str] = option(DEFAULT_METHODS, "Methods to run.")
+    seeds: list[int] = option([0, 1], "User split / candidates / init.")
+    model: str | None = option(
+        None,
+        "Model path, Hub id or embedded model name (default: the embedded SmolLM2-135M-Instruct; `gemma-3-270m`: the "
+        "embedded Gemma 3 270M, after `make gemma`).",
     )
-    dataset_name: str = field(default="movielens-100k", metadata={"help": "Registered dataset."})
-    interactions: str | None = field(default=None, metadata={"help": "Your own log (user_id,item_id,timestamp)."})
-    items: str | None = field(default=None, metadata={"help": "Your own item file (item_id,title)."})
-    num_train_users: int = field(default=100, metadata={"help": "Few-shot training users."})
-    targets_per_user: int = field(
-        default=1,
-        metadata={"help": "Rows per training user: its latest items as targets (1: the last one; 0: all)."},
+    dataset_name: str = option("movielens-100k", "Registered dataset.")
+    interactions: str | None = option(None, "Your own log (user_id,item_id,timestamp).")
+    items: str | None = option(None, "Your own item file (item_id,title).")
+    num_train_users: int = option(100, "Few-shot training users.")
+    targets_per_user: int = option(1, "Rows per training user: its latest items as targets (1: the last one; 0: all).")
+    num_train_rows: int | None = option(None, "Keep at most this many training rows (seeded, nested across sizes).")
+    mining_pool_size: int = option(30, "Items scored per row and epoch for @model training negatives.")
+    num_test_users: int = option(80, "Held-out users ranked per seed.")
+    more_test_users: int = option(
+        0,
+        "Test users beyond num_test_users, drawn after the training and validation users, so that those (and the "
+        "settings chosen on them) stay the same.",
     )
-    num_train_rows: int | None = field(
-        default=None, metadata={"help": "Keep at most this many training rows (seeded, nested across sizes)."}
+    num_valid_users: int = option(
+        0, "Validation users, drawn after the training users (train and test users stay the same)."
     )
-    mining_pool_size: int = field(
-        default=30, metadata={"help": "Items scored per row and epoch for @model training negatives."}
+    evaluate_on: str = option(
+        "test",
+        "Rank the 'test' users, or the 'valid' ones to choose settings.",
+        choices=["test", "valid"],
     )
-    num_test_users: int = field(default=80, metadata={"help": "Held-out users ranked per seed."})
-    more_test_users: int = field(
-        default=0,
-        metadata={
-            "help": "Test users beyond num_test_users, drawn after the training and validation users, so that "
-            "those (and the settings chosen on them) stay the same."
-        },
+    num_candidates: int = option(20, "Candidates per test user (target + negatives).")
+    max_history: int = option(5, "History titles per prompt.")
+    prompt_style: str = option("history", "'history', 'candidates' or a template.")
+    train_negatives: str = option("uniform", "How training negatives are drawn.")
+    learning_rate: float = option(1e-3, "Every method's learning rate (LoRA).")
+    num_train_epochs: float = option(1.0, "Passes over the training rows.")
+    method_settings: list[str] = option(
+        [],
+        "Per-method learning rate and epochs chosen on validation users, as method:lr:epochs (e.g. dpo:3e-3:2); other "
+        "methods use learning_rate and num_train_epochs.",
     )
-    num_valid_users: int = field(
-        default=0,
-        metadata={"help": "Validation users, drawn after the training users (train and test users stay the same)."},
+    batch_size: int = option(4, "Rows per optimizer step.")
+    beta: float = option(0.1, "DPO / S-DPO / DMPO beta.")
+    length_normalized_beta: float = option(
+        1.3,
+        "beta of the length-normalised methods (`dmpo-k4-ln`): per-token rewards are about |y| times smaller, so "
+        "about beta x the mean title length in tokens (12.9 on MovieLens-100K) starts them on the summed rewards' "
+        "scale.",
     )
-    evaluate_on: str = field(
-        default="test",
-        metadata={
-            "help": "Rank the 'test' users, or the 'valid' ones to choose settings.",
-            "choices": ["test", "valid"],
-        },
+    lora_r: int = option(16, "LoRA rank (all linear layers, alpha = 2r).")
+    generation_methods: list[str] = option(
+        ["zero-shot", "sft", "dmpo-k8"],
+        "Methods also evaluated by greedy generation (HitRatio@1, ValidRatio); 'none' for none.",
     )
-    num_candidates: int = field(default=20, metadata={"help": "Candidates per test user (target + negatives)."})
-    max_history: int = field(default=5, metadata={"help": "History titles per prompt."})
-    prompt_style: str = field(default="history", metadata={"help": "'history', 'candidates' or a template."})
-    train_negatives: str = field(default="uniform", metadata={"help": "How training negatives are drawn."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Every method's learning rate (LoRA)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows."})
-    method_settings: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Per-method learning rate and epochs chosen on validation users, as method:lr:epochs "
-            "(e.g. dpo:3e-3:2); other methods use learning_rate and num_train_epochs."
-        },
+    max_new_tokens: int = option(20, "Generation length.")
+    explain_users: int = option(3, "Test users whose top pick the model explains.")
+    results_dir: str = option("benchmarks/results/quality/shared", "Results, table, plot.")
+    work_dir: str = option("outputs/quality", "Trained adapters (the SFT stage) and training checkpoints.")
+    save_steps: int = option(
+        25,
+        "Checkpoint preference training (uniform or popularity-matched negatives) every N steps under work_dir, so "
+        "that a run stopped mid-training resumes from its last checkpoint; 0: no checkpoints.",
     )
-    batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
-    beta: float = field(default=0.1, metadata={"help": "DPO / S-DPO / DMPO beta."})
-    length_normalized_beta: float = field(
-        default=1.3,
-        metadata={
-            "help": "beta of the length-normalised methods (`dmpo-k4-ln`): per-token rewards are about |y| times "
-            "smaller, so about beta x the mean title length in tokens (12.9 on MovieLens-100K) starts them on the "
-            "summed rewards' scale."
-        },
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers, alpha = 2r)."})
-    generation_methods: list[str] = field(
-        default_factory=lambda: ["zero-shot", "sft", "dmpo-k8"],
-        metadata={"help": "Methods also evaluated by greedy generation (HitRatio@1, ValidRatio); 'none' for none."},
-    )
-    max_new_tokens: int = field(default=20, metadata={"help": "Generation length."})
-    explain_users: int = field(default=3, metadata={"help": "Test users whose top pick the model explains."})
-    results_dir: str = field(default="benchmarks/results/quality/shared", metadata={"help": "Results, table, plot."})
-    work_dir: str = field(
-        default="outputs/quality", metadata={"help": "Trained adapters (the SFT stage) and training checkpoints."}
-    )
-    save_steps: int = field(
-        default=25,
-        metadata={
-            "help": "Checkpoint preference training (uniform or popularity-matched negatives) every N steps under "
-            "work_dir, so that a run stopped mid-training resumes from its last checkpoint; 0: no checkpoints."
-        },
-    )
-    threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's choice)."})
-    report: bool = field(default=True, metadata={"help": "Write the table and plot after running."})
-    report_only: bool = field(default=False, metadata={"help": "Only rebuild the report from saved results."})
+    threads: int | None = option(None, "torch threads (default: torch's choice).")
+    report: bool = option(True, "Write the table and plot after running.")
+    report_only: bool = option(False, "Only rebuild the report from saved results.")
 
     def __post_init__(self):
         for name in self.methods:
