@@ -16,14 +16,14 @@ import os
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 
 def process_rank() -> tuple[int, int]:
     """(rank, number of processes) under an accelerate/torchrun launch; (0, 1) otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
-    from accelerate import PartialState
-
     state = PartialState(cpu=not torch.cuda.is_available())  # on CPU the processes form a gloo group
     return state.process_index, state.num_processes
 
@@ -31,15 +31,11 @@ def process_rank() -> tuple[int, int]:
 def wait_for_everyone() -> None:
     """Block until every process of the launch reaches this line (a no-op in one process)."""
     if process_rank()[1] > 1:
-        from accelerate import PartialState
-
         PartialState().wait_for_everyone()
 
 
 def local_process_index() -> int:
     """This process's index on its machine: the GPU it owns under a launch; 0 in one process."""
-    from accelerate import PartialState
-
     return PartialState().local_process_index
 
 
@@ -55,8 +51,6 @@ def gather_objects(value: Any) -> list[Any]:
     """
     if process_rank()[1] <= 1:
         return [value]
-    from accelerate.utils import gather_object
-
     return gather_object([value])
 
 
