@@ -278,7 +278,7 @@ def packed_attention_mask(
     for kind in set(layer_attention_types(model)):
         sliding = window if kind == "sliding_attention" else None
         if implementation == "flex_attention":
-            from torch.nn.attention.flex_attention import create_block_mask
+            from torch.nn.attention.flex_attention import create_block_mask  # only models run on FlexAttention
 
             batch, length = block_ids.shape
             mask_mod = block_mask_function(block_ids, position_ids, sliding, row_ids)

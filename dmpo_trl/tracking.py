@@ -132,7 +132,7 @@ def log_ranking_to_wandb(
     '.../wandb/offline-run-20250101_000000-abcd1234/files'
     ```
     """
-    import wandb
+    import wandb  # only when results go to wandb: importing it starts its machinery
 
     run = wandb.run
     if run is None:
