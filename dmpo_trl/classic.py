@@ -154,7 +154,7 @@ class ClassicRecommender:
             triples = [(u, i, 1.0) for u, items in self.sequences.items() for i in dict.fromkeys(items)]
             self.train_set = cornac.data.Dataset.from_uir(triples, seed=self.seed)
             self.model = cornac.models.BPR(seed=self.seed, num_threads=1, **self.settings)
-        else:
+        else:  # Cornac's sequential models run on torch; both load only when one is fitted
             import torch
             from cornac.data import SequentialDataset
 
