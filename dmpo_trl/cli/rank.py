@@ -81,13 +81,15 @@ def load_run_log(model_dir: str | Path) -> RunLog:
     return RunLog(log, held_out, record["seed"] or 0, data_inputs(data_args), split_file, source)
 
 
-def fit_history_retriever(run: RunLog, name: str) -> ClassicRecommender:
+def fit_history_retriever(run: RunLog, name: str, sequences: dict[str, list[str]] | None = None) -> ClassicRecommender:
     """`name` (`HISTORY_RETRIEVERS`) with its default settings, seeded by the split's seed, fitted on every
-    interaction of `run.log` but each test user's target and what follows it (`training_sequences`); its
-    `score_history` is `Ranker.recommend`'s retriever."""
+    interaction of `run.log` but each test user's target and what follows it (`training_sequences`, or `sequences`
+    where the caller already cut them); its `score_history` is `Ranker.recommend`'s retriever."""
     if name not in HISTORY_RETRIEVERS:
         raise ValueError(f"--retriever {name}: choose from {HISTORY_RETRIEVERS}")
-    return ClassicRecommender(name, seed=run.seed).fit(training_sequences(run.log, run.held_out))
+    if sequences is None:
+        sequences = training_sequences(run.log, run.held_out)
+    return ClassicRecommender(name, seed=run.seed).fit(sequences)
 
 
 def _files_read(model_dir: Path, config: dict[str, Any]) -> list[Path]:
@@ -154,14 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = _check_output(args.output_file, reads, spelling(parser, argv, "output_file"))
     retriever = args.retriever
     if run is not None:
-        kept = sum(map(len, training_sequences(run.log, run.held_out).values()))
+        sequences = training_sequences(run.log, run.held_out)
+        kept = sum(map(len, sequences.values()))
         if process_rank()[0] == 0:
             print(
                 f"Fitting {args.retriever} on {kept} interactions of {run.source} (the targets of the test users "
                 f"of {run.split_file}, and what follows them, left out)",
                 flush=True,
             )
-        retriever = fit_history_retriever(run, args.retriever).score_history
+        retriever = fit_history_retriever(run, args.retriever, sequences).score_history
     with user_inputs():
         ranker = Ranker.from_pretrained(
             model_dir, device=args.device, merge=args.merge, trust_remote_code=args.trust_remote_code
