@@ -1,15 +1,23 @@
-"""The main comparison per training seed: each method's figures seed by seed, their mean and spread, and the rows of
-all seeds pooled.
+"""A study's rows per training seed: each method's figures seed by seed, their mean and spread, and the rows of all
+seeds pooled.
 
-The main folder (`--main`, default `benchmarks/results/quality/tuned`) holds seeds 0 and 1; a further seed run with
-the same command and `--seeds 2` into its own folder (`--more`, default `benchmarks/results/quality/tuned-seed2`)
-adds its own split (100 other training users, 250 other test users) and training seed. Nothing is retrained or
-rescored: per seed this reads each method's saved scores (`compare.load_runs`), and reports HitRatio@1 and NDCG@5
-(summed log-likelihood) per seed, the mean over seeds with the spread (lowest and highest seed), the pooled mean over
-every seed's test users with its 95% bootstrap interval, and the paired differences DMPO K=4 minus each other method
-over the pooled users (`dmpo_trl.metrics.paired_difference`).
+The folders (default: the main comparison, `benchmarks/results/quality/tuned` with seeds 0 and 1 and
+`benchmarks/results/quality/tuned-seed2` with seed 2, its own split: 100 other training users, 250 other test users)
+hold one study's seeds, each seed in one folder. Nothing is retrained or rescored: per seed this reads each method's
+saved scores (`compare.load_runs`), and reports HitRatio@1 and NDCG@5 (summed log-likelihood) per seed, the mean over
+seeds with the spread (lowest and highest seed), the pooled mean over every seed's test users with its 95% bootstrap
+interval, and the paired differences of the reference method (DMPO K=4) minus each other method over the pooled
+users (`dmpo_trl.metrics.paired_difference`). Two kinds of row can join, on the same users and candidates:
 
-    python -m benchmarks.quality.seeds   # writes seeds.md and seeds.json into --more
+- `--prior W`: the reference method's scores plus the popularity prior at weight W (`quality.prior.with_prior`, the
+  counts of each folder's `popular` run), W chosen once on validation users (`benchmarks/results/quality/prior`).
+- `--classic DIR [DIR ...]`: the models of `benchmarks.classic_baselines` run on the same seeds (`DIR`s holding
+  every seed's `runs/seed<S>/`; SASRec, GRU4Rec, BPR, and most popular under the few-shot protocol), each at the
+  setting the first `DIR`'s report chose on validation users.
+
+    python -m benchmarks.quality.seeds   # the main comparison: writes seeds.md and seeds.json into the last folder
+    python -m benchmarks.quality.seeds benchmarks/results/quality/history20 --methods zero-shot dmpo-k4 \
+        --title "The LLM shown 20 history items per training seed"
 """
 
 from __future__ import annotations
@@ -26,20 +34,28 @@ from dmpo_trl.provenance import provenance
 
 from .compare import load_runs
 from .config import REGIMES
+from .prior import with_prior
 from .summarize import fmt, per_user_metrics
 
 
 METHODS = ("random", "popular", "zero-shot", "sft", "dpo", "dmpo-k4")
 REFERENCE = "dmpo-k4"
 METRICS = {"hit_ratio@1": "HR@1", "ndcg@5": "NDCG@5"}
+FOLDERS = (Path("benchmarks/results/quality/tuned"), Path("benchmarks/results/quality/tuned-seed2"))
+TITLE = "The main comparison per training seed"
+
+PerSeed = dict[int, dict[str, dict[str, np.ndarray]]]
+"""{seed: {regime: {metric: per-user values}}}"""
 
 
-def per_seed(folders: list[Path], method: str) -> dict[int, dict[str, dict[str, np.ndarray]]]:
-    """{seed: {regime: {metric: per-user values}}} of `method` over the seeds the folders hold (a seed in two
-    folders is refused)."""
-    out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+def per_seed(folders: list[Path], method: str, prior: float | None = None) -> PerSeed:
+    """Per-user metrics by seed of `method` over the seeds the folders hold (a seed in two folders is refused),
+    with the popularity prior at weight `prior` if given."""
+    out: PerSeed = {}
     for folder in folders:
         runs, candidates = load_runs(f"{folder}:{method}")
+        if prior is not None:
+            runs = with_prior(runs, load_runs(f"{folder}:popular")[0], candidates, prior)
         for run in runs:
             seed = run["seed"]
             if seed in out:
@@ -48,9 +64,38 @@ def per_seed(folders: list[Path], method: str) -> dict[int, dict[str, dict[str, 
     return out
 
 
-def summary(folders: list[Path], methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
-    """Per method and regime: per-seed means, their mean and range, the pooled interval; the paired differences."""
-    values = {method: per_seed(folders, method) for method in methods}
+def classic_per_seed(folders: list[Path], classic_dirs: list[Path], name: str) -> PerSeed:
+    """Per-user metrics by seed of classic model `name` at the setting the first classic folder's report chose
+    (`classic.json`), on the candidates of the quality folders' seeds."""
+    chosen = json.loads((classic_dirs[0] / "classic.json").read_text())["selection"][name]["chosen"]
+    candidates = {}
+    for folder in folders:
+        for path in Path(folder, "runs").glob("seed*/candidates.json"):
+            candidates[int(path.parent.name[4:])] = json.loads(path.read_text())
+    out: PerSeed = {}
+    for classic_dir in classic_dirs:
+        for path in sorted(Path(classic_dir, "runs").glob(f"seed*/{name}__*.json")):
+            result = json.loads(path.read_text())
+            if result["setting"] != chosen:
+                continue
+            seed = result["seed"]
+            if seed not in candidates or seed in out:
+                raise SystemExit(f"quality.seeds: {path}: seed {seed} is not in the quality folders, or twice")
+            run = {"seed": seed, "scores": {r: {"score": result["test"][r]["score"]} for r in REGIMES}}
+            out[seed] = {r: per_user_metrics([run], candidates, r, "sum") for r in REGIMES}
+    return out
+
+
+def summary(
+    folders: list[Path],
+    methods: tuple[str, ...] = METHODS,
+    reference: str = REFERENCE,
+    extra: dict[str, PerSeed] | None = None,
+) -> dict[str, Any]:
+    """Per method and regime: per-seed means, their mean and range, the pooled interval; the paired differences of
+    `reference` minus each other method. `extra` adds rows computed elsewhere (`classic_per_seed`, a prior)."""
+    values = {method: per_seed(folders, method) for method in methods} | (extra or {})
+    methods = tuple(values)
     seeds = sorted(values[methods[0]])
     for method, by_seed in values.items():
         if sorted(by_seed) != seeds:
@@ -72,9 +117,9 @@ def summary(folders: list[Path], methods: tuple[str, ...] = METHODS) -> dict[str
                     "users": int(pooled.size),
                 }
     differences: dict[str, Any] = {}
-    reference = values[REFERENCE]
+    reference_name, reference = reference, values[reference]
     for method in methods:
-        if method == REFERENCE:
+        if method == reference_name:
             continue
         differences[method] = {}
         for regime in REGIMES:
@@ -85,18 +130,24 @@ def summary(folders: list[Path], methods: tuple[str, ...] = METHODS) -> dict[str
                 per_seed_diff = {s: paired_difference(reference[s][regime][metric], values[method][s][regime][metric])
                                  for s in seeds}  # fmt: skip
                 differences[method][regime][metric] = {"pooled": paired_difference(a, b), "per_seed": per_seed_diff}
-    return {"seeds": seeds, "folders": [str(f) for f in folders], "rows": rows, "differences": differences}
+    return {
+        "seeds": seeds,
+        "folders": [str(f) for f in folders],
+        "reference": reference_name,
+        "rows": rows,
+        "differences": differences,
+    }
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], title: str = TITLE, notes: str = "") -> str:
     seeds = result["seeds"]
     lines = [
-        "# The main comparison per training seed",
+        f"# {title}",
         "",
         f"Seeds {seeds} from {', '.join(f'`{f}`' for f in result['folders'])}: each seed has its own split (100 "
-        "training users, 250 test users) and training seed; every method at the main comparison's settings. Summed "
+        "training users, 250 test users) and training seed; every method at the study's settings. Summed "
         "log-likelihood. Per seed: the mean over that seed's test users; mean of seeds with the lowest and highest "
-        "seed; pooled: all seeds' test users, 95% bootstrap interval.",
+        "seed; pooled: all seeds' test users, 95% bootstrap interval." + (f" {notes}" if notes else ""),
     ]
     for regime in REGIMES:
         for metric, label in METRICS.items():
@@ -108,7 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
                 cells = [f"{row['per_seed'][s]:.3f}" for s in seeds]
                 spread = f"{row['mean_of_seeds']:.3f} [{row['lowest']:.3f}, {row['highest']:.3f}]"
                 lines.append("| " + " | ".join([method, *cells, spread, fmt(*row["pooled"])]) + " |")
-    lines += ["", f"## Paired differences, {REFERENCE} minus each method", ""]
+    lines += ["", f"## Paired differences, {result['reference']} minus each method", ""]
     head = ["method", "regime", "metric", *[f"seed {s}" for s in seeds], "pooled"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, by_regime in result["differences"].items():
@@ -122,14 +173,33 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--main", type=Path, default=Path("benchmarks/results/quality/tuned"))
-    parser.add_argument("--more", type=Path, default=Path("benchmarks/results/quality/tuned-seed2"))
+    parser.add_argument("folders", type=Path, nargs="*", default=list(FOLDERS), help="quality results folders")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--reference", default=REFERENCE, help="the method the paired differences subtract from")
+    parser.add_argument("--prior", type=float, default=None, help="add the reference with the popularity prior at W")
+    parser.add_argument("--classic", type=Path, nargs="+", default=[], help="classic_baselines folders to add")
+    parser.add_argument("--title", default=TITLE)
+    parser.add_argument("--out", type=Path, default=None, help="where seeds.md and seeds.json go (the last folder)")
     args = parser.parse_args(argv)
-    result = summary([args.main, args.more])
-    text = markdown(result)
-    (args.more / "seeds.md").write_text(text)
-    record = {**result, "provenance": provenance()}
-    (args.more / "seeds.json").write_text(json.dumps(record, indent=1, default=_plain) + "\n")
+    classic = json.loads((args.classic[0] / "classic.json").read_text())["selection"] if args.classic else {}
+    if set(classic) & set(args.methods):
+        raise SystemExit(f"quality.seeds: {sorted(set(classic) & set(args.methods))} are in --methods and --classic")
+    extra = {name: classic_per_seed(args.folders, args.classic, name) for name in classic}
+    notes = []
+    if args.prior is not None:
+        extra[f"{args.reference} + prior (w {args.prior:g})"] = per_seed(args.folders, args.reference, args.prior)
+        notes.append(f"The prior row adds {args.prior:g} x log(1 + count) to {args.reference}'s scores.")
+    if args.classic:
+        notes.append(
+            f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)}, at the settings the first "
+            "one's validation users chose."
+        )
+    result = summary(args.folders, tuple(args.methods), args.reference, extra)
+    text = markdown(result, args.title, " ".join(notes))
+    out = args.out or args.folders[-1]
+    (out / "seeds.md").write_text(text)
+    record = {**result, "settings": {k: str(v) for k, v in vars(args).items()}, "provenance": provenance()}
+    (out / "seeds.json").write_text(json.dumps(record, indent=1, default=_plain) + "\n")
     print(text)
     return text
 

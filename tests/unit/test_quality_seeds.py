@@ -47,3 +47,47 @@ def test_a_seed_in_two_folders_or_a_method_missing_a_seed_is_refused(tmp_path):
     write_seed(tmp_path / "c", 3, {"popular": 1})
     with pytest.raises(SystemExit, match=r"'dmpo-k4' ran seeds \[0, 1\], 'popular' ran \[0, 1, 3\]"):
         quality_seeds.summary([tmp_path / "a", tmp_path / "c"], ("popular", "dmpo-k4"))
+
+
+def write_ranked_seed(folder, seed, scores_by_method):
+    """A seed whose candidate lists name their items (the prior reads them), target at index 0 for every user."""
+    seed_dir = folder / "runs" / f"seed{seed}"
+    seed_dir.mkdir(parents=True)
+    users = len(next(iter(scores_by_method.values())))
+    rows = [
+        {"user": f"u{seed}-{i}", "target": "a", "target_index": 0, "candidates": ["a", "b", "c"]} for i in range(users)
+    ]
+    (seed_dir / "candidates.json").write_text(json.dumps({regime: rows for regime in REGIMES}))
+    for method, scores in scores_by_method.items():
+        key = "score" if method == "popular" else "sum"
+        run = {"seed": seed, "method": method, "scores": {regime: {key: scores} for regime in REGIMES}}
+        (seed_dir / f"{method}.json").write_text(json.dumps(run))
+
+
+def test_the_prior_row_adds_w_log_count_to_the_reference_scores(tmp_path):
+    # the model prefers "c" by 0.5 nats; "a" (the target) has 100 interactions, so the prior at w = 1 lifts it first
+    write_ranked_seed(tmp_path / "s", 0, {"popular": [[100, 0, 0]] * 2, "dmpo-k4": [[0.0, -1.0, 0.5]] * 2})
+    plain = quality_seeds.per_seed([tmp_path / "s"], "dmpo-k4")
+    lifted = quality_seeds.per_seed([tmp_path / "s"], "dmpo-k4", prior=1.0)
+    assert plain[0]["uniform"]["hit_ratio@1"].tolist() == [0.0, 0.0]
+    assert lifted[0]["uniform"]["hit_ratio@1"].tolist() == [1.0, 1.0]
+    assert quality_seeds.per_seed([tmp_path / "s"], "dmpo-k4", prior=0.1)[0]["uniform"]["hit_ratio@1"].sum() == 0
+
+
+def test_classic_rows_read_the_chosen_setting_on_the_quality_seeds_candidates(tmp_path):
+    write_ranked_seed(tmp_path / "q", 0, {"dmpo-k4": [[1.0, 0.0, 0.0]] * 2})
+    write_ranked_seed(tmp_path / "q2", 2, {"dmpo-k4": [[0.0, 1.0, 0.0]] * 2})
+    for folder, seed in ((tmp_path / "c", 0), (tmp_path / "c2", 2)):
+        (folder / "runs" / f"seed{seed}").mkdir(parents=True)
+        for setting, scores in (({"n": 1}, [[2.0, 1.0, 0.0]] * 2), ({"n": 2}, [[0.0, 1.0, 2.0]] * 2)):
+            result = {"seed": seed, "setting": setting, "test": {r: {"score": scores} for r in REGIMES}}
+            (folder / "runs" / f"seed{seed}" / f"sasrec__n{setting['n']}.json").write_text(json.dumps(result))
+    (tmp_path / "c" / "classic.json").write_text(json.dumps({"selection": {"sasrec": {"chosen": {"n": 1}}}}))
+    rows = quality_seeds.classic_per_seed(
+        [tmp_path / "q", tmp_path / "q2"], [tmp_path / "c", tmp_path / "c2"], "sasrec"
+    )
+    assert sorted(rows) == [0, 2]
+    assert rows[2]["uniform"]["hit_ratio@1"].tolist() == [1.0, 1.0]  # n = 1 ranks the target first; n = 2 would not
+    result = quality_seeds.summary([tmp_path / "q", tmp_path / "q2"], ("dmpo-k4",), extra={"sasrec": rows})
+    assert result["rows"]["sasrec"]["uniform"]["hit_ratio@1"]["per_seed"] == {0: 1.0, 2: 1.0}
+    assert result["differences"]["sasrec"]["uniform"]["hit_ratio@1"]["per_seed"][2][0] == -1.0
