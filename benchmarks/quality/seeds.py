@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,11 @@ def summary(
     methods: tuple[str, ...] = METHODS,
     reference: str = REFERENCE,
     extra: dict[str, PerSeed] | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Per method and regime: per-seed means, their mean and range, the pooled interval; the paired differences of
-    `reference` minus each other method. `extra` adds rows computed elsewhere (`classic_per_seed`, a prior)."""
+    `reference` minus each other method, and of each `(a, b)` in `pairs`. `extra` adds rows computed elsewhere
+    (`classic_per_seed`, a prior)."""
     values = {method: per_seed(folders, method) for method in methods} | (extra or {})
     methods = tuple(values)
     seeds = sorted(values[methods[0]])
@@ -116,27 +119,30 @@ def summary(
                     "pooled": interval(pooled),
                     "users": int(pooled.size),
                 }
-    differences: dict[str, Any] = {}
-    reference_name, reference = reference, values[reference]
-    for method in methods:
-        if method == reference_name:
-            continue
-        differences[method] = {}
-        for regime in REGIMES:
-            differences[method][regime] = {}
-            for metric in METRICS:
-                a = np.concatenate([reference[s][regime][metric] for s in seeds])
-                b = np.concatenate([values[method][s][regime][metric] for s in seeds])
-                per_seed_diff = {s: paired_difference(reference[s][regime][metric], values[method][s][regime][metric])
-                                 for s in seeds}  # fmt: skip
-                differences[method][regime][metric] = {"pooled": paired_difference(a, b), "per_seed": per_seed_diff}
+    differences = {method: difference(values, reference, method, seeds) for method in methods if method != reference}
     return {
         "seeds": seeds,
         "folders": [str(f) for f in folders],
-        "reference": reference_name,
+        "reference": reference,
         "rows": rows,
         "differences": differences,
+        "pairs": [{"a": a, "b": b, "difference": difference(values, a, b, seeds)} for a, b in pairs],
     }
+
+
+def difference(values: dict[str, PerSeed], a: str, b: str, seeds: list[int]) -> dict[str, Any]:
+    """`a` minus `b` per regime and metric: per seed and pooled over every seed's users, paired intervals."""
+    out: dict[str, Any] = {}
+    for regime in REGIMES:
+        out[regime] = {}
+        for metric in METRICS:
+            pooled_a = np.concatenate([values[a][s][regime][metric] for s in seeds])
+            pooled_b = np.concatenate([values[b][s][regime][metric] for s in seeds])
+            per_seed_diff = {
+                s: paired_difference(values[a][s][regime][metric], values[b][s][regime][metric]) for s in seeds
+            }
+            out[regime][metric] = {"pooled": paired_difference(pooled_a, pooled_b), "per_seed": per_seed_diff}
+    return out
 
 
 def markdown(result: dict[str, Any], title: str = TITLE, notes: str = "") -> str:
@@ -160,15 +166,23 @@ def markdown(result: dict[str, Any], title: str = TITLE, notes: str = "") -> str
                 spread = f"{row['mean_of_seeds']:.3f} [{row['lowest']:.3f}, {row['highest']:.3f}]"
                 lines.append("| " + " | ".join([method, *cells, spread, fmt(*row["pooled"])]) + " |")
     lines += ["", f"## Paired differences, {result['reference']} minus each method", ""]
+    lines += difference_table(result["differences"], seeds)
+    if result["pairs"]:
+        lines += ["", "## Other paired differences", ""]
+        lines += difference_table({f"{p['a']} minus {p['b']}": p["difference"] for p in result["pairs"]}, seeds)
+    return "\n".join(lines) + "\n"
+
+
+def difference_table(by_label: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]:
     head = ["method", "regime", "metric", *[f"seed {s}" for s in seeds], "pooled"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method, by_regime in result["differences"].items():
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, by_regime in by_label.items():
         for regime in REGIMES:
-            for metric, label in METRICS.items():
+            for metric, name in METRICS.items():
                 diff = by_regime[regime][metric]
                 cells = [fmt(*diff["per_seed"][s]) for s in seeds]
-                lines.append("| " + " | ".join([method, regime, label, *cells, fmt(*diff["pooled"])]) + " |")
-    return "\n".join(lines) + "\n"
+                lines.append("| " + " | ".join([label, regime, name, *cells, fmt(*diff["pooled"])]) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -185,16 +199,18 @@ def main(argv: list[str] | None = None) -> str:
     if set(classic) & set(args.methods):
         raise SystemExit(f"quality.seeds: {sorted(set(classic) & set(args.methods))} are in --methods and --classic")
     extra = {name: classic_per_seed(args.folders, args.classic, name) for name in classic}
-    notes = []
+    notes, pairs = [], []
     if args.prior is not None:
-        extra[f"{args.reference} + prior (w {args.prior:g})"] = per_seed(args.folders, args.reference, args.prior)
+        label = f"{args.reference} + prior (w {args.prior:g})"
+        extra[label] = per_seed(args.folders, args.reference, args.prior)
         notes.append(f"The prior row adds {args.prior:g} x log(1 + count) to {args.reference}'s scores.")
+        pairs = [(label, "popular")] if "popular" in args.methods else []
     if args.classic:
         notes.append(
             f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)}, at the settings the first "
             "one's validation users chose."
         )
-    result = summary(args.folders, tuple(args.methods), args.reference, extra)
+    result = summary(args.folders, tuple(args.methods), args.reference, extra, pairs)
     text = markdown(result, args.title, " ".join(notes))
     out = args.out or args.folders[-1]
     (out / "seeds.md").write_text(text)

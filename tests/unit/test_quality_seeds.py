@@ -91,3 +91,7 @@ def test_classic_rows_read_the_chosen_setting_on_the_quality_seeds_candidates(tm
     result = quality_seeds.summary([tmp_path / "q", tmp_path / "q2"], ("dmpo-k4",), extra={"sasrec": rows})
     assert result["rows"]["sasrec"]["uniform"]["hit_ratio@1"]["per_seed"] == {0: 1.0, 2: 1.0}
     assert result["differences"]["sasrec"]["uniform"]["hit_ratio@1"]["per_seed"][2][0] == -1.0
+    paired = quality_seeds.summary([tmp_path / "q", tmp_path / "q2"], ("dmpo-k4",), extra={"sasrec": rows},
+                                   pairs=[("sasrec", "dmpo-k4")])  # fmt: skip
+    assert paired["pairs"][0]["difference"]["uniform"]["hit_ratio@1"]["per_seed"][2][0] == 1.0
+    assert "| sasrec minus dmpo-k4 | uniform | HR@1 |" in quality_seeds.markdown(paired)
