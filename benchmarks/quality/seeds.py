@@ -11,6 +11,8 @@ users (`dmpo_trl.metrics.paired_difference`). Two kinds of row can join, on the 
 
 - `--prior W`: the reference method's scores plus the popularity prior at weight W (`quality.prior.with_prior`, the
   counts of each folder's `popular` run), W chosen once on validation users (`benchmarks/results/quality/prior`).
+- `--against DIR [DIR ...] --against_methods M [M ...]`: the same methods run at another setting on the same users
+  and candidates (the 5-title prompt against the 20-title one, say), each paired with its run here.
 - `--classic DIR [DIR ...]`: the models of `benchmarks.classic_baselines` run on the same seeds (`DIR`s holding
   every seed's `runs/seed<S>/`; SASRec, GRU4Rec, BPR, and most popular under the few-shot protocol), each at the
   setting the first `DIR`'s report chose on validation users.
@@ -69,10 +71,7 @@ def classic_per_seed(folders: list[Path], classic_dirs: list[Path], name: str) -
     """Per-user metrics by seed of classic model `name` at the setting the first classic folder's report chose
     (`classic.json`), on the candidates of the quality folders' seeds."""
     chosen = json.loads((classic_dirs[0] / "classic.json").read_text())["selection"][name]["chosen"]
-    candidates = {}
-    for folder in folders:
-        for path in Path(folder, "runs").glob("seed*/candidates.json"):
-            candidates[int(path.parent.name[4:])] = json.loads(path.read_text())
+    candidates = candidates_by_seed(folders)
     out: PerSeed = {}
     for classic_dir in classic_dirs:
         for path in sorted(Path(classic_dir, "runs").glob(f"seed*/{name}__*.json")):
@@ -85,6 +84,23 @@ def classic_per_seed(folders: list[Path], classic_dirs: list[Path], name: str) -
             run = {"seed": seed, "scores": {r: {"score": result["test"][r]["score"]} for r in REGIMES}}
             out[seed] = {r: per_user_metrics([run], candidates, r, "sum") for r in REGIMES}
     return out
+
+
+def candidates_by_seed(folders: list[Path]) -> dict[int, Any]:
+    """{seed: the seed's saved candidate lists} over the folders."""
+    return {
+        int(path.parent.name[4:]): json.loads(path.read_text())
+        for folder in folders
+        for path in Path(folder, "runs").glob("seed*/candidates.json")
+    }
+
+
+def same_candidates(folders: list[Path], others: list[Path]) -> None:
+    """Refuse `others` unless they hold the folders' seeds with the very same users and candidate lists."""
+    mine, theirs = candidates_by_seed(folders), candidates_by_seed(others)
+    for seed, candidates in mine.items():
+        if theirs.get(seed) != candidates:
+            raise SystemExit(f"quality.seeds: seed {seed}: {others} do not hold the users and candidates of {folders}")
 
 
 def summary(
@@ -192,6 +208,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--reference", default=REFERENCE, help="the method the paired differences subtract from")
     parser.add_argument("--prior", type=float, default=None, help="add the reference with the popularity prior at W")
     parser.add_argument("--classic", type=Path, nargs="+", default=[], help="classic_baselines folders to add")
+    parser.add_argument("--against", type=Path, nargs="+", default=[], help="folders of another setting, same users")
+    parser.add_argument("--against_methods", nargs="+", default=[], help="methods paired with their --against runs")
+    parser.add_argument("--against_label", default="other", help="what the --against rows are called")
     parser.add_argument("--title", default=TITLE)
     parser.add_argument("--out", type=Path, default=None, help="where seeds.md and seeds.json go (the last folder)")
     args = parser.parse_args(argv)
@@ -205,6 +224,16 @@ def main(argv: list[str] | None = None) -> str:
         extra[label] = per_seed(args.folders, args.reference, args.prior)
         notes.append(f"The prior row adds {args.prior:g} x log(1 + count) to {args.reference}'s scores.")
         pairs = [(label, "popular")] if "popular" in args.methods else []
+    if args.against:
+        same_candidates(args.folders, args.against)
+        for method in args.against_methods:
+            label = f"{method} ({args.against_label})"
+            extra[label] = per_seed(args.against, method)
+            pairs.append((method, label))
+        notes.append(
+            f"Rows marked ({args.against_label}) are the same methods in {', '.join(f'`{d}`' for d in args.against)}, "
+            "on the same users and candidates, paired below."
+        )
     if args.classic:
         notes.append(
             f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)}, at the settings the first "

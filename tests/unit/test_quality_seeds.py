@@ -95,3 +95,18 @@ def test_classic_rows_read_the_chosen_setting_on_the_quality_seeds_candidates(tm
                                    pairs=[("sasrec", "dmpo-k4")])  # fmt: skip
     assert paired["pairs"][0]["difference"]["uniform"]["hit_ratio@1"]["per_seed"][2][0] == 1.0
     assert "| sasrec minus dmpo-k4 | uniform | HR@1 |" in quality_seeds.markdown(paired)
+
+
+def test_against_pairs_each_method_with_its_run_at_another_setting_on_the_same_candidates(tmp_path):
+    write_ranked_seed(tmp_path / "long", 0, {"popular": [[3, 2, 1]] * 2, "dmpo-k4": [[1.0, 0.0, 0.0]] * 2})
+    write_ranked_seed(tmp_path / "short", 0, {"dmpo-k4": [[0.0, 1.0, 0.0]] * 2})
+    argv = [str(tmp_path / "long"), "--methods", "popular", "dmpo-k4", "--out", str(tmp_path)]
+    text = quality_seeds.main([*argv, "--against", str(tmp_path / "short"), "--against_methods", "dmpo-k4",
+                               "--against_label", "5 titles"])  # fmt: skip
+    assert "| dmpo-k4 minus dmpo-k4 (5 titles) | uniform | HR@1 | 1.000 [1.000, 1.000] |" in text
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["pairs"][0]["a"] == "dmpo-k4" and saved["pairs"][0]["b"] == "dmpo-k4 (5 titles)"
+    write_ranked_seed(tmp_path / "other", 0, {"dmpo-k4": [[0.0, 1.0]] * 2})  # other users: refused
+    (tmp_path / "other" / "runs" / "seed0" / "candidates.json").write_text(json.dumps({r: [] for r in REGIMES}))
+    with pytest.raises(SystemExit, match="seed 0: .* do not hold the users and candidates"):
+        quality_seeds.main([*argv, "--against", str(tmp_path / "other"), "--against_methods", "dmpo-k4"])
