@@ -32,10 +32,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.0,
-    # training: DMPO with the paper's SFT term (`dmpo-trl train`'s measured loss on SmolLM2), one pass over the
-    # rows (the measured 2 would double the demo's training time), 4 rows per step, on CPU in float32
+    # training: DMPO, one pass over the rows, 4 rows per step, on CPU in float32
     "output_dir": "outputs/demo",
-    "loss_type": ["dmpo", "sft"],
+    "loss_type": ["dmpo"],
     "beta": 0.1,
     "learning_rate": 1e-3,
     "lr_scheduler_type": "linear",
@@ -62,7 +61,7 @@ def demo_arguments(
     ```python
     >>> data_args, training_args, model_args, recipe_args = demo_arguments(num_test_users=20)
     >>> data_args.num_test_users, training_args.loss_type, recipe_args.baselines
-    (20, ['dmpo', 'sft'], ['random', 'popular'])
+    (20, ['dmpo'], ['random', 'popular'])
     ```
     """
     return parse_recipe_arguments(list(argv), {**DEMO_SETTINGS, **overrides}, prog="dmpo-trl demo")

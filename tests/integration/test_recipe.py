@@ -88,7 +88,7 @@ def test_demo_arguments():
     data_args, training_args, model_args, recipe_args = demo_arguments(["--num_test_users", "20"])
     assert data_args.num_test_users == 20 and data_args.num_train_users == DEMO_SETTINGS["num_train_users"]
     assert model_args.model_name_or_path is None and model_args.use_peft and not model_args.load_in_4bit
-    assert training_args.loss_type == ["dmpo", "sft"] and not training_args.gradient_checkpointing
+    assert training_args.loss_type == ["dmpo"] and not training_args.gradient_checkpointing
     assert recipe_args.baselines == ["random", "popular"]
 
 
@@ -188,7 +188,7 @@ def test_demo_command_with_overrides(tiny_log_files, tiny_model_dir, tmp_path, c
     headers = [i for i, line in enumerate(lines) if line.split()[:3] == ["model", "hit_ratio@1", "ndcg@5"]]
     header = headers[-1]  # the final before/after table (the first one, before training, has no trained row)
     rows = [line.split()[0] for line in lines[header + 1 : header + 4]]
-    assert rows == ["random", "zero-shot", "dmpo+sft"]
+    assert rows == ["random", "zero-shot", "dmpo"]
     assert "a random pick has HitRatio@1 = 0.25" in out
 
 
