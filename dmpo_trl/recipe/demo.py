@@ -32,7 +32,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.0,
-    # training: DMPO, one pass over the rows, 4 rows per step, on CPU in float32
+    # training: DMPO, one pass over the rows, 4 rows per step, on CPU in float32. DMPO alone, not the SFT term
+    # `dmpo-trl train` adds on SmolLM2 (at 2 epochs): at this one epoch the term ranked worse on the demo's users
+    # (benchmarks/results/demo/loss)
     "output_dir": "outputs/demo",
     "loss_type": ["dmpo"],
     "beta": 0.1,
