@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--against", type=Path, nargs="+", default=[], help="folders of another setting, same users")
     parser.add_argument("--against_methods", nargs="+", default=[], help="methods paired with their --against runs")
     parser.add_argument("--against_label", default="other", help="what the --against rows are called")
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"), help="also A minus B")
     parser.add_argument("--title", default=TITLE)
     parser.add_argument("--out", type=Path, default=None, help="where seeds.md and seeds.json go (the last folder)")
     args = parser.parse_args(argv)
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> str:
             f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)}, at the settings the first "
             "one's validation users chose."
         )
+    pairs += [tuple(pair) for pair in args.pair]
     result = summary(args.folders, tuple(args.methods), args.reference, extra, pairs)
     text = markdown(result, args.title, " ".join(notes))
     out = args.out or args.folders[-1]
