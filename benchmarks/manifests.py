@@ -105,7 +105,6 @@ WHY: dict[str, dict[str, str]] = {
             "quality/shared",
             "quality/300users",
             "quality/candidates",
-            "quality/tuned-popneg",
         )
     },  # fmt: skip
     "quality/shared": {
@@ -124,13 +123,6 @@ WHY: dict[str, dict[str, str]] = {
         "library_versions": PREDATES,
         "command": "not recorded beyond `--prompt_style candidates` (docs/results/levers.md); `settings` is the "
         "config the runs recorded",
-    },
-    "quality/tuned-popneg": {
-        "commit": PREDATES,
-        "library_versions": PREDATES,
-        "command": "recorded only as flags (docs/results/k-curve.md): the 500-user command with `--methods dmpo-k4 "
-        "--train_negatives popularity_matched --results_dir benchmarks/results/quality/tuned-popneg`; `settings` is "
-        "the config the runs recorded",
     },
     "large_log/synthetic": {
         "command": "not recorded: the report names the script and seed 0 only; `settings` is what large_log.json "
