@@ -7,7 +7,8 @@ hold one study's seeds, each seed in one folder. Nothing is retrained or rescore
 saved scores (`compare.load_runs`), and reports HitRatio@1 and NDCG@5 (summed log-likelihood) per seed, the mean over
 seeds with the spread (lowest and highest seed), the pooled mean over every seed's test users with its 95% bootstrap
 interval, and the paired differences of the reference method (DMPO K=4) minus each other method over the pooled
-users (`dmpo_trl.metrics.paired_difference`). Two kinds of row can join, on the same users and candidates:
+users (`dmpo_trl.metrics.paired_difference`). More rows can join, on the same users and candidates, and `--pair A B`
+adds any further paired difference:
 
 - `--prior W`: the reference method's scores plus the popularity prior at weight W (`quality.prior.with_prior`, the
   counts of each folder's `popular` run), W chosen once on validation users (`benchmarks/results/quality/prior`).
