@@ -16,7 +16,8 @@ adds any further paired difference:
   and candidates (the 5-title prompt against the 20-title one, say), each paired with its run here.
 - `--classic DIR [DIR ...]`: the models of `benchmarks.classic_baselines` run on the same seeds (`DIR`s holding
   every seed's `runs/seed<S>/`; SASRec, GRU4Rec, BPR, and most popular under the few-shot protocol), each at the
-  setting the first `DIR`'s report chose on validation users.
+  setting the first `DIR`'s report chose on validation users; `--classic_size 200` (or `all`) takes the few-shot
+  curve's runs with that many training users instead of 100.
 
     python -m benchmarks.quality.seeds   # the main comparison: writes seeds.md and seeds.json into the last folder
     python -m benchmarks.quality.seeds benchmarks/results/quality/history20 --methods zero-shot dmpo-k4 \
@@ -68,14 +69,26 @@ def per_seed(folders: list[Path], method: str, prior: float | None = None) -> Pe
     return out
 
 
-def classic_per_seed(folders: list[Path], classic_dirs: list[Path], name: str) -> PerSeed:
+def classic_choices(classic_dir: Path, size: str = "100") -> dict[str, Any]:
+    """{model: setting} the folder's report chose on validation users: `classic.json` for the study's own 100
+    training users, `sample_efficiency.json` for the few-shot curve's other sizes (`200`, `all`)."""
+    if size == "100":
+        selection = json.loads((classic_dir / "classic.json").read_text())["selection"]
+        return {name: entry["chosen"] for name, entry in selection.items()}
+    models = json.loads((classic_dir / "sample_efficiency.json").read_text())["sizes"][size]["models"]
+    return {name: entry["setting"] for name, entry in models.items()}
+
+
+def classic_per_seed(folders: list[Path], classic_dirs: list[Path], name: str, size: str = "100") -> PerSeed:
     """Per-user metrics by seed of classic model `name` at the setting the first classic folder's report chose
-    (`classic.json`), on the candidates of the quality folders' seeds."""
-    chosen = json.loads((classic_dirs[0] / "classic.json").read_text())["selection"][name]["chosen"]
+    (`classic_choices`), on the candidates of the quality folders' seeds; `size` other than 100 reads the
+    few-shot curve's runs with that many training users (`runs/n<size>/`)."""
+    chosen = classic_choices(classic_dirs[0], size)[name]
     candidates = candidates_by_seed(folders)
+    pattern = f"seed*/{name}__*.json" if size == "100" else f"n{size}/seed*/{name}__*.json"
     out: PerSeed = {}
     for classic_dir in classic_dirs:
-        for path in sorted(Path(classic_dir, "runs").glob(f"seed*/{name}__*.json")):
+        for path in sorted(Path(classic_dir, "runs").glob(pattern)):
             result = json.loads(path.read_text())
             if result["setting"] != chosen:
                 continue
@@ -209,6 +222,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--reference", default=REFERENCE, help="the method the paired differences subtract from")
     parser.add_argument("--prior", type=float, default=None, help="add the reference with the popularity prior at W")
     parser.add_argument("--classic", type=Path, nargs="+", default=[], help="classic_baselines folders to add")
+    parser.add_argument("--classic_size", default="100", help="the few-shot curve's training users: 100, 200, all")
     parser.add_argument("--against", type=Path, nargs="+", default=[], help="folders of another setting, same users")
     parser.add_argument("--against_methods", nargs="+", default=[], help="methods paired with their --against runs")
     parser.add_argument("--against_label", default="other", help="what the --against rows are called")
@@ -216,10 +230,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--title", default=TITLE)
     parser.add_argument("--out", type=Path, default=None, help="where seeds.md and seeds.json go (the last folder)")
     args = parser.parse_args(argv)
-    classic = json.loads((args.classic[0] / "classic.json").read_text())["selection"] if args.classic else {}
+    classic = classic_choices(args.classic[0], args.classic_size) if args.classic else {}
     if set(classic) & set(args.methods):
         raise SystemExit(f"quality.seeds: {sorted(set(classic) & set(args.methods))} are in --methods and --classic")
-    extra = {name: classic_per_seed(args.folders, args.classic, name) for name in classic}
+    extra = {name: classic_per_seed(args.folders, args.classic, name, args.classic_size) for name in classic}
     notes, pairs = [], []
     if args.prior is not None:
         label = f"{args.reference} + prior (w {args.prior:g})"
@@ -237,9 +251,10 @@ def main(argv: list[str] | None = None) -> str:
             "on the same users and candidates, paired below."
         )
     if args.classic:
+        trained_on = "" if args.classic_size == "100" else f" trained on N = {args.classic_size} users,"
         notes.append(
-            f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)}, at the settings the first "
-            "one's validation users chose."
+            f"The classic rows come from {', '.join(f'`{d}`' for d in args.classic)},{trained_on} at the settings "
+            "the first one's validation users chose."
         )
     pairs += [tuple(pair) for pair in args.pair]
     result = summary(args.folders, tuple(args.methods), args.reference, extra, pairs)

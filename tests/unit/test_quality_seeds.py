@@ -97,6 +97,25 @@ def test_classic_rows_read_the_chosen_setting_on_the_quality_seeds_candidates(tm
     assert "| sasrec minus dmpo-k4 | uniform | HR@1 |" in quality_seeds.markdown(paired)
 
 
+def test_classic_size_reads_the_few_shot_curve_runs_at_their_own_chosen_setting(tmp_path):
+    write_ranked_seed(tmp_path / "q", 0, {"dmpo-k4": [[1.0, 0.0, 0.0]] * 2})
+    for folder, setting, scores in (
+        ("seed0", {"n": 1}, [[2.0, 1.0, 0.0]] * 2),
+        ("n200/seed0", {"n": 2}, [[0.0, 1.0, 2.0]] * 2),
+    ):
+        result = {"seed": 0, "setting": setting, "test": {r: {"score": scores} for r in REGIMES}}
+        (tmp_path / "c" / "runs" / folder).mkdir(parents=True)
+        (tmp_path / "c" / "runs" / folder / f"sasrec__n{setting['n']}.json").write_text(json.dumps(result))
+    (tmp_path / "c" / "classic.json").write_text(json.dumps({"selection": {"sasrec": {"chosen": {"n": 1}}}}))
+    curve = {"sizes": {"200": {"models": {"sasrec": {"setting": {"n": 2}}}}}}
+    (tmp_path / "c" / "sample_efficiency.json").write_text(json.dumps(curve))
+    assert quality_seeds.classic_choices(tmp_path / "c", "200") == {"sasrec": {"n": 2}}
+    at_100 = quality_seeds.classic_per_seed([tmp_path / "q"], [tmp_path / "c"], "sasrec")
+    at_200 = quality_seeds.classic_per_seed([tmp_path / "q"], [tmp_path / "c"], "sasrec", size="200")
+    assert at_100[0]["uniform"]["hit_ratio@1"].tolist() == [1.0, 1.0]
+    assert at_200[0]["uniform"]["hit_ratio@1"].tolist() == [0.0, 0.0]  # the N = 200 run ranks the target last
+
+
 def test_against_pairs_each_method_with_its_run_at_another_setting_on_the_same_candidates(tmp_path):
     write_ranked_seed(tmp_path / "long", 0, {"popular": [[3, 2, 1]] * 2, "dmpo-k4": [[1.0, 0.0, 0.0]] * 2})
     write_ranked_seed(tmp_path / "short", 0, {"dmpo-k4": [[0.0, 1.0, 0.0]] * 2})
