@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"), help="also A minus B")
     parser.add_argument("--title", default=TITLE)
     parser.add_argument("--out", type=Path, default=None, help="where seeds.md and seeds.json go (the last folder)")
+    parser.add_argument("--name", default="seeds", help="the files' name: NAME.md and NAME.json")
     args = parser.parse_args(argv)
     classic = classic_choices(args.classic[0], args.classic_size) if args.classic else {}
     if set(classic) & set(args.methods):
@@ -260,9 +261,9 @@ def main(argv: list[str] | None = None) -> str:
     result = summary(args.folders, tuple(args.methods), args.reference, extra, pairs)
     text = markdown(result, args.title, " ".join(notes))
     out = args.out or args.folders[-1]
-    (out / "seeds.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     record = {**result, "settings": {k: str(v) for k, v in vars(args).items()}, "provenance": provenance()}
-    (out / "seeds.json").write_text(json.dumps(record, indent=1, default=_plain) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1, default=_plain) + "\n")
     print(text)
     return text
 
