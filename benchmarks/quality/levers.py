@@ -1,10 +1,11 @@
-"""Every configuration tried to make DMPO beat the most popular movie, side by side on the same 500 test users.
+"""Every configuration tried to make DMPO beat the most popular movie, side by side on the same test users.
 
 Each lever of the quality study ran in its own results folder (other training negatives, more rows, another base
-model, length-normalised rewards, a listwise loss) on the test users and candidates of `results/quality/tuned`. This
-reads each folder's run, checks the candidates match the main run's, and writes one table: HitRatio@1 and NDCG@5 in
-both candidate regimes, and the paired HitRatio@1 differences against most popular, DPO and the main DMPO K=4 run.
-A folder not yet run is listed as missing.
+model, length-normalised rewards, a listwise loss) on the test users and candidates of the main comparison
+(`results/quality/tuned`, seeds 0 and 1, and `results/quality/tuned-seed2`, seed 2). This reads each folder's runs,
+checks each seed's candidates match the main run's, and writes one table: HitRatio@1 and NDCG@5 in both candidate
+regimes, and the paired HitRatio@1 differences against most popular, DPO and the main DMPO K=4 run on the same seeds'
+users (500 for seeds 0 and 1, 750 with seed 2). A folder without seeds 0 and 1 is listed as not run yet.
 
     python -m benchmarks.quality.levers --out benchmarks/results/quality/levers/quality-levers.md
 """
@@ -25,13 +26,13 @@ from .summarize import fmt, marked_difference, per_user_metrics
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-MAIN = "quality/tuned"
+MAIN = ("quality/tuned", "quality/tuned-seed2")
 
 
 @dataclass
 class Lever:
     label: str  # the configuration, in words
-    folder: str  # under results/
+    folder: str | tuple[str, ...]  # under results/; several folders hold its seeds
     method: str
     settings: str  # lr x epochs, and whether they were chosen on validation users
 
@@ -63,67 +64,98 @@ LEVERS = [
 REFERENCES = [("most popular", "popular"), ("DPO", "dpo"), ("DMPO K=4 main", "dmpo-k4")]
 
 
-def per_user(root: Path, main: str, folder: str, method: str) -> dict[str, dict[str, object]] | None:
-    """Per-user metrics by regime of `folder:method` (summed log-likelihood), or None when it has no finished run of
-    every seed the main folder has. Refuses a folder whose candidates differ from the main folder's."""
-    main_candidates = {
-        int(path.parent.name[4:]): json.loads(path.read_text())
-        for path in (root / main).glob("runs/seed*/candidates.json")
-    }
-    try:
-        runs, candidates = load_runs(f"{root / folder}:{method}")
-    except SystemExit:
-        return None
-    if sorted(candidates) != sorted(main_candidates):
-        return None
-    for seed, rows in candidates.items():
-        if rows != main_candidates[seed]:
-            raise SystemExit(f"quality_levers: {folder} seed {seed}: other users or candidates than {main}")
-    return {regime: per_user_metrics(runs, candidates, regime, "sum") for regime in REGIMES}
+def as_folders(folder: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (folder,) if isinstance(folder, str) else tuple(folder)
+
+
+def load_method(root: Path, folders: tuple[str, ...], method: str, main_candidates: dict[int, dict]):
+    """The finished runs of `method` over `folders` (seed order) and their candidates by seed, or None when there are
+    none. Refuses a seed whose users or candidates differ from the main folders'."""
+    runs, candidates = [], {}
+    for folder in folders:
+        try:
+            found, found_candidates = load_runs(f"{root / folder}:{method}")
+        except SystemExit:
+            continue
+        for run in found:
+            seed = run["seed"]
+            if found_candidates[seed] != main_candidates.get(seed):
+                raise SystemExit(f"quality_levers: {folder} seed {seed}: other users or candidates than the main run")
+            runs.append(run)
+            candidates[seed] = found_candidates[seed]
+    return (sorted(runs, key=lambda run: run["seed"]), candidates) if runs else None
+
+
+def per_user(runs: list[dict], candidates: dict[int, dict], seeds: list[int]) -> dict[str, dict[str, object]]:
+    """Per-user metrics by regime (summed log-likelihood) of the runs of `seeds`, pooled in seed order."""
+    chosen = [run for run in runs if run["seed"] in seeds]
+    return {regime: per_user_metrics(chosen, candidates, regime, "sum") for regime in REGIMES}
 
 
 def table(
     root: Path = RESULTS,
-    main: str = MAIN,
+    main: str | tuple[str, ...] = MAIN,
     levers: list[Lever] = LEVERS,
     references: list[tuple[str, str]] = REFERENCES,
 ) -> str:
-    """The markdown table of `levers` against `references` (label, method of the `main` folder) under `root`."""
-    reference_runs = {name: per_user(root, main, main, method) for name, method in references}
+    """The markdown table of `levers` against `references` (label, method of the `main` folders) under `root`. Each
+    lever is paired on the seeds its folder holds; it needs every seed of the first main folder."""
+    mains = as_folders(main)
+    main_candidates = {
+        int(path.parent.name[4:]): json.loads(path.read_text())
+        for folder in mains
+        for path in (root / folder).glob("runs/seed*/candidates.json")
+    }
+    first_seeds = {int(path.parent.name[4:]) for path in (root / mains[0]).glob("runs/seed*/candidates.json")}
+    reference_runs = {name: load_method(root, mains, method, main_candidates) for name, method in references}
     if any(found is None for found in reference_runs.values()):
-        raise SystemExit(f"quality_levers: {root / main} lacks a run of {[method for _, method in references]}")
-    users = len(next(iter(reference_runs.values()))[REGIMES[0]]["hit_ratio@1"])
-    head = ["configuration", "lr x epochs", "folder"]
+        raise SystemExit(f"quality_levers: {root / mains[0]} lacks a run of {[method for _, method in references]}")
+    head = ["configuration", "lr x epochs", "folder", "seeds (users)"]
     head += [f"HR@1 {r}" for r in REGIMES] + [f"NDCG@5 {r}" for r in REGIMES]
     head += [f"HR@1 {r} - {name}" for name in reference_runs for r in REGIMES]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     missing = []
     for lever in levers:
-        metrics = per_user(root, main, lever.folder, lever.method)
-        if metrics is None:
+        folders = as_folders(lever.folder)
+        found = load_method(root, folders, lever.method, main_candidates)
+        if found is None or not first_seeds <= set(found[1]):
             missing.append(lever)
             continue
-        cells = [lever.label, lever.settings, f"`{lever.folder}:{lever.method}`"]
+        seeds = sorted(found[1])
+        metrics = per_user(*found, seeds)
+        users = len(metrics[REGIMES[0]]["hit_ratio@1"])
+        where = " + ".join(folders)
+        cells = [lever.label, lever.settings, f"`{where}:{lever.method}`", f"{', '.join(map(str, seeds))} ({users})"]
         cells += [fmt(*interval(metrics[r]["hit_ratio@1"])) for r in REGIMES]
         cells += [fmt(*interval(metrics[r]["ndcg@5"])) for r in REGIMES]
-        for name, reference in reference_runs.items():
+        for name, (runs, candidates) in reference_runs.items():
+            if not set(seeds) <= set(candidates):
+                raise SystemExit(f"quality_levers: the main run has no {name} run of seeds {seeds}")
+            reference = per_user(runs, candidates, seeds)
+            same = folders == mains and dict(references)[name] == lever.method
             for r in REGIMES:
-                same = lever.folder == main and dict(references)[name] == lever.method
                 cells.append("" if same else marked_difference(metrics[r]["hit_ratio@1"], reference[r]["hit_ratio@1"]))
         lines.append("| " + " | ".join(cells) + " |")
     out = [
         "# Levers tried to make DMPO beat the most popular movie",
         "",
-        f"{users} test users, the candidates of `{main}`; ranked by summed log-likelihood; 95% "
-        "bootstrap intervals, paired (same users and candidates) for the differences, marked win / loss when they "
-        "exclude 0. SmolLM2-135M-Instruct + LoRA r=16 unless Gemma is named. Each folder's notes.md (or the README) "
-        "gives the command that made it; each run's JSON records its settings, library versions and commit.",
+        f"The test users and candidates of {' and '.join(f'`{m}`' for m in mains)} (each seed its own split and 250 "
+        "test users); each row on the seeds its folder holds, paired against the references on those same users. "
+        "Ranked by summed log-likelihood; 95% bootstrap intervals over the pooled users, paired (same users and "
+        "candidates) for the differences, marked win / loss when they exclude 0. SmolLM2-135M-Instruct + LoRA r=16 "
+        "unless Gemma is named. Each folder's notes.md gives the command that made it; each run's JSON records its "
+        "settings, library versions and commit.",
         "",
         *lines,
         "",
     ]
     if missing:
-        out += ["Not run yet: " + "; ".join(f"{m.label} (`{m.folder}:{m.method}`)" for m in missing) + ".", ""]
+        out += [
+            "Not run yet: "
+            + "; ".join(f"{m.label} (`{' + '.join(as_folders(m.folder))}:{m.method}`)" for m in missing)
+            + ".",
+            "",
+        ]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS)
     out += [f"Made by `python -m benchmarks.quality.levers` at commit {commit.stdout.strip() or 'unknown'}.", ""]
     return "\n".join(out)
