@@ -60,7 +60,7 @@ RECORDED: dict[str, dict[str, Any]] = {
     "quality/levers": {
         "command": "python -m benchmarks.quality.levers --out benchmarks/results/quality/levers/quality-levers.md",
         "source": "quality-levers.md (last line: made by the script, without --out) and docs/results/levers.md",
-        "commit": "99fc17e",
+        "commit": "720ae6c",
         "commit_source": "quality-levers.md (last line)",
     },
     "prefix_sharing/k-sweep": {
