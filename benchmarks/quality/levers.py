@@ -13,7 +13,6 @@ users (500 for seeds 0 and 1, 750 with seed 2). A folder without seeds 0 and 1 i
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from dmpo_trl.metrics import interval
 
 from .compare import load_runs
 from .config import REGIMES
+from .seeds import candidates_by_seed
 from .summarize import fmt, marked_difference, per_user_metrics
 
 
@@ -101,13 +101,10 @@ def table(
     """The markdown table of `levers` against `references` (label, method of the `main` folders) under `root`. Each
     lever is paired on the seeds its folder holds; it needs every seed of the first main folder."""
     mains = as_folders(main)
-    main_candidates = {
-        int(path.parent.name[4:]): json.loads(path.read_text())
-        for folder in mains
-        for path in (root / folder).glob("runs/seed*/candidates.json")
-    }
-    first_seeds = {int(path.parent.name[4:]) for path in (root / mains[0]).glob("runs/seed*/candidates.json")}
+    main_candidates = candidates_by_seed([root / folder for folder in mains])
+    first_seeds = set(candidates_by_seed([root / mains[0]]))
     reference_runs = {name: load_method(root, mains, method, main_candidates) for name, method in references}
+    reference_metrics: dict[tuple[int, ...], dict[str, dict]] = {}  # by the seeds a lever holds
     if any(found is None for found in reference_runs.values()):
         raise SystemExit(f"quality_levers: {root / mains[0]} lacks a run of {[method for _, method in references]}")
     head = ["configuration", "lr x epochs", "folder", "seeds (users)"]
@@ -128,10 +125,14 @@ def table(
         cells = [lever.label, lever.settings, f"`{where}:{lever.method}`", f"{', '.join(map(str, seeds))} ({users})"]
         cells += [fmt(*interval(metrics[r]["hit_ratio@1"])) for r in REGIMES]
         cells += [fmt(*interval(metrics[r]["ndcg@5"])) for r in REGIMES]
-        for name, (runs, candidates) in reference_runs.items():
-            if not set(seeds) <= set(candidates):
-                raise SystemExit(f"quality_levers: the main run has no {name} run of seeds {seeds}")
-            reference = per_user(runs, candidates, seeds)
+        if tuple(seeds) not in reference_metrics:
+            lacking = [name for name, (_, candidates) in reference_runs.items() if not set(seeds) <= set(candidates)]
+            if lacking:
+                raise SystemExit(f"quality_levers: the main run has no {', '.join(lacking)} run of seeds {seeds}")
+            reference_metrics[tuple(seeds)] = {
+                name: per_user(runs, candidates, seeds) for name, (runs, candidates) in reference_runs.items()
+            }
+        for name, reference in reference_metrics[tuple(seeds)].items():
             same = folders == mains and dict(references)[name] == lever.method
             for r in REGIMES:
                 cells.append("" if same else marked_difference(metrics[r]["hit_ratio@1"], reference[r]["hit_ratio@1"]))
